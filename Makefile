@@ -1,0 +1,51 @@
+# hstred: set-up, tests and demo. Needs only python3 (3.11), a C++ compiler and
+# network access to PyPI; everything else is installed into .venv from uv.lock.
+
+PYTHON      ?= python3
+VENV        := .venv
+BOOTSTRAP   := .bootstrap
+UV_VERSION  := 0.13.8
+UV          := $(BOOTSTRAP)/bin/uv
+DEMO_DIR    ?= demo
+PYTEST_ARGS ?=
+
+# Never download a Python interpreter: use the machine's python3.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install test demo lint clean help
+
+help:
+	@echo "make demo     install, simulate a small ACS/WFC program into $(DEMO_DIR)/ and reduce it"
+	@echo "make test     install and run the test suite"
+	@echo "make install  create $(VENV) with the exact versions pinned in uv.lock"
+	@echo "make lint     ruff over the package and tests"
+
+install: $(VENV)/.installed
+
+$(UV):
+	$(PYTHON) -m venv $(BOOTSTRAP)
+	$(BOOTSTRAP)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# arcticpy is built from source against the locked numpy and Cython, with OpenMP on:
+# first everything else, then arcticpy without build isolation and without uv's
+# wheel cache (a cached build could lack OpenMP).
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON) --no-install-package arcticpy-no-gsl
+	CFLAGS=-fopenmp CXXFLAGS=-fopenmp LDFLAGS=-fopenmp \
+	  $(UV) sync --frozen --python $(PYTHON) --no-cache --reinstall-package arcticpy-no-gsl
+	$(VENV)/bin/python -m hstred.cte.openmp
+	touch $@
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/hstred simulate $(DEMO_DIR) --visits 2 --exposures 2 --filters F606W,F814W --seed 1
+	$(VENV)/bin/hstred calibrate --data $(DEMO_DIR)
+
+lint: install
+	$(VENV)/bin/ruff check hstred tests
+
+clean:
+	rm -rf $(VENV) $(BOOTSTRAP) $(DEMO_DIR) .pytest_cache

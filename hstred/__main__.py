@@ -1,0 +1,3 @@
+from hstred.cli import run
+
+run()

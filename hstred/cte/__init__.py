@@ -1,0 +1,1 @@
+"""Pixel-based charge-transfer-inefficiency model and correction (arCTIc)."""
