@@ -15,6 +15,7 @@ exception family to documented exit statuses:
 
 from __future__ import annotations
 
+import enum
 import functools
 import sys
 from pathlib import Path
@@ -62,6 +63,17 @@ def main(
     = False,
 ) -> None:
     """Reduce HST ACS/WFC raw exposures to aligned, drizzled images."""
+
+
+class CTEOption(str, enum.Enum):
+    arctic = "arctic"
+    none = "none"
+
+
+class EngineOption(str, enum.Enum):
+    native = "native"
+    calacs = "calacs"
+    auto = "auto"
 
 
 DataOption = Annotated[
@@ -126,6 +138,41 @@ def refs(
         typer.echo(refset.exposure.name)
         for key, path in refset.paths.items():
             typer.echo(f"  {key:<9} {path if path is not None else 'N/A'}")
+
+
+@app.command()
+@_report_errors
+def calibrate(
+    data: DataOption = Path("."),
+    cte: Annotated[CTEOption, typer.Option(help="Pixel CTE correction: 'arctic' (Massey et al. 2014 "
+                                     "model via arcticpy; writes _flc) or 'none' (_flt).")]
+    = CTEOption.arctic,
+    engine: Annotated[EngineOption, typer.Option(help="'native' (hstred's CCD steps), 'calacs' (hstcal's "
+                                        "acsccd.e/acs2d.e on PATH) or 'auto' (calacs when "
+                                        "present).")] = EngineOption.auto,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes "
+                                                "(default: all cores).")] = None,
+    cte_iterations: Annotated[int, typer.Option(min=1, help="arCTIc correction "
+                                                "iterations.")] = 3,
+    cte_express: Annotated[int, typer.Option(min=0, help="arCTIc express factor "
+                                             "(0 = exact, slower).")] = 5,
+) -> None:
+    """Calibrate every raw exposure: bias, overscan, gain, CTE, dark, flat, DQ, ERR.
+
+    Writes DIR/hstred_work/calibrated/ROOTNAME_flc.fits (or _flt.fits with --cte none).
+    """
+    from hstred.calibrate import CalibrateConfig, run_calibrate
+
+    config = CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers,
+                             cte_iterations=cte_iterations, cte_express=cte_express)
+
+    def report(timing, done, total):
+        typer.echo(f"[{done}/{total}] {timing.output.name}  ccd {timing.ccd_s:.1f}s  "
+                   f"cte {timing.cte_s:.1f}s  2d {timing.two_d_s:.1f}s", err=True)
+
+    result = run_calibrate(data, config, progress=report)
+    typer.echo(f"calibrated {len(result.outputs)} exposures with the {result.engine} engine "
+               f"in {result.wall_s:.1f}s -> {result.outputs[0].parent}")
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m hstred`

@@ -27,16 +27,20 @@ __all__ = [
     "add_cte_to_chip",
     "remove_cte_from_chip",
     "arcticpy_version",
+    "load_arcticpy",
 ]
 
 MJD_TO_JD = 2400000.5
 
 
-def _arcticpy():
-    # arcticpy prints a banner through its C++ layer; keep it quiet.
+def load_arcticpy():
+    """Import arcticpy (and so load its OpenMP runtime); returns the module."""
     import arcticpy
 
     return arcticpy
+
+
+_arcticpy = load_arcticpy
 
 
 def arcticpy_version() -> str:

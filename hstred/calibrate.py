@@ -1,0 +1,242 @@
+"""The calibration stage: raw exposures -> ``_flt``/``_flc`` files, in parallel.
+
+For every ``*_raw.fits`` in the data directory the stage resolves the reference
+files (before any work, so a missing file stops the run at once), then runs, per
+exposure, either the native CCD steps (:mod:`hstred.ccd`) or STScI's calacs
+programs, with arCTIc pixel-CTE correction on the trimmed, bias-free electron
+image between the CCD and 2-D steps.
+
+Exposures run in separate processes (``workers``). arCTIc parallelises over
+columns with OpenMP; each worker gets ``workers // active workers`` threads, so a
+single exposure still uses every core it was given. Columns are independent in arCTIc, so
+the output does not depend on the number of workers or threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from hstred.errors import InputError, StageError
+from hstred.inputs import find_raw_files
+from hstred.refs import ReferenceSet, resolve_references
+
+__all__ = [
+    "CalibrateConfig",
+    "ExposureTiming",
+    "CalibrateResult",
+    "calibrated_dir",
+    "calacs_available",
+    "run_calibrate",
+    "calibrate_one",
+]
+
+CTEChoice = Literal["arctic", "none"]
+EngineChoice = Literal["native", "calacs", "auto"]
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Options of the calibration stage.
+
+    cte
+        ``'arctic'`` (pixel CTE correction, ``_flc`` outputs) or ``'none'`` (``_flt``).
+    engine
+        ``'native'`` (hstred's own CCD steps), ``'calacs'`` (hstcal's acsccd.e and
+        acs2d.e, which must be on PATH) or ``'auto'`` (calacs when present).
+    workers
+        Processes (exposures calibrated at once); None = all cores.
+    cte_iterations, cte_express
+        arCTIc forward-modelling iterations and express factor (0 = exact).
+    """
+
+    cte: CTEChoice = "arctic"
+    engine: EngineChoice = "auto"
+    workers: int | None = None
+    cte_iterations: int = 3
+    cte_express: int = 5
+
+    def __post_init__(self) -> None:
+        if self.cte not in ("arctic", "none"):
+            raise InputError(f"--cte must be 'arctic' or 'none', not {self.cte!r}")
+        if self.engine not in ("native", "calacs", "auto"):
+            raise InputError(f"--engine must be native, calacs or auto, not {self.engine!r}")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, not {self.workers}")
+        if self.cte_iterations < 1:
+            raise InputError("--cte-iterations must be at least 1")
+        if self.cte_express < 0:
+            raise InputError("--cte-express must be 0 (exact) or more")
+
+
+@dataclass(frozen=True)
+class ExposureTiming:
+    """Wall-clock seconds of one exposure's calibration, by part."""
+
+    rootname: str
+    output: Path
+    engine: str
+    ccd_s: float
+    cte_s: float
+    two_d_s: float
+    write_s: float
+    total_s: float
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class CalibrateResult:
+    outputs: tuple[Path, ...]
+    timings: tuple[ExposureTiming, ...]
+    engine: str
+    workers: int
+    wall_s: float
+    references: tuple[ReferenceSet, ...] = field(default=())
+
+
+def calibrated_dir(data_dir: Path) -> Path:
+    """Where calibrated exposures go: ``DIR/hstred_work/calibrated``."""
+    return Path(data_dir) / "hstred_work" / "calibrated"
+
+
+def calacs_available() -> bool:
+    """True when hstcal's acsccd.e and acs2d.e are on PATH."""
+    return all(shutil.which(p) is not None for p in ("acsccd.e", "acs2d.e"))
+
+
+def _choose_engine(engine: EngineChoice) -> str:
+    if engine == "auto":
+        return "calacs" if calacs_available() else "native"
+    if engine == "calacs" and not calacs_available():
+        raise InputError("--engine calacs needs hstcal's acsccd.e and acs2d.e on PATH; install "
+                         "hstcal (conda-forge) or use --engine native")
+    return engine
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cte_function(config: CalibrateConfig):
+    from hstred.cte.model import remove_cte_from_quadrant
+
+    return functools.partial(remove_cte_from_quadrant, express=config.cte_express,
+                             n_iterations=config.cte_iterations)
+
+
+def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
+    from hstred.cte.model import arcticpy_version, cte_model_for_date
+
+    model = cte_model_for_date(expstart_mjd)
+    info = model.to_dict()
+    info.update(model=model.name, total_trap_density=model.total_trap_density,
+                n_iterations=config.cte_iterations, express=config.cte_express,
+                arcticpy_version=arcticpy_version())
+    info.pop("name", None)
+    return info
+
+
+def _calibrate_native(raw: Path, references, out_dir: Path,
+                      config: CalibrateConfig) -> ExposureTiming:
+    from hstred.ccd import apply_cte, ccd_stage, two_d_stage, write_calibrated
+
+    t0 = time.perf_counter()
+    chips = ccd_stage(raw, references)
+    t1 = time.perf_counter()
+    if config.cte == "arctic":
+        expstart = float(chips[0].primary["EXPSTART"])
+        chips = apply_cte(chips, _cte_function(config), cte_info=_cte_info(config, expstart))
+    t2 = time.perf_counter()
+    chips = two_d_stage(chips, references)
+    t3 = time.perf_counter()
+    out = write_calibrated(chips, out_dir)
+    t4 = time.perf_counter()
+    return ExposureTiming(rootname=str(chips[0].primary["ROOTNAME"]).strip().lower(),
+                          output=out, engine="native", ccd_s=t1 - t0, cte_s=t2 - t1,
+                          two_d_s=t3 - t2, write_s=t4 - t3, total_s=t4 - t0,
+                          peak_rss_mb=_peak_rss_mb())
+
+
+def calibrate_one(raw: Path, references, out_dir: Path, config: CalibrateConfig,
+                  engine: str) -> ExposureTiming:
+    """Calibrate one exposure with the chosen engine (runs inside a worker)."""
+    if engine == "calacs":
+        from hstred.ccd.calacs import calibrate_with_calacs
+
+        cte = _cte_function(config) if config.cte == "arctic" else None
+        return calibrate_with_calacs(raw, references, out_dir, cte=cte,
+                                     cte_info_for=functools.partial(_cte_info, config))
+    return _calibrate_native(raw, references, out_dir, config)
+
+
+def _worker_task(args) -> ExposureTiming:
+    raw, references, out_dir, config, engine, threads = args
+    from threadpoolctl import threadpool_limits
+
+    from hstred.cte.model import load_arcticpy
+
+    load_arcticpy()  # its OpenMP runtime must be loaded for the limit to reach it
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return calibrate_one(raw, references, out_dir, config, engine)
+
+
+def run_calibrate(data_dir: Path, config: CalibrateConfig = CalibrateConfig(), *,
+                  raw_files: Sequence[Path] | None = None, out_dir: Path | None = None,
+                  progress: Callable[[ExposureTiming, int, int], None] | None = None,
+                  ) -> CalibrateResult:
+    """Calibrate every raw exposure of ``data_dir`` into ``DIR/hstred_work/calibrated``.
+
+    References are resolved for all exposures before any work; raw files are
+    only read. Returns the written files (sorted by rootname) and timings.
+    """
+    t_start = time.perf_counter()
+    data_dir = Path(data_dir)
+    raws = [Path(p) for p in raw_files] if raw_files is not None else find_raw_files(data_dir)
+    engine = _choose_engine(config.engine)
+    refsets = resolve_references(raws, data_dir)
+    out_dir = Path(out_dir) if out_dir is not None else calibrated_dir(data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    cores = os.cpu_count() or 1
+    workers = min(config.workers or cores, len(raws))
+    threads = max(1, (config.workers or cores) // workers)
+    tasks = [(r.exposure, dict(r.paths), out_dir, config, engine, threads) for r in refsets]
+    timings: list[ExposureTiming] = []
+    if workers == 1:
+        results = map(_worker_task, tasks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers,
+                                   mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_worker_task, tasks)
+    try:
+        for timing in results:
+            timings.append(timing)
+            if progress:
+                progress(timing, len(timings), len(tasks))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    missing = [t.output for t in timings if not t.output.is_file()]
+    if missing:
+        raise StageError(f"calibration did not write {', '.join(map(str, missing))}")
+    timings.sort(key=lambda t: t.rootname)
+    return CalibrateResult(outputs=tuple(t.output for t in timings), timings=tuple(timings),
+                           engine=engine, workers=workers, wall_s=time.perf_counter() - t_start,
+                           references=tuple(refsets))
+
+
+def timing_rows(result: CalibrateResult) -> list[dict]:
+    """Timings as plain dicts (for JSON and tables)."""
+    return [{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(t).items()}
+            for t in result.timings]
