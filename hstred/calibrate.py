@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from hstred.errors import InputError, StageError
-from hstred.inputs import find_raw_files
+from hstred.inputs import check_inputs, find_raw_files
 from hstred.refs import ReferenceSet, resolve_references
 
 __all__ = [
@@ -193,7 +193,7 @@ def _worker_task(args) -> ExposureTiming:
 def run_calibrate(data_dir: Path, config: CalibrateConfig = CalibrateConfig(), *,
                   raw_files: Sequence[Path] | None = None, out_dir: Path | None = None,
                   progress: Callable[[ExposureTiming, int, int], None] | None = None,
-                  ) -> CalibrateResult:
+                  allow_mixed_targets: bool = False) -> CalibrateResult:
     """Calibrate every raw exposure of ``data_dir`` into ``DIR/hstred_work/calibrated``.
 
     References are resolved for all exposures before any work; raw files are
@@ -202,6 +202,7 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig = CalibrateConfig(), *
     t_start = time.perf_counter()
     data_dir = Path(data_dir)
     raws = [Path(p) for p in raw_files] if raw_files is not None else find_raw_files(data_dir)
+    raws = [e.path for e in check_inputs(raws, allow_mixed_targets=allow_mixed_targets)]
     engine = _choose_engine(config.engine)
     refsets = resolve_references(raws, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else calibrated_dir(data_dir)
