@@ -15,18 +15,18 @@ the output does not depend on the number of workers or threads.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from hstred.errors import InputError, StageError
+from hstred.execution import Backend, LocalBackend
 from hstred.inputs import check_inputs, find_raw_files
+from hstred.manifest import Manifest, software_versions
 from hstred.refs import ReferenceSet, resolve_references
 
 __all__ = [
@@ -100,6 +100,7 @@ class CalibrateResult:
     workers: int
     wall_s: float
     references: tuple[ReferenceSet, ...] = field(default=())
+    skipped: tuple[str, ...] = field(default=())  # rootnames found finished in the manifest
 
 
 def calibrated_dir(data_dir: Path) -> Path:
@@ -179,7 +180,7 @@ def calibrate_one(raw: Path, references, out_dir: Path, config: CalibrateConfig,
     return _calibrate_native(raw, references, out_dir, config)
 
 
-def _worker_task(args) -> ExposureTiming:
+def _worker_task(args) -> tuple[ExposureTiming, Path]:
     raw, references, out_dir, config, engine, threads = args
     from threadpoolctl import threadpool_limits
 
@@ -187,17 +188,32 @@ def _worker_task(args) -> ExposureTiming:
 
     load_arcticpy()  # its OpenMP runtime must be loaded for the limit to reach it
     with threadpool_limits(limits=threads, user_api="openmp"):
-        return calibrate_one(raw, references, out_dir, config, engine)
+        return calibrate_one(raw, references, out_dir, config, engine), raw
+
+
+def _exposure_key(manifest: Manifest, raw: Path, references: dict, config: CalibrateConfig,
+                  engine: str) -> str:
+    params = asdict(config)
+    params.pop("workers")  # parallelism does not change the output
+    return manifest.make_key(raw=manifest.hash_file(raw),
+                             references={k: (manifest.hash_file(p) if p else None)
+                                         for k, p in sorted(references.items())},
+                             params=params, engine=engine, software=software_versions())
 
 
 def run_calibrate(data_dir: Path, config: CalibrateConfig = CalibrateConfig(), *,
                   raw_files: Sequence[Path] | None = None, out_dir: Path | None = None,
                   progress: Callable[[ExposureTiming, int, int], None] | None = None,
-                  allow_mixed_targets: bool = False) -> CalibrateResult:
+                  allow_mixed_targets: bool = False, backend: Backend | None = None,
+                  manifest: Manifest | None = None, force: bool = False) -> CalibrateResult:
     """Calibrate every raw exposure of ``data_dir`` into ``DIR/hstred_work/calibrated``.
 
-    References are resolved for all exposures before any work; raw files are
-    only read. Returns the written files (sorted by rootname) and timings.
+    Inputs are checked and references resolved for all exposures before any work;
+    raw files are only read. With a ``manifest``, exposures whose raw file,
+    references, options and software are unchanged since a finished calibration
+    (and whose output is intact) are skipped unless ``force``; each finished
+    exposure is recorded at once. ``backend`` runs the exposures (default: a local
+    pool of ``config.workers`` processes). Returns all outputs, sorted by rootname.
     """
     t_start = time.perf_counter()
     data_dir = Path(data_dir)
@@ -208,33 +224,42 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig = CalibrateConfig(), *
     out_dir = Path(out_dir) if out_dir is not None else calibrated_dir(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    cores = os.cpu_count() or 1
-    workers = min(config.workers or cores, len(raws))
-    threads = max(1, (config.workers or cores) // workers)
-    tasks = [(r.exposure, dict(r.paths), out_dir, config, engine, threads) for r in refsets]
+    done: dict[str, Path] = {}
+    todo: list[tuple[ReferenceSet, str]] = []
+    for refset in refsets:
+        root = refset.exposure.name.split("_")[0].lower()
+        key = (_exposure_key(manifest, refset.exposure, dict(refset.paths), config, engine)
+               if manifest is not None else "")
+        entry = manifest.lookup("calibrate", root, key) if manifest and not force else None
+        if entry is not None:
+            done[root] = Path(next(iter(entry["outputs"])))
+        else:
+            todo.append((refset, key))
+
+    if backend is None:
+        backend = LocalBackend(workers=config.workers or os.cpu_count() or 1)
+    active = max(1, min(backend.slots, len(todo)))
+    # Local workers share this machine's cores; Dask workers each own their threads.
+    threads = max(1, backend.slots // active) if isinstance(backend, LocalBackend) else 1
+    tasks = [(r.exposure, dict(r.paths), out_dir, config, engine, threads) for r, _ in todo]
+    keys = {r.exposure: k for r, k in todo}
     timings: list[ExposureTiming] = []
-    if workers == 1:
-        results = map(_worker_task, tasks)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers,
-                                   mp_context=multiprocessing.get_context("spawn"))
-        results = pool.map(_worker_task, tasks)
-    try:
-        for timing in results:
-            timings.append(timing)
-            if progress:
-                progress(timing, len(timings), len(tasks))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    missing = [t.output for t in timings if not t.output.is_file()]
-    if missing:
-        raise StageError(f"calibration did not write {', '.join(map(str, missing))}")
+    for timing, raw in backend.imap_unordered(_worker_task, tasks):
+        if not timing.output.is_file():
+            raise StageError(f"calibration of {raw} did not write {timing.output}")
+        if manifest is not None:
+            manifest.record("calibrate", timing.rootname, keys[raw], [timing.output],
+                            info={"input": str(raw), "seconds": round(timing.total_s, 3),
+                                  "engine": timing.engine})
+        timings.append(timing)
+        done[timing.rootname] = timing.output
+        if progress:
+            progress(timing, len(timings), len(tasks))
     timings.sort(key=lambda t: t.rootname)
-    return CalibrateResult(outputs=tuple(t.output for t in timings), timings=tuple(timings),
-                           engine=engine, workers=workers, wall_s=time.perf_counter() - t_start,
-                           references=tuple(refsets))
+    return CalibrateResult(outputs=tuple(done[k] for k in sorted(done)), timings=tuple(timings),
+                           engine=engine, workers=active, wall_s=time.perf_counter() - t_start,
+                           references=tuple(refsets),
+                           skipped=tuple(sorted(set(done) - {t.rootname for t in timings})))
 
 
 def timing_rows(result: CalibrateResult) -> list[dict]:

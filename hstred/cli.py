@@ -65,12 +65,12 @@ def main(
     """Reduce HST ACS/WFC raw exposures to aligned, drizzled images."""
 
 
-class CTEOption(str, enum.Enum):
+class CTEOption(enum.StrEnum):
     arctic = "arctic"
     none = "none"
 
 
-class EngineOption(str, enum.Enum):
+class EngineOption(enum.StrEnum):
     native = "native"
     calacs = "calacs"
     auto = "auto"
@@ -144,12 +144,13 @@ def refs(
 @_report_errors
 def calibrate(
     data: DataOption = Path("."),
-    cte: Annotated[CTEOption, typer.Option(help="Pixel CTE correction: 'arctic' (Massey et al. 2014 "
-                                     "model via arcticpy; writes _flc) or 'none' (_flt).")]
+    cte: Annotated[CTEOption, typer.Option(
+        help="Pixel CTE correction: 'arctic' (Massey et al. 2014 model via arcticpy; "
+             "writes _flc) or 'none' (_flt).")]
     = CTEOption.arctic,
-    engine: Annotated[EngineOption, typer.Option(help="'native' (hstred's CCD steps), 'calacs' (hstcal's "
-                                        "acsccd.e/acs2d.e on PATH) or 'auto' (calacs when "
-                                        "present).")] = EngineOption.auto,
+    engine: Annotated[EngineOption, typer.Option(
+        help="'native' (hstred's CCD steps), 'calacs' (hstcal's acsccd.e/acs2d.e on PATH) "
+             "or 'auto' (calacs when present).")] = EngineOption.auto,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes "
                                                 "(default: all cores).")] = None,
     cte_iterations: Annotated[int, typer.Option(min=1, help="arCTIc correction "

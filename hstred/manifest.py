@@ -1,0 +1,144 @@
+"""The stage cache: what each stage consumed and produced, so re-runs skip finished work.
+
+``DIR/hstred_work/manifest.json`` holds, per stage and per unit of work (an
+exposure for calibration, a filter set for drizzling), a *key* — the content
+hashes of every input file, the stage parameters and the software versions — and
+the outputs written with their hashes. A unit is done when its key matches and its
+outputs still exist with the recorded hashes. The manifest is rewritten
+atomically after every finished unit, so a run killed at any point resumes with
+the units that completed.
+
+File hashes are SHA-256 of the content, cached by (path, size, mtime) so that an
+unchanged file is not read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+__all__ = ["Manifest", "file_sha256", "atomic_write_text", "software_versions"]
+
+_CHUNK = 8 << 20
+_FORMAT = 1
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of hstred and the libraries that shape its products."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("hstred", "numpy", "scipy", "astropy", "arcticpy-no-gsl", "drizzlepac",
+                 "stwcs", "tweakwcs", "photutils", "crds"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+class Manifest:
+    """A JSON stage cache in ``work_dir/manifest.json``."""
+
+    def __init__(self, work_dir: Path):
+        self.path = Path(work_dir) / "manifest.json"
+        self._lock = threading.Lock()
+        self._data = {"format": _FORMAT, "hashes": {}, "stages": {}}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                data = None  # a damaged manifest only costs a recomputation
+            if isinstance(data, dict) and data.get("format") == _FORMAT:
+                self._data = data
+
+    # -------------------------------------------------------------- hashing
+    def hash_file(self, path: Path) -> str:
+        path = Path(path).resolve()
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        cached = self._data["hashes"].get(str(path))
+        if cached and cached["stamp"] == stamp:
+            return cached["sha256"]
+        digest = file_sha256(path)
+        with self._lock:
+            self._data["hashes"][str(path)] = {"stamp": stamp, "sha256": digest}
+        return digest
+
+    def hash_files(self, paths: Iterable[Path | None]) -> dict[str, str | None]:
+        return {str(p): (self.hash_file(p) if p is not None else None)
+                for p in paths if p is not None}
+
+    # -------------------------------------------------------------- units of work
+    @staticmethod
+    def make_key(**parts) -> str:
+        """A digest of everything a unit's output depends on."""
+        return hashlib.sha256(_canonical(parts).encode()).hexdigest()
+
+    def lookup(self, stage: str, unit: str, key: str) -> dict | None:
+        """The recorded entry when ``unit`` of ``stage`` is done with ``key`` and intact."""
+        entry = self._data["stages"].get(stage, {}).get(unit)
+        if not entry or entry.get("key") != key:
+            return None
+        for out, digest in entry.get("outputs", {}).items():
+            path = Path(out)
+            if not path.is_file() or self.hash_file(path) != digest:
+                return None
+        return entry
+
+    def record(self, stage: str, unit: str, key: str, outputs: Iterable[Path],
+               info: Mapping | None = None) -> None:
+        """Record a finished unit and save the manifest at once."""
+        entry = {"key": key, "outputs": {str(Path(p).resolve()): self.hash_file(p)
+                                         for p in outputs}}
+        entry.update(info or {})
+        with self._lock:
+            self._data["stages"].setdefault(stage, {})[unit] = entry
+        self.save()
+
+    def forget(self, stage: str) -> None:
+        with self._lock:
+            self._data["stages"].pop(stage, None)
+        self.save()
+
+    def entries(self, stage: str) -> dict:
+        return dict(self._data["stages"].get(stage, {}))
+
+    def save(self) -> None:
+        with self._lock:
+            text = json.dumps(self._data, indent=1, sort_keys=True, default=str)
+        atomic_write_text(self.path, text)
