@@ -176,6 +176,161 @@ def calibrate(
                f"in {result.wall_s:.1f}s -> {result.outputs[0].parent}")
 
 
+KernelOpt = Annotated[str, typer.Option(help="Final drizzle kernel: square, point, turbo, "
+                                        "gaussian, tophat, lanczos2, lanczos3.")]
+ScaleOpt = Annotated[float, typer.Option("--pixel-scale", help="Output pixel scale [arcsec].")]
+PixfracOpt = Annotated[float, typer.Option(help="Drop size as a fraction of the input pixel.")]
+WeightOpt = Annotated[str, typer.Option("--weight-type", help="ERR (inverse variance) or EXP.")]
+NorthOpt = Annotated[bool, typer.Option("--north-up/--no-north-up", help="Orient the output "
+                                        "grid north up.")]
+FitOpt = Annotated[str, typer.Option("--fit-geometry", help="Visit alignment fit: rscale, "
+                                     "shift, rshift or general.")]
+MatchesOpt = Annotated[int, typer.Option("--min-matches", min=3, help="Fewest matched sources "
+                                         "a visit needs to pass alignment.")]
+RmsOpt = Annotated[float, typer.Option("--max-rms", help="Largest alignment fit RMS a visit "
+                                       "may have [arcsec].")]
+DropOpt = Annotated[bool, typer.Option("--drop-unaligned", help="Drop (and report) visits that "
+                                       "fail alignment instead of stopping.")]
+SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
+                                          "sci.fits per exposure on the same grid.")]
+OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
+                                           "OUTNAME_FILTER_drz_sci.fits and _drz_wht.fits.")]
+
+def _drizzle_config(**options):
+    from hstred.drizzle import DrizzleConfig
+
+    return DrizzleConfig(**options)
+
+
+def _setup_logging(data: Path, *, quiet: bool) -> Path:
+    import logging
+
+    log_path = Path(data) / "hstred_work" / "hstred.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    if not quiet:
+        console = logging.StreamHandler()
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("hstred: %(levelname)s: %(message)s"))
+        root.addHandler(console)
+    return log_path
+
+
+@app.command()
+@_report_errors
+def drizzle(
+    outname: OutnameArg,
+    data: DataOption = Path("."),
+    kernel: KernelOpt = "square",
+    pixel_scale: ScaleOpt = 0.03,
+    pixfrac: PixfracOpt = 0.8,
+    weight_type: WeightOpt = "ERR",
+    north_up: NorthOpt = True,
+    fit_geometry: FitOpt = "rscale",
+    min_matches: MatchesOpt = 10,
+    max_rms: RmsOpt = 0.02,
+    drop_unaligned: DropOpt = False,
+    singles: SinglesOpt = False,
+) -> None:
+    """Align the visits and drizzle each filter from calibrated exposures.
+
+    Uses DIR/hstred_work/calibrated/*_flc.fits (or _flt.fits) when hstred calibrated
+    the data, else the archive *_flc.fits / *_flt.fits files in DIR.
+    """
+    from hstred.calibrate import calibrated_dir
+    from hstred.drizzle import run_drizzle
+    from hstred.inputs import find_calibrated_files
+
+    _setup_logging(data, quiet=False)
+    config = _drizzle_config(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
+                             weight_type=weight_type.upper(), north_up=north_up,
+                             fit_geometry=fit_geometry, min_matches=min_matches,
+                             max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
+                             singles=singles)
+    own = calibrated_dir(data)
+    inputs = find_calibrated_files(own) if own.is_dir() else find_calibrated_files(data)
+    if not inputs:
+        raise InputError(f"{data}: no calibrated *_flc.fits/*_flt.fits; run hstred calibrate "
+                         "first or put archive FLC/FLT files there")
+    result = run_drizzle(data, outname, config, inputs=inputs)
+    for product in result.products:
+        typer.echo(f"{product.filter}: {product.sci}  {product.wht}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command("run")
+@_report_errors
+def run_command(
+    outname: OutnameArg,
+    data: DataOption = Path("."),
+    cte: Annotated[CTEOption, typer.Option(help="Pixel CTE correction (arctic or none).")]
+    = CTEOption.arctic,
+    engine: Annotated[EngineOption, typer.Option(help="CCD calibration engine.")]
+    = EngineOption.auto,
+    workers: Annotated[int | None, typer.Option(min=1, help="Local worker processes "
+                                                "(default: all cores).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address "
+                                                  "(tcp://host:8786) for per-exposure work.")]
+    = None,
+    kernel: KernelOpt = "square",
+    pixel_scale: ScaleOpt = 0.03,
+    pixfrac: PixfracOpt = 0.8,
+    weight_type: WeightOpt = "ERR",
+    north_up: NorthOpt = True,
+    fit_geometry: FitOpt = "rscale",
+    min_matches: MatchesOpt = 10,
+    max_rms: RmsOpt = 0.02,
+    drop_unaligned: DropOpt = False,
+    singles: SinglesOpt = False,
+    allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets",
+                                                      help="Reduce exposures of several "
+                                                      "targets together.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
+    from_stage: Annotated[str | None, typer.Option("--from", help="Redo this stage "
+                                                   "(calibrate, drizzle) and those after.")]
+    = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on the "
+                                        "terminal.")] = False,
+) -> None:
+    """Reduce a directory of raw ACS/WFC exposures end to end.
+
+    Checks the inputs, resolves references, calibrates with CTE correction, aligns
+    the visits and drizzles each filter onto one grid. Finished work recorded in
+    DIR/hstred_work/manifest.json is not redone.
+    """
+    from hstred.calibrate import CalibrateConfig
+    from hstred.pipeline import PipelineConfig, run_pipeline
+
+    _setup_logging(data, quiet=quiet)
+    config = PipelineConfig(
+        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),
+        drizzle=_drizzle_config(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
+                                weight_type=weight_type.upper(), north_up=north_up,
+                                fit_geometry=fit_geometry, min_matches=min_matches,
+                                max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
+                                singles=singles),
+        workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
+
+    def on_stage(stage, state):
+        if not quiet:
+            typer.echo(f"{stage}: {state}", err=True)
+
+    def on_exposure(timing, done, total):
+        if not quiet:
+            typer.echo(f"  [{done}/{total}] {timing.output.name} {timing.total_s:.1f}s", err=True)
+
+    result = run_pipeline(data, outname, config, force=force, from_stage=from_stage,
+                          on_stage=on_stage, on_exposure=on_exposure)
+    for product in result.products:
+        typer.echo(str(product))
+    typer.echo(f"run record: {result.run_record}")
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m hstred`
     app(prog_name="hstred")
 
