@@ -201,7 +201,7 @@ def _exposure_key(manifest: Manifest, raw: Path, references: dict, config: Calib
                              params=params, engine=engine, software=software_versions())
 
 
-def run_calibrate(data_dir: Path, config: CalibrateConfig = CalibrateConfig(), *,
+def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
                   raw_files: Sequence[Path] | None = None, out_dir: Path | None = None,
                   progress: Callable[[ExposureTiming, int, int], None] | None = None,
                   allow_mixed_targets: bool = False, backend: Backend | None = None,
@@ -215,6 +215,7 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig = CalibrateConfig(), *
     exposure is recorded at once. ``backend`` runs the exposures (default: a local
     pool of ``config.workers`` processes). Returns all outputs, sorted by rootname.
     """
+    config = config if config is not None else CalibrateConfig()
     t_start = time.perf_counter()
     data_dir = Path(data_dir)
     raws = [Path(p) for p in raw_files] if raw_files is not None else find_raw_files(data_dir)

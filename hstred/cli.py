@@ -331,6 +331,50 @@ def run_command(
     typer.echo(f"run record: {result.run_record}")
 
 
+@app.command()
+@_report_errors
+def plan(
+    data: DataOption = Path("."),
+    cte: Annotated[CTEOption, typer.Option(help="As for hstred run.")] = CTEOption.arctic,
+    engine: Annotated[EngineOption, typer.Option(help="As for hstred run.")]
+    = EngineOption.auto,
+    allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets")] = False,
+) -> None:
+    """Show the exposures per filter and visit and what hstred run would do, doing nothing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hstred.calibrate import CalibrateConfig
+    from hstred.plan import make_plan
+
+    reduction = make_plan(data, CalibrateConfig(cte=cte.value, engine=engine.value),
+                          allow_mixed_targets=allow_mixed_targets)
+    console = Console()
+    table = Table(title=f"{data}: target {', '.join(reduction.targets)}")
+    for column in ("filter", "visit", "exposure", "date (UT)", "exptime [s]", "references",
+                   "calibration"):
+        table.add_column(column)
+    missing: set[str] = set()
+    for filt, visits in reduction.by_filter_and_visit().items():
+        for visit, exposures in visits.items():
+            for e in exposures:
+                n_refs = sum(1 for n, _p in e.references.values() if n)
+                lost = e.missing_references
+                missing.update(lost)
+                refs = (f"{n_refs} cached" if not lost else f"{len(lost)} of {n_refs} missing")
+                table.add_row(filt, visit, e.exposure.rootname, e.date,
+                              f"{e.exposure.exptime_s:g}", refs if e.references else "-",
+                              e.calibrate)
+    console.print(table)
+    todo = sum(1 for e in reduction.exposures if e.calibrate == "calibrate")
+    console.print(f"run would calibrate {todo} of {len(reduction.exposures)} exposures "
+                  f"(cte {cte.value}), then align the visits and drizzle "
+                  f"{len(reduction.by_filter_and_visit())} filter(s) onto one grid.")
+    if missing:
+        console.print(f"missing references (fetched through CRDS at run time if a server is "
+                      f"reachable): {', '.join(sorted(missing))}")
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m hstred`
     app(prog_name="hstred")
 

@@ -74,7 +74,8 @@ def _check_outname(outname: str) -> None:
         raise InputError(f"OUTNAME {outname!r} must be a plain file-name stem, e.g. ABELL1689")
 
 
-def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig = PipelineConfig(), *,
+def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = None,
+                 *,
                  force: bool = False, from_stage: str | None = None,
                  backend: Backend | None = None,
                  on_exposure: Callable | None = None,
@@ -84,6 +85,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig = Pipeline
     ``force`` redoes every stage; ``from_stage`` redoes that stage and those after it.
     ``on_stage(stage, state)`` is called with state 'start', 'done' or 'cached'.
     """
+    config = config if config is not None else PipelineConfig()
     _check_outname(outname)
     if from_stage is not None and from_stage not in STAGES:
         raise InputError(f"--from must be one of {', '.join(STAGES)}, not {from_stage!r}")
