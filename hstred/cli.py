@@ -329,6 +329,7 @@ def run_command(
     for product in result.products:
         typer.echo(str(product))
     typer.echo(f"run record: {result.run_record}")
+    typer.echo(f"report: {result.report}")
 
 
 @app.command()

@@ -8,13 +8,15 @@ A readable list of stages over one working directory ``DIR/hstred_work``:
 3. ``drizzle``: per-visit drizzle, alignment, final per-filter products; skipped
    when its calibrated inputs, options and software are unchanged and the products
    are intact;
-4. the run record ``DIR/OUTNAME_run.json`` (provenance, alignment, timings).
+4. the run record ``DIR/OUTNAME_run.json`` (provenance, alignment, timings) and the
+   QA report ``DIR/OUTNAME_report.html``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +29,7 @@ from hstred.errors import InputError
 from hstred.execution import Backend, make_backend
 from hstred.inputs import check_inputs, find_calibrated_files
 from hstred.manifest import Manifest, atomic_write_text, software_versions
+from hstred.report import write_report
 
 __all__ = ["STAGES", "PipelineConfig", "PipelineResult", "work_dir", "run_pipeline"]
 
@@ -53,6 +56,7 @@ class PipelineConfig:
 class PipelineResult:
     products: tuple[Path, ...]
     run_record: Path
+    report: Path
     calibrated: tuple[Path, ...]
     skipped: dict
     timings_s: dict
@@ -130,7 +134,10 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         skipped["drizzle"] = True
         notify("drizzle", "cached")
     else:
-        result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated)
+        drizzle_work = work / "drizzle"
+        shutil.rmtree(drizzle_work, ignore_errors=True)
+        result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
+                             work_dir=drizzle_work)
         drizzle_record = result.to_dict()
         outputs = [p.sci for p in result.products] + [p.wht for p in result.products]
         outputs += [s.sci for s in result.singles] + [s.wht for s in result.singles]
@@ -159,7 +166,10 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     }
     run_record = data_dir / f"{outname}_run.json"
     atomic_write_text(run_record, json.dumps(record, indent=1, default=str))
-    return PipelineResult(products=products, run_record=run_record,
+    notify("report", "start")
+    report = write_report(data_dir, outname, record, drizzle_work=work / "drizzle")
+    notify("report", "done")
+    return PipelineResult(products=products, run_record=run_record, report=report,
                           calibrated=tuple(calibrated), skipped=skipped, timings_s=timings,
                           warnings=tuple(drizzle_record.get("warnings", ())))
 

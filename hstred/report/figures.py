@@ -1,0 +1,108 @@
+"""Figures of the QA report (matplotlib, Agg): pure functions from arrays to PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_image", "plot_alignment", "plot_cte_profile", "downsample"]
+
+
+def downsample(image: np.ndarray, *, max_size: int = 1200) -> np.ndarray:
+    """Block-average ``image`` (NaN-aware) so its longer side is at most ``max_size``."""
+    factor = max(1, int(np.ceil(max(image.shape) / max_size)))
+    if factor == 1:
+        return image
+    ny, nx = (s // factor * factor for s in image.shape)
+    blocks = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(blocks, axis=(1, 3))
+
+
+def plot_image(image: np.ndarray, path: Path, *, title: str, label: str,
+               stretch: str = "asinh") -> Path:
+    """A preview PNG of a science or weight image (origin lower left)."""
+    data = downsample(np.asarray(image, dtype=float))
+    finite = data[np.isfinite(data)]
+    fig, ax = plt.subplots(figsize=(7, 6.5), dpi=110)
+    if finite.size:
+        lo, hi = np.percentile(finite, [1, 99.7]) if stretch == "asinh" else (
+            np.percentile(finite, 0.5), np.percentile(finite, 99.5))
+        if stretch == "asinh":
+            norm = matplotlib.colors.AsinhNorm(linear_width=max((hi - lo) / 30, 1e-12),
+                                               vmin=lo, vmax=hi)
+        else:
+            norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi)
+        shown = ax.imshow(data, origin="lower", cmap="gray_r" if stretch == "asinh" else
+                          "viridis", norm=norm, interpolation="nearest")
+        fig.colorbar(shown, ax=ax, label=label, shrink=0.85)
+    ax.set_title(title)
+    ax.set_xlabel("x (downsampled pixels)")
+    ax.set_ylabel("y")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_alignment(solutions: Sequence[dict], path: Path, *, pixel_scale_arcsec: float) -> Path:
+    """Per visit group: applied shift (arrows), rotation, matches and fit RMS."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    names = [f"{s['visit']} {s['filter']}" for s in solutions]
+    for s, name in zip(solutions, names, strict=True):
+        ax1.annotate("", xy=(s["shift_x_arcsec"], s["shift_y_arcsec"]), xytext=(0, 0),
+                     arrowprops={"arrowstyle": "->"})
+        ax1.plot(s["shift_x_arcsec"], s["shift_y_arcsec"], "o", label=f"{name} "
+                 f"({s['rotation_deg'] * 3600:+.1f}\" rot)")
+    lim = max([0.1] + [abs(v) for s in solutions
+                       for v in (s["shift_x_arcsec"], s["shift_y_arcsec"])]) * 1.3
+    ax1.set_xlim(-lim, lim)
+    ax1.set_ylim(-lim, lim)
+    ax1.set_aspect("equal")
+    ax1.axhline(0, color="0.8")
+    ax1.axvline(0, color="0.8")
+    ax1.set_xlabel("shift east [arcsec]")
+    ax1.set_ylabel("shift north [arcsec]")
+    ax1.set_title("header WCS correction per visit")
+    ax1.legend(fontsize=7)
+    rms_px = [s["rms_arcsec"] / pixel_scale_arcsec for s in solutions]
+    x = np.arange(len(solutions))
+    ax2.bar(x, rms_px, color=["0.6" if s["status"] == "REFERENCE" else
+                              ("tab:red" if s["status"] == "DROPPED" else "tab:blue")
+                              for s in solutions])
+    for xi, s in zip(x, solutions, strict=True):
+        ax2.text(xi, rms_px[xi], f"{s['n_matches']}", ha="center", va="bottom", fontsize=8)
+    ax2.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax2.set_ylabel("fit RMS [output pixels]")
+    ax2.set_title("alignment residual RMS (numbers: matched sources)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_cte_profile(offsets: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, *,
+                     title: str) -> Path:
+    """Charge along the parallel direction through a star, before and after CTE correction.
+
+    ``offsets`` are pixels from the star's peak, positive away from the readout
+    amplifier (where trails go).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    ax.step(offsets, before, where="mid", label="before correction (trailed)")
+    ax.step(offsets, after, where="mid", label="after arCTIc correction")
+    ax.set_yscale("symlog", linthresh=max(1.0, float(np.nanmax(np.abs(after))) / 1e3))
+    ax.set_xlabel("pixels from the star, away from the readout amplifier")
+    ax.set_ylabel("electrons above sky")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
