@@ -157,12 +157,16 @@ def calibrate(
                                                 "iterations.")] = 3,
     cte_express: Annotated[int, typer.Option(min=0, help="arCTIc express factor "
                                              "(0 = exact, slower).")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Recalibrate exposures already "
+                                        "calibrated with the same inputs and options.")]
+    = False,
 ) -> None:
     """Calibrate every raw exposure: bias, overscan, gain, CTE, dark, flat, DQ, ERR.
 
     Writes DIR/hstred_work/calibrated/ROOTNAME_flc.fits (or _flt.fits with --cte none).
     """
     from hstred.calibrate import CalibrateConfig, run_calibrate
+    from hstred.manifest import Manifest
 
     config = CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers,
                              cte_iterations=cte_iterations, cte_express=cte_express)
@@ -171,9 +175,11 @@ def calibrate(
         typer.echo(f"[{done}/{total}] {timing.output.name}  ccd {timing.ccd_s:.1f}s  "
                    f"cte {timing.cte_s:.1f}s  2d {timing.two_d_s:.1f}s", err=True)
 
-    result = run_calibrate(data, config, progress=report)
-    typer.echo(f"calibrated {len(result.outputs)} exposures with the {result.engine} engine "
-               f"in {result.wall_s:.1f}s -> {result.outputs[0].parent}")
+    result = run_calibrate(data, config, progress=report, force=force,
+                           manifest=Manifest(Path(data) / "hstred_work"))
+    typer.echo(f"calibrated {len(result.timings)} exposures ({len(result.skipped)} already "
+               f"done) with the {result.engine} engine in {result.wall_s:.1f}s -> "
+               f"{result.outputs[0].parent}")
 
 
 KernelOpt = Annotated[str, typer.Option(help="Final drizzle kernel: square, point, turbo, "
@@ -350,7 +356,7 @@ def plan(
 
     reduction = make_plan(data, CalibrateConfig(cte=cte.value, engine=engine.value),
                           allow_mixed_targets=allow_mixed_targets)
-    console = Console()
+    console = Console(width=max(Console().width, 116))
     table = Table(title=f"{data}: target {', '.join(reduction.targets)}")
     for column in ("filter", "visit", "exposure", "date (UT)", "exptime [s]", "references",
                    "calibration"):
