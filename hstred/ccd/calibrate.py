@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,9 +199,12 @@ def _run_steps(pending: list[ChipData], primary: fits.Header, ctx: _Context,
             log.debug("%s: %s is %s, step skipped", ctx.info.rootname, step.switch,
                       _switch(primary, step.switch))
             continue
+        t0 = time.perf_counter()
         chips, outcome = step.run(chips, ctx)
+        seconds = time.perf_counter() - t0
         _record_outcome(primary, step, outcome)
-        log.info("%s: %s %s", ctx.info.rootname, step.name, outcome.status or "done")
+        log.info("%s: %s %s (%.2f s)", ctx.info.rootname, step.name, outcome.status or "done",
+                 seconds, extra={"step_name": step.name, "step_seconds": seconds})
     return [c.replace(primary=primary) for c in chips]
 
 
