@@ -1,0 +1,160 @@
+"""Configuration and result types of the ACS/WFC observing-program simulator.
+
+Also holds the per-filter optical facts the simulator uses (filter-wheel
+placement, pivot wavelength, bandwidth, sky brightness, PSF halo), so that the
+catalog, PSF, raw-header and reference-file modules agree on them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from hstred.errors import InputError
+
+__all__ = [
+    "SimulationConfig",
+    "SimulationResult",
+    "FilterInfo",
+    "FILTERS",
+    "FIRST_POST_SM4_DATE",
+    "validate_config",
+    "filter_keywords",
+]
+
+#: ACS/WFC resumed science after Servicing Mission 4 (MJD 54962 = 2009-05-24); the
+#: simulator models the post-SM4 electronics (prescan bias level, row stripes).
+FIRST_POST_SM4_DATE = _dt.date(2009, 6, 1)
+
+
+@dataclass(frozen=True)
+class FilterInfo:
+    """Facts about one ACS/WFC filter used by the simulator.
+
+    ``wheel`` is the filter wheel holding it (1 -> FILTER1, 2 -> FILTER2; the
+    other wheel then holds CLEAR1L/CLEAR2L, as in real headers).  Wavelengths are
+    in Angstrom.  ``ab_zeropoint`` is the AB magnitude giving 1 e-/s.
+    ``sky_e_per_s`` is a typical zodiacal sky count rate per 0.05" x 0.05"
+    pixel.  ``photflam`` is an approximate inverse sensitivity
+    (erg cm-2 s-1 A-1 per e-/s) at ``photflam_mjd``; it decreases with time in the
+    simulated IMPHTTAB by ``sens_loss_per_year``.  ``halo_fraction`` is the
+    fraction of the light scattered into the broad long-wavelength CCD halo.
+    """
+
+    name: str
+    wheel: int
+    pivot_angstrom: float
+    bandwidth_angstrom: float
+    photflam: float
+    ab_zeropoint: float
+    sky_e_per_s: float
+    halo_fraction: float
+    photflam_mjd: float = 57000.0
+    sens_loss_per_year: float = 0.0005
+
+
+FILTERS: dict[str, FilterInfo] = {
+    f.name: f
+    for f in (
+        FilterInfo("F435W", 2, 4329.0, 293.0, 3.13e-19, 25.66, 0.035, 0.0),
+        FilterInfo("F475W", 1, 4746.0, 420.0, 1.83e-19, 26.06, 0.065, 0.0),
+        FilterInfo("F606W", 1, 5921.0, 672.0, 7.78e-20, 26.50, 0.125, 0.0),
+        FilterInfo("F775W", 1, 7692.0, 434.0, 9.98e-20, 25.66, 0.085, 0.01),
+        FilterInfo("F814W", 2, 8045.0, 654.0, 7.03e-20, 25.94, 0.100, 0.015),
+        FilterInfo("F850LP", 1, 9033.0, 525.0, 1.51e-19, 24.84, 0.050, 0.08),
+    )
+}
+
+
+def filter_keywords(name: str) -> tuple[str, str]:
+    """FILTER1, FILTER2 header values for an ACS/WFC filter (the other wheel is CLEAR)."""
+    info = FILTERS[name]
+    return (name, "CLEAR2L") if info.wheel == 1 else ("CLEAR1L", name)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate.
+
+    ``exposures`` counts exposures per visit and per filter; ``date`` is the
+    ISO date of the first visit (later visits follow days to weeks apart);
+    ``sources`` is the number of truth sources (stars and galaxies);
+    ``program`` is the 3-character program code of the rootnames.
+    """
+
+    visits: int = 2
+    exposures: int = 2
+    filters: tuple[str, ...] = ("F606W", "F814W")
+    seed: int = 1
+    date: str = "2024-06-01"
+    sources: int = 400
+    cte: bool = True
+    truth_images: bool = False
+    exptime_s: float = 500.0
+    program: str = "d71"
+    target: str = "SIMCLUSTER"
+
+    @property
+    def start_date(self) -> _dt.date:
+        return _dt.date.fromisoformat(self.date)
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["filters"] = list(self.filters)
+        return out
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Paths written by :func:`hstred.simulate.simulate_program`."""
+
+    raw_files: tuple[Path, ...]
+    reference_dir: Path
+    truth_catalog: Path
+    truth_json: Path
+    truth_images: tuple[Path, ...]
+
+
+def _fail(message: str) -> None:
+    raise InputError(message)
+
+
+def validate_config(config: SimulationConfig) -> SimulationConfig:
+    """Check a configuration; return it unchanged or raise InputError (one line)."""
+    if not isinstance(config.visits, int) or not 1 <= config.visits <= 99:
+        _fail(f"visits must be an integer from 1 to 99, got {config.visits!r}")
+    if not isinstance(config.exposures, int) or not 1 <= config.exposures <= 50:
+        _fail(f"exposures must be an integer from 1 to 50 per visit and filter, "
+              f"got {config.exposures!r}")
+    if isinstance(config.filters, str) or not config.filters:
+        _fail(f"filters must be a non-empty tuple of names from {sorted(FILTERS)}")
+    unknown = [f for f in config.filters if f not in FILTERS]
+    if unknown:
+        _fail(f"unsupported filter(s) {unknown}; choose from {sorted(FILTERS)}")
+    if len(set(config.filters)) != len(config.filters):
+        _fail(f"filters must not repeat, got {list(config.filters)}")
+    if config.exposures * len(config.filters) > 26 * 36:
+        _fail("too many exposures per visit for 2-character exposure ids; "
+              "reduce exposures or filters")
+    if not isinstance(config.seed, int) or config.seed < 0:
+        _fail(f"seed must be a non-negative integer, got {config.seed!r}")
+    try:
+        start = _dt.date.fromisoformat(config.date)
+    except (TypeError, ValueError):
+        _fail(f"date must be an ISO date such as 2024-06-01, got {config.date!r}")
+    if start < FIRST_POST_SM4_DATE or start.year > 2040:
+        _fail(f"date {config.date} is outside the simulated post-SM4 era "
+              f"({FIRST_POST_SM4_DATE.isoformat()} to 2040)")
+    if not isinstance(config.sources, int) or not 1 <= config.sources <= 100_000:
+        _fail(f"sources must be an integer from 1 to 100000, got {config.sources!r}")
+    if not 0.5 <= float(config.exptime_s) <= 3600.0:
+        _fail(f"exptime_s must be between 0.5 and 3600 s, got {config.exptime_s!r}")
+    if not isinstance(config.program, str) or not re.fullmatch(r"[a-z0-9]{3}", config.program):
+        _fail(f"program must be 3 lower-case letters or digits, got {config.program!r}")
+    if (not isinstance(config.target, str)
+            or not re.fullmatch(r"[A-Za-z0-9_+\-.]{1,30}", config.target)):
+        _fail(f"target must be 1-30 characters of letters, digits or _+-., "
+              f"got {config.target!r}")
+    return config

@@ -1,0 +1,440 @@
+"""Simulate an ACS/WFC observing program: raw files, reference files and the truth.
+
+Outputs under ``out_dir``
+-------------------------
+* ``<rootname>_raw.fits``: full-frame raw files (see :mod:`hstred.simulate.rawfile`).
+  Rootname = ``j`` + program (3) + visit (2 digits) + exposure id (2) + ``q``.
+* ``crds/references/hst/acs/``: the matching reference files
+  (see :mod:`hstred.simulate.references`).
+* ``truth.ecsv``: the truth catalog (see :mod:`hstred.simulate.catalog`).
+* ``truth.json``: seed, configuration, per-visit dates, roll, pointing,
+  header-WCS errors, per-exposure dithers and CTE model, detector parameters and
+  injected defects (schema below).
+* ``truth/detector.fits``: per chip, the injected bad-pixel mask (BADPIX), each
+  visit's hot-pixel mask (HOTPIX, dark rate >= the DQ threshold) and the pixel
+  area map (PAM), trimmed.
+* ``truth/<rootname>_truth.fits`` (only with ``truth_images``): per chip
+  (EXTNAME 'TRUTH', EXTVER 1 = WFC2, 2 = WFC1, CCDCHIP) the noiseless image an
+  ideally calibrated FLT shows: (sky + sources) x EXPTIME / pixel area, in e-,
+  float32 -- before CTE, dark, cosmic rays, flat and bias.
+
+Pixel-area and flat-field convention
+------------------------------------
+The charge collected by a pixel is (photons arriving on it) x QE: the sky
+delivers ``sky x PAM`` per second (PAM = pixel solid angle / (0.05")^2 from the
+true SIP Jacobian, 0.87-1.06 over the field), a star delivers all its photons
+wherever they land.  The PFLTFILE written is ``QE x PAM``, so dividing by it
+(after bias and dark) leaves an FLT that is flat in sky surface brightness, as
+real ACS FLTs are; point-source counts in such an FLT are divided by the local
+PAM, which drizzling (or a PAM correction) undoes.
+
+Header-WCS error convention
+---------------------------
+Each visit draws an error (shift up to ~1", rotation up to ~0.05 deg) about
+the target position: header sky position = ``R(rot) (xi, eta) + (dx, dy)`` in
+the tangent plane at the target (xi east, eta north, arcsec; ``R`` increases
+position angles by ``rot``), see :class:`hstred.simulate.wcs.WcsError`.  All
+exposures and filters of a visit share it.  The truth is recovered by undoing
+it: true = ``R(-rot) ((xi', eta') - (dx, dy))``.
+
+truth.json schema (``schema = "hstred-simulation-truth/1"``)
+------------------------------------------------------------
+``seed``, ``config`` (the SimulationConfig), ``hstred_version``, ``target``
+{name, ra_deg, dec_deg}, ``catalog`` {file, n_sources, n_stars, center_ra_deg,
+center_dec_deg, radius_arcsec}, ``wcs_error_convention`` (text),
+``pixel_area_convention`` (text), ``pixel_convention`` (text), ``visits``: list
+of {visit, visit_id, start_mjd, date_obs, pa_v3_deg, pointing_offset_arcsec
+[x, y] (POS TARG frame of aperture WFC), pointing_ra_deg, pointing_dec_deg (true
+sky position of aperture WFC's reference point at the first dither position),
+wcs_error {dx_arcsec, dy_arcsec, rotation_deg, center_ra_deg, center_dec_deg},
+sky_e_per_s {filter: rate per (0.05")^2}, darkfile, drkcfile, exposures: list of
+{rootname, filter, expstart_mjd, exptime_s, darktime_s, dither_step, dither_px
+[x, y], postarg_arcsec [x, y], bias_offsets_dn {amp}, chips {"1"/"2":
+{cosmic_rays, sources_rendered, true_wcs {crpix_flt, crval, cd, sip_a, sip_b},
+header_wcs {...}, sip_fit_residual_px}}, cte_model (CTEModel.to_dict() or
+null)}}, ``cte`` {enabled, express, model}, ``detector`` (DetectorParams),
+``defects`` (list of {chip, x, y, length, axis, response, dq}; x, y 0-indexed
+FLT), ``references`` {keyword: file name, or per-visit / per-filter mapping},
+``files``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from hstred.acs import CHIPS, raw_to_trimmed
+from hstred.cte.model import add_cte_to_chip, cte_model_for_date
+from hstred.errors import InputError, StageError
+from hstred.simulate import detector as det
+from hstred.simulate.catalog import draw_truth_catalog
+from hstred.simulate.config import SimulationConfig, SimulationResult, validate_config
+from hstred.simulate.plan import ExposurePlan, ProgramPlan, VisitPlan, plan_program
+from hstred.simulate.rawfile import (
+    RawHeaderInfo,
+    mjd_to_datetime,
+    primary_header,
+    raw_hdul,
+    write_fits_atomic,
+)
+from hstred.simulate.references import (
+    CRDS_SUBDIR,
+    ReferenceSet,
+    bias_hdul,
+    bpixtab_hdul,
+    ccdtab_hdul,
+    dark_hdul,
+    flat_hdul,
+    imphttab_hdul,
+    oscntab_hdul,
+    reference_name,
+    saturation_hdul,
+)
+from hstred.simulate.rng import rng_for
+from hstred.simulate.scene import photon_rate_image
+from hstred.simulate.truth import (
+    CATALOG_RADIUS_ARCSEC,
+    CTE_EXPRESS,
+    detector_truth_hdul,
+    ecsv_text,
+    jsonable,
+    truth_document,
+    truth_image_hdul,
+    visit_record,
+)
+from hstred.simulate.wcs import (
+    CRPIX_FLT,
+    TanSip,
+    WcsError,
+    aperture_reference_sky,
+    chip_reference_sky,
+    chip_sky_grid,
+    dither_tel_point,
+    fit_tan_sip,
+    hst_attitude,
+    perturb_sky,
+    pixel_area_map,
+    tangent_plane,
+)
+
+__all__ = [
+    "MAX_SIP_RESIDUAL_PX",
+    "simulate_program",
+]
+
+MAX_SIP_RESIDUAL_PX = 0.01
+
+
+def _reference_names(plan: ProgramPlan) -> dict:
+    seed = plan.config.seed
+    return {
+        "BIASFILE": reference_name(seed, "BIASFILE"),
+        "SATUFILE": reference_name(seed, "SATUFILE"),
+        "BPIXTAB": reference_name(seed, "BPIXTAB"),
+        "CCDTAB": reference_name(seed, "CCDTAB"),
+        "OSCNTAB": reference_name(seed, "OSCNTAB"),
+        "IMPHTTAB": reference_name(seed, "IMPHTTAB"),
+        "PFLTFILE": {f: reference_name(seed, "PFLTFILE", f) for f in plan.config.filters},
+        "DARKFILE": {v.number: reference_name(seed, "DARKFILE", v.number) for v in plan.visits},
+        "DRKCFILE": {v.number: reference_name(seed, "DRKCFILE", v.number) for v in plan.visits},
+    }
+
+
+def _reference_set(names: dict, exp: ExposurePlan) -> ReferenceSet:
+    return ReferenceSet(
+        biasfile=names["BIASFILE"], satufile=names["SATUFILE"],
+        darkfile=names["DARKFILE"][exp.visit], drkcfile=names["DRKCFILE"][exp.visit],
+        pfltfile=names["PFLTFILE"][exp.filter_name], bpixtab=names["BPIXTAB"],
+        ccdtab=names["CCDTAB"], oscntab=names["OSCNTAB"], imphttab=names["IMPHTTAB"])
+
+
+def _chip_wcs(attitude: np.ndarray, chip: int, error: WcsError) -> tuple[TanSip, TanSip, float]:
+    """True and header TAN-SIP WCS of a chip, and the true fit's worst residual (px)."""
+    x, y, ra, dec = chip_sky_grid(attitude, chip)
+    crval = chip_reference_sky(attitude, chip)
+    true_wcs, residual = fit_tan_sip(x, y, ra, dec, crpix=CRPIX_FLT, crval=crval)
+    if residual > MAX_SIP_RESIDUAL_PX:
+        raise StageError(f"TAN-SIP fit of chip {chip} leaves {residual:.4f} px residuals "
+                         f"(limit {MAX_SIP_RESIDUAL_PX}); the SIAF model cannot be represented")
+    hra, hdec = perturb_sky(ra, dec, error)
+    hcrval = perturb_sky(np.array([crval[0]]), np.array([crval[1]]), error)
+    header_wcs, _ = fit_tan_sip(x, y, hra, hdec, crpix=CRPIX_FLT,
+                                crval=(float(hcrval[0][0]), float(hcrval[1][0])))
+    return true_wcs, header_wcs, residual
+
+
+def _aperture_sky(attitude: np.ndarray, error: WcsError) -> tuple[float, float, float]:
+    """Header (perturbed) RA, Dec of aperture WFC's reference point and its PA_APER."""
+    ra0, dec0 = aperture_reference_sky(attitude)
+    ra1, dec1 = aperture_reference_sky(attitude, yidl_arcsec=10.0)
+    pra, pdec = perturb_sky(np.array([ra0, ra1]), np.array([dec0, dec1]), error)
+    xi, eta = tangent_plane(pra[1], pdec[1], ra0_deg=pra[0], dec0_deg=pdec[0])
+    pa_aper = float(np.degrees(np.arctan2(xi, eta)) % 360.0)
+    return float(pra[0]), float(pdec[0]), pa_aper
+
+
+class _Writer:
+    """Writes files atomically and remembers them, to remove them if the run fails."""
+
+    def __init__(self) -> None:
+        self.written: list[Path] = []
+
+    def fits(self, hdul: fits.HDUList, path: Path) -> Path:
+        write_fits_atomic(hdul, path)
+        self.written.append(path)
+        return path
+
+    def text(self, text: str, path: Path) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.written.append(path)
+        return path
+
+    def remove_all(self) -> None:
+        for path in self.written:
+            path.unlink(missing_ok=True)
+
+
+def _planned_outputs(out_dir: Path, plan: ProgramPlan, names: dict) -> list[Path]:
+    ref_dir = out_dir / CRDS_SUBDIR
+    paths = [out_dir / f"{e.rootname}_raw.fits" for e in plan.exposures()]
+    for value in names.values():
+        items = value.values() if isinstance(value, dict) else [value]
+        paths += [ref_dir / name for name in items]
+    paths += [out_dir / "truth.ecsv", out_dir / "truth.json", out_dir / "truth" / "detector.fits"]
+    if plan.config.truth_images:
+        paths += [out_dir / "truth" / f"{e.rootname}_truth.fits" for e in plan.exposures()]
+    return paths
+
+
+def _prepare_directory(out_dir: Path, outputs: list[Path]) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output path {out_dir} exists and is not a directory; "
+                         f"choose a directory")
+    for path in outputs:
+        if path.exists():
+            raise InputError(f"{path} already exists; simulate into an empty directory "
+                             f"or remove the previous simulation")
+    for directory in {p.parent for p in outputs}:
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+class _DetectorState:
+    """Per-program detector truth, computed once and reused across exposures."""
+
+    def __init__(self, seed: int, params: det.DetectorParams) -> None:
+        self.seed = seed
+        self.params = params
+        self.defects = det.draw_defects(seed)
+        self.bias = {lay.chip: det.bias_frame(seed, lay.chip, params) for lay in CHIPS}
+        self.saturation = {lay.chip: det.saturation_map(seed, lay.chip, params) for lay in CHIPS}
+        self._qe: dict = {}
+        self.pam: dict = {}
+        self.hot: dict = {}
+
+    def qe(self, chip: int, filter_name: str) -> np.ndarray:
+        key = (chip, filter_name)
+        if key not in self._qe:
+            self._qe[key] = det.qe_map(self.seed, chip, filter_name, self.defects)
+        return self._qe[key]
+
+    def dark(self, chip: int, visit: VisitPlan) -> np.ndarray:
+        """The visit's dark rate map; its hot-pixel mask is kept for the truth file."""
+        rate = det.dark_rate_map(self.seed, chip, visit=visit.number, mjd=visit.start_mjd,
+                                 params=self.params)
+        self.hot[(chip, visit.number)] = (rate >= self.params.hot_threshold_e_per_s).astype(
+            np.uint8)
+        return rate
+
+
+def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: TanSip,
+                   catalog, state: _DetectorState, dark: np.ndarray, cte: bool,
+                   stripes: np.ndarray, offsets: dict, seed: int, want_truth: bool):
+    params = state.params
+    rate, n_sources = photon_rate_image(catalog, wcs, exp.filter_name,
+                                        sky_e_per_s=visit.sky_e_per_s[exp.filter_name],
+                                        pixel_area=state.pam[chip])
+    truth = (rate * (exp.exptime_s / state.pam[chip])).astype(np.float32) if want_truth else None
+    expected = rate * exp.exptime_s
+    expected *= state.qe(chip, exp.filter_name)
+    expected += dark * (exp.darktime_s + params.ovrhufls_s)
+    del rate
+    charge = rng_for(seed, "photons", exp.rootname, chip).poisson(expected).astype(np.float64)
+    del expected
+    cosmic, n_cr = det.cosmic_ray_image(rng_for(seed, "cosmic", exp.rootname, chip),
+                                        exptime_s=exp.exptime_s, params=params)
+    charge += cosmic
+    del cosmic
+    charge = det.bleed_saturated(charge, raw_to_trimmed(state.saturation[chip], chip))
+    if cte:
+        charge = add_cte_to_chip(charge, chip, exp.expstart_mjd, express=CTE_EXPRESS)
+    raw = det.read_out_chip(charge, chip, bias_dn=state.bias[chip], stripes_e=stripes,
+                            offsets_dn=offsets, rng=rng_for(seed, "readout", exp.rootname, chip),
+                            params=params)
+    return raw, truth, {"cosmic_rays": n_cr, "sources_rendered": n_sources}
+
+
+def simulate_program(out_dir: Path, config: SimulationConfig, *,
+                     progress: Callable[[str], None] | None = None) -> SimulationResult:
+    """Simulate an ACS/WFC observing program into ``out_dir`` (see module docstring).
+
+    Raises InputError for an invalid configuration or when an output file
+    already exists; every file is written under a temporary name and renamed,
+    and a failed run removes the files it wrote.
+    """
+    say = progress or (lambda message: None)
+    config = validate_config(config)
+    out_dir = Path(out_dir)
+    plan = plan_program(config)
+    names = _reference_names(plan)
+    outputs = _planned_outputs(out_dir, plan, names)
+    _prepare_directory(out_dir, outputs)
+    writer = _Writer()
+    try:
+        result = _run(out_dir, plan, names, writer, say)
+    except BaseException:
+        writer.remove_all()
+        raise
+    return result
+
+
+def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
+         say: Callable[[str], None]) -> SimulationResult:
+    config = plan.config
+    seed = config.seed
+    params = det.DEFAULT_DETECTOR
+    ref_dir = out_dir / CRDS_SUBDIR
+    first_date = mjd_to_datetime(plan.visits[0].start_mjd).date()
+    say(f"planning {len(plan.exposures())} exposures in {len(plan.visits)} visit(s)")
+
+    catalog = draw_truth_catalog(rng_for(seed, "catalog"), n_sources=config.sources,
+                                 center_ra_deg=plan.catalog_center[0],
+                                 center_dec_deg=plan.catalog_center[1],
+                                 radius_arcsec=CATALOG_RADIUS_ARCSEC, filters=config.filters)
+    state = _DetectorState(seed, params)
+    first = plan.visits[0].exposures[0]
+    att0 = hst_attitude(ra_deg=plan.target_ra_deg, dec_deg=plan.target_dec_deg,
+                        pa_v3_deg=plan.visits[0].pa_v3_deg,
+                        **_tel_kwargs(first.postarg_arcsec))
+    for lay in CHIPS:
+        true_wcs, _, _ = _chip_wcs(att0, lay.chip, plan.visits[0].wcs_error)
+        state.pam[lay.chip] = pixel_area_map(true_wcs)
+
+    say("writing reference files")
+    writer.fits(bias_hdul(names["BIASFILE"], state.bias, date=first_date),
+                ref_dir / names["BIASFILE"])
+    writer.fits(saturation_hdul(names["SATUFILE"], state.saturation, date=first_date),
+                ref_dir / names["SATUFILE"])
+    writer.fits(bpixtab_hdul(names["BPIXTAB"], state.defects, date=first_date, params=params),
+                ref_dir / names["BPIXTAB"])
+    writer.fits(ccdtab_hdul(names["CCDTAB"], date=first_date, params=params),
+                ref_dir / names["CCDTAB"])
+    writer.fits(oscntab_hdul(names["OSCNTAB"], date=first_date), ref_dir / names["OSCNTAB"])
+    writer.fits(imphttab_hdul(names["IMPHTTAB"], date=first_date), ref_dir / names["IMPHTTAB"])
+    for f in config.filters:
+        flats = {lay.chip: state.qe(lay.chip, f) * state.pam[lay.chip] for lay in CHIPS}
+        writer.fits(flat_hdul(names["PFLTFILE"][f], flats, filter_name=f, date=first_date),
+                    ref_dir / names["PFLTFILE"][f])
+
+    raw_files: list[Path] = []
+    truth_files: list[Path] = []
+    visits_truth = []
+    for visit in plan.visits:
+        visit_date = mjd_to_datetime(visit.start_mjd).date()
+        darks = {lay.chip: state.dark(lay.chip, visit) for lay in CHIPS}
+        for keyword, corrected in (("DARKFILE", False), ("DRKCFILE", True)):
+            name = names[keyword][visit.number]
+            writer.fits(dark_hdul(name, darks, date=visit_date, cte_corrected=corrected,
+                                  hot_threshold_e_per_s=params.hot_threshold_e_per_s),
+                        ref_dir / name)
+        exposures_truth = []
+        for exp in visit.exposures:
+            say(f"visit {visit.number}/{len(plan.visits)}: {exp.rootname} {exp.filter_name}")
+            record, raw_path, truth_path = _simulate_exposure(
+                out_dir, plan, visit, exp, names, catalog, state, darks, writer)
+            exposures_truth.append(record)
+            raw_files.append(raw_path)
+            if truth_path is not None:
+                truth_files.append(truth_path)
+        visits_truth.append(visit_record(visit, names, exposures_truth))
+        del darks
+
+    say("writing truth")
+    catalog_path = out_dir / "truth.ecsv"
+    writer.text(ecsv_text(catalog), catalog_path)
+    writer.fits(detector_truth_hdul(state, plan), out_dir / "truth" / "detector.fits")
+    truth = truth_document(plan, names, catalog, state, visits_truth, raw_files, truth_files)
+    json_path = writer.text(json.dumps(jsonable(truth), indent=2) + "\n", out_dir / "truth.json")
+    return SimulationResult(raw_files=tuple(raw_files), reference_dir=ref_dir,
+                            truth_catalog=catalog_path, truth_json=json_path,
+                            truth_images=tuple(truth_files))
+
+
+def _tel_kwargs(postarg: tuple[float, float]) -> dict:
+    v2, v3 = dither_tel_point(*postarg)
+    return {"v2_arcsec": v2, "v3_arcsec": v3}
+
+
+def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, writer):
+    config = plan.config
+    seed = config.seed
+    params = state.params
+    attitude = hst_attitude(ra_deg=plan.target_ra_deg, dec_deg=plan.target_dec_deg,
+                            pa_v3_deg=visit.pa_v3_deg, **_tel_kwargs(exp.postarg_arcsec))
+    stripes = det.stripe_pattern(rng_for(seed, "stripes", exp.rootname), params=params)
+    offset_rng = rng_for(seed, "bias-offset", exp.rootname)
+    offsets = {amp: float(offset_rng.normal(0.0, params.bias_offset_rms_dn)) for amp in "ABCD"}
+    sci, header_wcs, chips_truth, truth_images = {}, {}, {}, {}
+    for lay in CHIPS:
+        true_wcs, head_wcs, residual = _chip_wcs(attitude, lay.chip, visit.wcs_error)
+        raw, truth, info = _simulate_chip(
+            chip=lay.chip, exp=exp, visit=visit, wcs=true_wcs, catalog=catalog, state=state,
+            dark=darks[lay.chip], cte=config.cte, stripes=stripes, offsets=offsets, seed=seed,
+            want_truth=config.truth_images)
+        sci[lay.chip] = raw
+        header_wcs[lay.chip] = head_wcs
+        truth_images[lay.chip] = truth
+        chips_truth[str(lay.chip)] = dict(info, true_wcs=true_wcs.to_dict(),
+                                          header_wcs=head_wcs.to_dict(),
+                                          sip_fit_residual_px=residual)
+    info = RawHeaderInfo(
+        rootname=exp.rootname, filter_name=exp.filter_name, expstart_mjd=exp.expstart_mjd,
+        exptime_s=exp.exptime_s, darktime_s=exp.darktime_s, target=config.target,
+        ra_targ_deg=plan.target_ra_deg, dec_targ_deg=plan.target_dec_deg,
+        pa_v3_deg=visit.pa_v3_deg, postarg_arcsec=exp.postarg_arcsec, proposid=plan.proposid,
+        linenum=f"{visit.number:02d}.{exp.index + 1:03d}", pattern_points=config.exposures,
+        pattern_step=exp.dither_step + 1, shutter=exp.shutter)
+    primary = primary_header(info, _reference_set(names, exp), params=params)
+    hdul = raw_hdul(primary, sci, header_wcs, _aperture_sky(attitude, visit.wcs_error))
+    raw_path = writer.fits(hdul, out_dir / f"{exp.rootname}_raw.fits")
+    truth_path = None
+    if config.truth_images:
+        truth_path = writer.fits(truth_image_hdul(exp, truth_images),
+                                 out_dir / "truth" / f"{exp.rootname}_truth.fits")
+    record = {
+        "rootname": exp.rootname,
+        "filter": exp.filter_name,
+        "expstart_mjd": exp.expstart_mjd,
+        "exptime_s": exp.exptime_s,
+        "darktime_s": exp.darktime_s,
+        "dither_step": exp.dither_step,
+        "dither_px": list(exp.dither_px),
+        "postarg_arcsec": list(exp.postarg_arcsec),
+        "bias_offsets_dn": offsets,
+        "chips": chips_truth,
+        "cte_model": cte_model_for_date(exp.expstart_mjd).to_dict() if config.cte else None,
+    }
+    return record, raw_path, truth_path

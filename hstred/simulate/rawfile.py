@@ -1,0 +1,258 @@
+"""Headers and layout of ACS/WFC full-frame raw files, and atomic FITS writing.
+
+A raw file is a primary header followed by two imsets (SCI, ERR, DQ): imset 1
+is WFC2 (CCDCHIP=2), imset 2 is WFC1.  SCI holds uint16 DN (written as BITPIX
+16 with BZERO 32768), 4144 x 2068 with prescan columns and virtual-overscan
+rows; ERR and DQ are empty extensions carrying NPIX1/NPIX2/PIXVALUE, as in
+real raw files.  Calibration switches and reference-file keywords follow real
+post-SM4 raw files, with these simulator choices: PCTECORR='OMIT' and
+PCTETAB='N/A' (no calacs CTE table is provided; hstred corrects CTE with
+arCTIc), SINKCORR='OMIT' and SNKCFILE='N/A' (no sink pixels are simulated),
+IDCTAB/NPOLFILE/D2IMFILE='N/A' (the SCI headers already carry the full
+TAN-SIP distortion), and no association (ASN_ID='NONE').
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from hstred.acs import CHIPS, RAW_NX, RAW_NY
+from hstred.simulate.config import filter_keywords
+from hstred.simulate.detector import DEFAULT_DETECTOR, DetectorParams
+from hstred.simulate.references import ReferenceSet
+from hstred.simulate.wcs import IDCSCALE_ARCSEC, TanSip
+
+__all__ = [
+    "RawHeaderInfo",
+    "mjd_to_datetime",
+    "primary_header",
+    "raw_hdul",
+    "write_fits_atomic",
+    "CALIBRATION_SWITCHES",
+    "UNUSED_REFERENCES",
+]
+
+_MJD_EPOCH = _dt.datetime(1858, 11, 17)
+
+#: Calibration switches of a post-SM4 WFC raw file, as the simulator sets them.
+CALIBRATION_SWITCHES = {
+    "STATFLAG": (True, "Calculate statistics?"),
+    "WRTERR": (True, "write out error array extension"),
+    "DQICORR": ("PERFORM", "data quality initialization"),
+    "ATODCORR": ("OMIT", "correct for A to D conversion errors"),
+    "BLEVCORR": ("PERFORM", "subtract bias level computed from overscan img"),
+    "BIASCORR": ("PERFORM", "Subtract bias image"),
+    "FLSHCORR": ("OMIT", "post flash correction"),
+    "CRCORR": ("OMIT", "combine observations to reject cosmic rays"),
+    "EXPSCORR": ("PERFORM", "process individual observations after cr-reject"),
+    "SHADCORR": ("OMIT", "apply shutter shading correction"),
+    "PCTECORR": ("OMIT", "pixel CTE correction (done by hstred, arCTIc)"),
+    "DARKCORR": ("PERFORM", "Subtract dark image"),
+    "FLATCORR": ("PERFORM", "flat field data"),
+    "PHOTCORR": ("PERFORM", "populate photometric header keywords"),
+    "RPTCORR": ("OMIT", "add individual repeat observations"),
+    "DRIZCORR": ("PERFORM", "drizzle processing"),
+    "SINKCORR": ("OMIT", "sink pixel correction (none simulated)"),
+}
+
+#: Reference keywords present in real raw files that the simulation does not use.
+UNUSED_REFERENCES = (
+    "ATODTAB", "FLSHFILE", "CRREJTAB", "SHADFILE", "PCTETAB", "DFLTFILE", "LFLTFILE",
+    "CFLTFILE", "SPOTTAB", "PHOTTAB", "IDCTAB", "DGEOFILE", "MDRIZTAB", "SNKCFILE",
+    "D2IMFILE", "NPOLFILE", "MLINTAB",
+)
+
+
+def mjd_to_datetime(mjd: float) -> _dt.datetime:
+    """UTC datetime of a Modified Julian Date (microsecond precision)."""
+    return _MJD_EPOCH + _dt.timedelta(days=float(mjd))
+
+
+@dataclass(frozen=True)
+class RawHeaderInfo:
+    """Per-exposure facts for the primary header (times in MJD, angles in degrees)."""
+
+    rootname: str
+    filter_name: str
+    expstart_mjd: float
+    exptime_s: float
+    darktime_s: float
+    target: str
+    ra_targ_deg: float
+    dec_targ_deg: float
+    pa_v3_deg: float
+    postarg_arcsec: tuple[float, float]
+    proposid: int
+    linenum: str
+    pattern_points: int
+    pattern_step: int
+    shutter: str
+
+
+def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
+                   params: DetectorParams = DEFAULT_DETECTOR) -> fits.Header:
+    """The primary header of a simulated raw file (no time-of-writing keywords)."""
+    f1, f2 = filter_keywords(info.filter_name)
+    start = mjd_to_datetime(info.expstart_mjd)
+    h = fits.Header()
+    cards = [
+        ("NEXTEND", 6, "Number of standard extensions"),
+        ("FILENAME", f"{info.rootname}_raw.fits", "name of file"),
+        ("FILETYPE", "SCI", "type of data found in data file"),
+        ("TELESCOP", "HST", "telescope used to acquire data"),
+        ("INSTRUME", "ACS", "identifier for instrument used to acquire data"),
+        ("EQUINOX", 2000.0, "equinox of celestial coord. system"),
+        ("ROOTNAME", info.rootname, "rootname of the observation set"),
+        ("IMAGETYP", "EXT", "type of exposure identifier"),
+        ("PRIMESI", "ACS", "instrument designated as prime"),
+        ("TARGNAME", info.target, "proposer's target name"),
+        ("RA_TARG", info.ra_targ_deg, "right ascension of the target (deg) (J2000)"),
+        ("DEC_TARG", info.dec_targ_deg, "declination of the target (deg) (J2000)"),
+        ("PROPOSID", info.proposid, "PEP proposal identifier"),
+        ("LINENUM", info.linenum, "proposal logsheet line number"),
+        ("PR_INV_L", "SIMULATED", "last name of principal investigator"),
+        ("PA_V3", info.pa_v3_deg, "position angle of V3-axis of HST (deg)"),
+        ("POSTARG1", info.postarg_arcsec[0], "POSTARG in axis 1 direction"),
+        ("POSTARG2", info.postarg_arcsec[1], "POSTARG in axis 2 direction"),
+        ("FGSLOCK", "FINE", "commanded FGS lock (FINE,COARSE,GYROS,UNKNOWN)"),
+        ("DATE-OBS", start.strftime("%Y-%m-%d"), "UT date of start of observation (yyyy-mm-dd)"),
+        ("TIME-OBS", start.strftime("%H:%M:%S"), "UT time of start of observation (hh:mm:ss)"),
+        ("EXPSTART", round(info.expstart_mjd, 8), "exposure start time (Modified Julian Date)"),
+        ("EXPEND", round(info.expstart_mjd + info.exptime_s / 86400.0, 8),
+         "exposure end time (Modified Julian Date)"),
+        ("EXPTIME", info.exptime_s, "exposure duration (seconds)--calculated"),
+        ("TEXPTIME", info.exptime_s, "total exposure time (seconds)"),
+        ("DARKTIME", info.darktime_s, "dark current integration time (seconds)"),
+        ("EXPFLAG", "NORMAL", "Exposure interruption indicator"),
+        ("OBSTYPE", "IMAGING", "observation type - imaging or spectroscopic"),
+        ("OBSMODE", "ACCUM", "operating mode"),
+        ("CTEIMAGE", "NONE", "type of Charge Transfer Image, if applicable"),
+        ("SCLAMP", "NONE", "lamp status, NONE or name of lamp which is on"),
+        ("NRPTEXP", 1, "number of repeat exposures in set: default 1"),
+        ("SUBARRAY", False, "data from a subarray (T) or full frame (F)"),
+        ("DETECTOR", "WFC", "detector in use: WFC, HRC, or SBC"),
+        ("FILTER1", f1, "element selected from filter wheel 1"),
+        ("FILTER2", f2, "element selected from filter wheel 2"),
+        ("FW1OFFST", 0, "computed filter wheel offset"),
+        ("FW2OFFST", 0, "computed filter wheel offset"),
+        ("FWSOFFST", 0, "computed filter wheel offset"),
+        ("FW1ERROR", False, "filter wheel position error flag"),
+        ("FW2ERROR", False, "filter wheel position error flag"),
+        ("FWSERROR", False, "filter wheel position error flag"),
+        ("LRFWAVE", 0.0, "proposed linear ramp filter wavelength"),
+        ("APERTURE", "WFC", "aperture name"),
+        ("PROPAPER", "WFC", "proposed aperture name"),
+        ("DIRIMAGE", "NONE", "direct image for grism or prism exposure"),
+        ("CTEDIR", "NONE", "CTE measurement direction: serial or parallel"),
+        ("CRSPLIT", 1, "number of cosmic ray split exposures"),
+        ("CCDAMP", "ABCD", "CCD amplifier read out configuration"),
+        ("CCDGAIN", params.ccdgain, "commanded gain of CCD"),
+        ("CCDOFSTA", params.ccdofst, "commanded CCD bias offset for amplifier A"),
+        ("CCDOFSTB", params.ccdofst, "commanded CCD bias offset for amplifier B"),
+        ("CCDOFSTC", params.ccdofst, "commanded CCD bias offset for amplifier C"),
+        ("CCDOFSTD", params.ccdofst, "commanded CCD bias offset for amplifier D"),
+        ("BINAXIS1", 1, "axis1 data bin size in unbinned detector pixels"),
+        ("BINAXIS2", 1, "axis2 data bin size in unbinned detector pixels"),
+        ("JWROTYPE", "DS_int", "CCD readout type (dual slope integrator)"),
+        ("SHUTRPOS", info.shutter, "Shutter position: A or B"),
+        ("FLASHDUR", 0.0, "Exposure time in seconds: 0.1 to 409.5"),
+        ("FLASHCUR", "OFF", "Post flash current (zero, low, medium, high)"),
+        ("FLASHSTA", "NOT PERFORMED", "Status: SUCCESSFUL, ABORTED, NOT PERFORMED"),
+        ("PATTERN1", "ACS-WFC-DITHER-LINE", "primary pattern type"),
+        ("P1_SHAPE", "LINE", "primary pattern shape"),
+        ("P1_PURPS", "DITHER", "primary pattern purpose"),
+        ("P1_NPTS", info.pattern_points, "number of points in primary pattern"),
+        ("PATTSTEP", info.pattern_step, "position number of this point in the pattern"),
+        ("ASN_ID", "NONE", "unique identifier assigned to association"),
+        ("ASN_TAB", "NONE", "name of the association table"),
+    ]
+    for key, value, comment in cards:
+        h[key] = (value, comment)
+    for key, (value, comment) in CALIBRATION_SWITCHES.items():
+        h[key] = (value, comment)
+    for key, value in refs.header_values().items():
+        h[key] = (value, "reference file (CRDS-style cache, jref$)")
+    for key in UNUSED_REFERENCES:
+        h[key] = ("N/A", "not used by this simulated data set")
+    return h
+
+
+def _sci_hdu(data: np.ndarray, *, rootname: str, layout, wcs: TanSip,
+             aperture_sky: tuple[float, float, float]) -> fits.ImageHDU:
+    if data.shape != (RAW_NY, RAW_NX) or data.dtype != np.uint16:
+        raise ValueError(f"raw SCI must be uint16 {RAW_NY}x{RAW_NX}, got {data.dtype} "
+                         f"{data.shape}")
+    hdu = fits.ImageHDU(data, name="SCI")
+    h = hdu.header
+    h["EXTVER"] = (layout.imset, "extension version number")
+    h["ROOTNAME"] = (rootname, "rootname of the observation set")
+    h["EXPNAME"] = (rootname, "exposure identifier")
+    h["BUNIT"] = ("COUNTS", "brightness units")
+    h["CCDCHIP"] = (layout.chip, "CCD chip (1 or 2)")
+    h["LTV1"] = (layout.ltv1, "offset in X to subsection start")
+    h["LTV2"] = (layout.ltv2, "offset in Y to subsection start")
+    h["LTM1_1"] = (1.0, "reciprocal of sampling rate in X")
+    h["LTM2_2"] = (1.0, "reciprocal of sampling rate in Y")
+    h["WCSNAME"] = ("OPUS", "name of the world coordinate system")
+    for key, value, comment in wcs.header_cards(ltv1=layout.ltv1, ltv2=layout.ltv2):
+        h[key] = (value, comment)
+    h["IDCSCALE"] = (IDCSCALE_ARCSEC, "pixel scale of the distortion model (arcsec)")
+    ra_aper, dec_aper, pa_aper = aperture_sky
+    h["RA_APER"] = (ra_aper, "RA of aperture reference position")
+    h["DEC_APER"] = (dec_aper, "Declination of aperture reference position")
+    h["PA_APER"] = (pa_aper, "position angle of aperture y axis (deg)")
+    h["VAFACTOR"] = (1.0, "velocity aberration plate scale factor")
+    return hdu
+
+
+def _empty_hdu(name: str, *, rootname: str, layout, bunit: str) -> fits.ImageHDU:
+    hdu = fits.ImageHDU(name=name)
+    h = hdu.header
+    h["EXTVER"] = (layout.imset, "extension version number")
+    h["ROOTNAME"] = (rootname, "rootname of the observation set")
+    h["EXPNAME"] = (rootname, "exposure identifier")
+    h["BUNIT"] = (bunit, "brightness units")
+    h["NPIX1"] = (RAW_NX, "length of constant array axis 1")
+    h["NPIX2"] = (RAW_NY, "length of constant array axis 2")
+    h["PIXVALUE"] = (0.0, "values of pixels in constant array")
+    h["CCDCHIP"] = (layout.chip, "CCD chip (1 or 2)")
+    h["LTV1"] = (layout.ltv1, "offset in X to subsection start")
+    h["LTV2"] = (layout.ltv2, "offset in Y to subsection start")
+    h["LTM1_1"] = (1.0, "reciprocal of sampling rate in X")
+    h["LTM2_2"] = (1.0, "reciprocal of sampling rate in Y")
+    return hdu
+
+
+def raw_hdul(primary: fits.Header, sci_by_chip: dict, wcs_by_chip: dict,
+             aperture_sky: tuple[float, float, float]) -> fits.HDUList:
+    """Assemble a raw HDUList: primary, then SCI/ERR/DQ for WFC2 and WFC1."""
+    rootname = primary["ROOTNAME"]
+    hdus: list = [fits.PrimaryHDU(header=primary)]
+    for lay in CHIPS:
+        hdus.append(_sci_hdu(sci_by_chip[lay.chip], rootname=rootname, layout=lay,
+                             wcs=wcs_by_chip[lay.chip], aperture_sky=aperture_sky))
+        hdus.append(_empty_hdu("ERR", rootname=rootname, layout=lay, bunit="COUNTS"))
+        hdus.append(_empty_hdu("DQ", rootname=rootname, layout=lay, bunit="UNITLESS"))
+    return fits.HDUList(hdus)
+
+
+def write_fits_atomic(hdul: fits.HDUList, path: Path) -> Path:
+    """Write ``hdul`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True, output_verify="exception")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

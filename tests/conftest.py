@@ -1,0 +1,51 @@
+"""Session fixtures: full-frame simulated programs, simulated once per test session."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from hstred.simulate import SimulationConfig, simulate_program
+
+#: One visit, one F606W exposure, no CTE trails, with truth images: the format,
+#: pixel-chain, bias and astrometry checks use it.
+SMALL_CONFIG = SimulationConfig(visits=1, exposures=1, filters=("F606W",), seed=11,
+                                cte=False, truth_images=True)
+
+
+def _simulate(tmp_path_factory, name: str, config: SimulationConfig):
+    """Simulate into a fresh directory; yield it and remove it (~0.4 GB) afterwards."""
+    out = tmp_path_factory.mktemp(name)
+    result = simulate_program(out, config)
+    yield out, config, result
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sim_program_small(tmp_path_factory):
+    """(directory, config, SimulationResult) of the small CTE-free program."""
+    yield from _simulate(tmp_path_factory, "sim_small", SMALL_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def sim_program_small_cte(tmp_path_factory):
+    """The small program again, same seed, with CTE trails (and no truth images)."""
+    config = SimulationConfig(**{**SMALL_CONFIG.to_dict(), "filters": ("F606W",),
+                                 "cte": True, "truth_images": False})
+    yield from _simulate(tmp_path_factory, "sim_small_cte", config)
+
+
+@pytest.fixture(scope="session")
+def sim_program_two_visits(tmp_path_factory):
+    """Two visits of one F814W exposure each (CTE-free): dates, rolls, pointings, errors."""
+    config = SimulationConfig(visits=2, exposures=1, filters=("F814W",), seed=5, cte=False)
+    yield from _simulate(tmp_path_factory, "sim_two_visits", config)
+
+
+@pytest.fixture(scope="session")
+def sim_program_late_cte(tmp_path_factory):
+    """A 2025 exposure (about 4.5 traps per pixel) with CTE trails and its truth image."""
+    config = SimulationConfig(visits=1, exposures=1, filters=("F606W",), seed=21,
+                              date="2025-06-01", sources=900, cte=True, truth_images=True)
+    return _simulate(tmp_path_factory, "sim_late_cte", config)
