@@ -199,7 +199,7 @@ def test_read_out_chip_puts_bias_gain_and_clipping_where_expected():
     charge[5, 5] = 1.0e7  # beyond the A-to-D range
     bias = np.full((RAW_NY, RAW_NX), 100.0, dtype=np.float32)
     params = det.DetectorParams(read_noise_e={a: 0.0 for a in "ABCD"})
-    stripes = np.zeros(RAW_NY)
+    stripes = np.zeros(RAW_NY + 2)
     raw = det.read_out_chip(charge, 2, bias_dn=bias, stripes_e=stripes,
                             offsets_dn={a: 0.0 for a in "ABCD"}, rng=np.random.default_rng(0),
                             params=params, dsi=False)
@@ -213,8 +213,8 @@ def test_read_out_chip_puts_bias_gain_and_clipping_where_expected():
 
 
 def test_stripes_are_shared_by_amplifiers_in_readout_order():
-    stripes = np.zeros(RAW_NY)
-    stripes[0] = 40.0  # first row read out by every amplifier
+    stripes = np.zeros(RAW_NY + 2)
+    stripes[1] = 40.0  # sampled at the prescan of the first row read by every amplifier
     params = det.DetectorParams(read_noise_e={a: 0.0 for a in "ABCD"})
     zero = np.zeros((CHIP_NY, CHIP_NX))
     bias = np.zeros((RAW_NY, RAW_NX), dtype=np.float32)
@@ -223,10 +223,20 @@ def test_stripes_are_shared_by_amplifiers_in_readout_order():
     wfc2 = det.read_out_chip(zero, 2, rng=np.random.default_rng(0), **kwargs)
     wfc1 = det.read_out_chip(zero, 1, rng=np.random.default_rng(0), **kwargs)
     gain = params.gain_e_per_dn
-    assert wfc2[0, 0] == round(40 / gain["C"]) and wfc2[0, RAW_NX - 1] == round(40 / gain["D"])
-    assert wfc1[RAW_NY - 1, 0] == round(40 / gain["A"])
-    assert wfc1[RAW_NY - 1, RAW_NX - 1] == round(40 / gain["B"])
-    assert wfc2[1:, :].max() == 0 and wfc1[:-1, :].max() == 0
+    assert wfc2[0, 11] == round(40 / gain["C"]) and wfc2[0, RAW_NX - 12] == round(40 / gain["D"])
+    assert wfc1[RAW_NY - 1, 12] == round(40 / gain["A"])
+    assert wfc1[RAW_NY - 1, RAW_NX - 13] == round(40 / gain["B"])
+    assert wfc2[2:, :].max() == 0 and wfc1[:-2, :].max() == 0
+
+
+def test_stripe_level_drifts_linearly_along_the_serial_readout():
+    ramp = np.arange(-1.0, RAW_NY + 1.0)  # level = readout time in rows
+    levels = det.stripe_levels(ramp, 2)
+    j = np.arange(RAW_NX // 2)
+    expected = 100 + (j - 11.5) / 2218
+    np.testing.assert_allclose(levels[100, : RAW_NX // 2], expected, atol=1e-12)
+    np.testing.assert_allclose(levels[100, RAW_NX // 2:], expected[::-1], atol=1e-12)
+    np.testing.assert_allclose(det.stripe_levels(ramp, 1)[RAW_NY - 1 - 100], levels[100])
 
 
 def test_readout_electronics_add_cross_talk_and_a_bias_shift_calacs_removes():

@@ -9,7 +9,7 @@ Units and conventions
   it averages about one and holds the large-scale response, pixel-to-pixel
   variations, dust motes and the injected low-response columns.
 * Dark current accumulates for ``DARKTIME + OVRHUFLS`` seconds.
-* Charge beyond a pixel's saturation level (the SATUFILE map, e-) bleeds
+* Charge beyond a pixel's full well (3 % above its SATUFILE level, e-) bleeds
   equally up and down its column.  A-to-D saturation clips at 65535 DN.
 * Bias (DN) = BIASFILE frame + a per-exposure amplifier offset + row stripes
   common to all four amplifiers of a readout row (post-SM4 electronics); the
@@ -31,6 +31,7 @@ from hstred.acs import (
     AMP_BOUNDARY_RAW,
     CHIP_NX,
     CHIP_NY,
+    PRESCAN,
     RAW_NX,
     RAW_NY,
     chip_layout,
@@ -53,6 +54,7 @@ __all__ = [
     "cosmic_ray_image",
     "bleed_saturated",
     "stripe_pattern",
+    "stripe_levels",
     "readout_rows",
     "read_out_chip",
     "add_readout_electronics",
@@ -89,6 +91,8 @@ class DetectorParams:
     #: Mean and spread of the per-pixel saturation level (SATUFILE), e-.
     saturation_mean_e: float = 77400.0
     saturation_spread_e: float = 2500.0
+    #: Charge a pixel holds before spilling, relative to its SATUFILE level.
+    full_well_over_satufile: float = 1.03
     ovrhufls_s: float = 3.8
     ovrhfls_s: float = 22.3
     #: Difference DARKTIME - EXPTIME written in raw headers.
@@ -494,10 +498,39 @@ def add_readout_electronics(electrons: np.ndarray, chip: int) -> np.ndarray:
     return out
 
 
+#: Serial clock periods per row for one amplifier: its 2072 prescan + science columns
+#: plus the 146 periods of the row transfer (hstcal's de-striping uses the same count).
+ROW_PERIODS = RAW_NX // 2 + 146
+#: The prescan's centre, in readout columns: where a row's stripe level is sampled.
+_PRESCAN_CENTRE = (PRESCAN - 1) / 2.0
+
+
 def stripe_pattern(rng: np.random.Generator, *, params: DetectorParams = DEFAULT_DETECTOR
                    ) -> np.ndarray:
-    """Row-correlated bias stripes (e-) indexed by readout row, common to all amps."""
-    return rng.normal(0.0, params.stripe_rms_e, size=RAW_NY)
+    """Bias-stripe samples (e-) common to all amplifiers, one per readout row.
+
+    The post-SM4 bias level wanders with readout time; these are its values at the
+    centre of each row's prescan, for readout rows -1 .. RAW_NY (``RAW_NY + 2``
+    samples, the ends for interpolation). :func:`stripe_levels` spreads them over
+    the pixels of a row in serial readout time.
+    """
+    return rng.normal(0.0, params.stripe_rms_e, size=RAW_NY + 2)
+
+
+def stripe_levels(stripes_e: np.ndarray, chip: int) -> np.ndarray:
+    """The stripe level (e-) of every raw pixel of ``chip`` from :func:`stripe_pattern`.
+
+    The level at serial readout column ``j`` of readout row ``r`` is the samples
+    interpolated linearly at ``r + (j - 11.5) / 2218``: the bias drifts continuously
+    between one row's prescan and the next.
+    """
+    if stripes_e.shape != (RAW_NY + 2,):
+        raise ValueError(f"expected {RAW_NY + 2} stripe samples, got {stripes_e.shape}")
+    order = readout_rows(chip).astype(np.float64)
+    half = RAW_NX // 2
+    t = (np.arange(half) - _PRESCAN_CENTRE) / ROW_PERIODS  # readout column j -> row fraction
+    left = np.interp(order[:, None] + t[None, :], np.arange(-1, RAW_NY + 1), stripes_e)
+    return np.concatenate([left, left[:, ::-1]], axis=1)  # right amps read from the far edge
 
 
 def read_out_chip(charge: np.ndarray, chip: int, *, bias_dn: np.ndarray, stripes_e: np.ndarray,
@@ -515,7 +548,7 @@ def read_out_chip(charge: np.ndarray, chip: int, *, bias_dn: np.ndarray, stripes
     lay = chip_layout(chip)
     electrons = np.zeros((RAW_NY, RAW_NX))
     electrons[lay.science_rows, lay.science_cols] = charge
-    electrons += stripes_e[readout_rows(chip)][:, None]
+    electrons += stripe_levels(stripes_e, chip)
     for amp, cols in _amp_columns(chip):
         block = electrons[:, cols]
         noise = rng.standard_normal(size=block.shape, dtype=np.float32)

@@ -278,7 +278,10 @@ def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: TanSi
                                         exptime_s=exp.exptime_s, params=params)
     charge += cosmic
     del cosmic
-    charge = det.bleed_saturated(charge, raw_to_trimmed(state.saturation[chip], chip))
+    # Pixels hold a little more than the SATUFILE level before charge spills (the
+    # reference map marks where the response stops being linear).
+    well = raw_to_trimmed(state.saturation[chip], chip) * params.full_well_over_satufile
+    charge = det.bleed_saturated(charge, well)
     if cte:
         charge = add_cte_to_chip(charge, chip, exp.expstart_mjd, express=CTE_EXPRESS)
     raw = det.read_out_chip(charge, chip, bias_dn=state.bias[chip], stripes_e=stripes,
