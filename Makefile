@@ -13,13 +13,15 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install test demo lint clean help
+.PHONY: install test demo lint container clean help
 
 help:
 	@echo "make demo     install, simulate a small ACS/WFC program into $(DEMO_DIR)/ and reduce it"
+	@echo "             (products: $(DEMO_DIR)/DEMO_F606W_drz_sci.fits ..., report: $(DEMO_DIR)/DEMO_report.html)"
 	@echo "make test     install and run the test suite"
 	@echo "make install  create $(VENV) with the exact versions pinned in uv.lock"
 	@echo "make lint     ruff over the package and tests"
+	@echo "make container  lint, build and run the container images with podman (as root)"
 
 install: $(VENV)/.installed
 
@@ -41,8 +43,15 @@ test: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/hstred simulate $(DEMO_DIR) --visits 2 --exposures 2 --filters F606W,F814W --seed 1
-	$(VENV)/bin/hstred calibrate --data $(DEMO_DIR)
+	@if ls $(DEMO_DIR)/*_raw.fits >/dev/null 2>&1; then \
+	  echo "$(DEMO_DIR)/ already holds a simulated program; reducing it"; \
+	else \
+	  $(VENV)/bin/hstred simulate $(DEMO_DIR) --visits 2 --exposures 2 --filters F606W,F814W --seed 1; \
+	fi
+	$(VENV)/bin/hstred run DEMO --data $(DEMO_DIR)
+
+container:
+	bash .ci/container
 
 lint: install
 	$(VENV)/bin/ruff check hstred tests
