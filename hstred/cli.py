@@ -310,7 +310,7 @@ def run_command(
     DIR/hstred_work/manifest.json is not redone.
     """
     from hstred.calibrate import CalibrateConfig
-    from hstred.pipeline import PipelineConfig, run_pipeline
+    from hstred.pipeline import PipelineConfig
 
     _setup_logging(data, quiet=quiet)
     config = PipelineConfig(
@@ -322,64 +322,70 @@ def run_command(
                                 singles=singles),
         workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
 
+    result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
+                                quiet=quiet)
+    if not quiet:
+        _print_summary(result)
+
+
+def _run_with_progress(data, outname, config, *, force, from_stage, quiet):
+    """Run the pipeline under rich progress bars (counts, elapsed, ETA) unless quiet."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from hstred.pipeline import run_pipeline
+
+    if quiet:
+        return run_pipeline(data, outname, config, force=force, from_stage=from_stage)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=Console(stderr=True))
+    tasks: dict[str, int] = {}
+
     def on_stage(stage, state):
-        if not quiet:
-            typer.echo(f"{stage}: {state}", err=True)
+        if state == "start":
+            tasks[stage] = progress.add_task(stage, total=None)
+        elif stage in tasks:
+            label = f"{stage} (cached)" if state == "cached" else stage
+            progress.update(tasks[stage], description=label, total=1, completed=1)
 
     def on_exposure(timing, done, total):
-        if not quiet:
-            typer.echo(f"  [{done}/{total}] {timing.output.name} {timing.total_s:.1f}s", err=True)
+        progress.update(tasks["calibrate"], total=total, completed=done,
+                        description=f"calibrate {timing.rootname}")
 
-    result = run_pipeline(data, outname, config, force=force, from_stage=from_stage,
-                          on_stage=on_stage, on_exposure=on_exposure)
-    for product in result.products:
-        typer.echo(str(product))
-    typer.echo(f"run record: {result.run_record}")
-    typer.echo(f"report: {result.report}")
+    with progress:
+        return run_pipeline(data, outname, config, force=force, from_stage=from_stage,
+                            on_stage=on_stage, on_exposure=on_exposure)
 
 
-@app.command()
-@_report_errors
-def plan(
-    data: DataOption = Path("."),
-    cte: Annotated[CTEOption, typer.Option(help="As for hstred run.")] = CTEOption.arctic,
-    engine: Annotated[EngineOption, typer.Option(help="As for hstred run.")]
-    = EngineOption.auto,
-    allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets")] = False,
-) -> None:
-    """Show the exposures per filter and visit and what hstred run would do, doing nothing."""
+def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hstred.calibrate import CalibrateConfig
-    from hstred.plan import make_plan
-
-    reduction = make_plan(data, CalibrateConfig(cte=cte.value, engine=engine.value),
-                          allow_mixed_targets=allow_mixed_targets)
-    console = Console(width=max(Console().width, 116))
-    table = Table(title=f"{data}: target {', '.join(reduction.targets)}")
-    for column in ("filter", "visit", "exposure", "date (UT)", "exptime [s]", "references",
-                   "calibration"):
-        table.add_column(column)
-    missing: set[str] = set()
-    for filt, visits in reduction.by_filter_and_visit().items():
-        for visit, exposures in visits.items():
-            for e in exposures:
-                n_refs = sum(1 for n, _p in e.references.values() if n)
-                lost = e.missing_references
-                missing.update(lost)
-                refs = (f"{n_refs} cached" if not lost else f"{len(lost)} of {n_refs} missing")
-                table.add_row(filt, visit, e.exposure.rootname, e.date,
-                              f"{e.exposure.exptime_s:g}", refs if e.references else "-",
-                              e.calibrate)
+    console = Console()
+    table = Table(title="hstred run")
+    table.add_column("product / stage")
+    table.add_column("detail")
+    for product in result.products:
+        table.add_row(str(product), "")
+    for stage, seconds in result.timings_s.items():
+        cached = result.skipped.get(stage)
+        note = (f"{len(cached)} exposure(s) cached" if isinstance(cached, list) and cached
+                else ("cached" if cached is True else ""))
+        table.add_row(f"{stage} time", f"{seconds:.1f} s {note}".strip())
+    table.add_row("run record", str(result.run_record))
+    table.add_row("QA report", str(result.report))
+    for warning in result.warnings:
+        table.add_row("[yellow]warning[/yellow]", warning)
     console.print(table)
-    todo = sum(1 for e in reduction.exposures if e.calibrate == "calibrate")
-    console.print(f"run would calibrate {todo} of {len(reduction.exposures)} exposures "
-                  f"(cte {cte.value}), then align the visits and drizzle "
-                  f"{len(reduction.by_filter_and_visit())} filter(s) onto one grid.")
-    if missing:
-        console.print(f"missing references (fetched through CRDS at run time if a server is "
-                      f"reachable): {', '.join(sorted(missing))}")
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m hstred`
