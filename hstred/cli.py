@@ -202,10 +202,16 @@ SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/
 OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
                                            "OUTNAME_FILTER_drz_sci.fits and _drz_wht.fits.")]
 
-def _drizzle_config(**options):
+def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
+                    min_matches, max_rms, drop_unaligned, singles):
+    """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``."""
     from hstred.drizzle import DrizzleConfig
 
-    return DrizzleConfig(**options)
+    return DrizzleConfig(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
+                         weight_type=weight_type.upper(), north_up=north_up,
+                         fit_geometry=fit_geometry, min_matches=min_matches,
+                         max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
+                         singles=singles)
 
 
 def _setup_logging(data: Path, *, quiet: bool) -> Path:
@@ -252,11 +258,8 @@ def drizzle(
     from hstred.inputs import find_calibrated_files
 
     _setup_logging(data, quiet=False)
-    config = _drizzle_config(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
-                             weight_type=weight_type.upper(), north_up=north_up,
-                             fit_geometry=fit_geometry, min_matches=min_matches,
-                             max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                             singles=singles)
+    config = _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
+                             min_matches, max_rms, drop_unaligned, singles)
     own = calibrated_dir(data)
     inputs = find_calibrated_files(own) if own.is_dir() else find_calibrated_files(data)
     if not inputs:
@@ -315,11 +318,8 @@ def run_command(
     _setup_logging(data, quiet=quiet)
     config = PipelineConfig(
         calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),
-        drizzle=_drizzle_config(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
-                                weight_type=weight_type.upper(), north_up=north_up,
-                                fit_geometry=fit_geometry, min_matches=min_matches,
-                                max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                                singles=singles),
+        drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
+                                fit_geometry, min_matches, max_rms, drop_unaligned, singles),
         workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
 
     result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
