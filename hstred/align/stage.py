@@ -1,0 +1,142 @@
+"""Align visit groups: catalogs of their drizzled images, reference choice, tweakwcs fits.
+
+Reads the visit images and the chip WCSs of the exposures' working copies; returns
+the corrected WCSs and the fit records. Writing the WCSs back is
+:func:`hstred.align.apply.write_aligned_wcs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from hstred.align.catalog import detect_point_sources
+from hstred.align.fit import (
+    GroupAlignment,
+    align_group,
+    assign_sources_to_chips,
+    gate_alignment,
+    reference_alignment,
+)
+from hstred.align.reference import chip_outline, choose_reference, overlap_scores
+from hstred.errors import StageError
+
+__all__ = ["VisitImage", "AlignmentOutcome", "read_chip_wcs", "align_visits", "chip_key"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VisitImage:
+    """A visit group's drizzled image and the chips (file, EXTVER) that went into it."""
+
+    name: str
+    sci: Path
+    wht: Path
+    chips: tuple[tuple[Path, int], ...]
+
+
+@dataclass(frozen=True)
+class AlignmentOutcome:
+    """Fits of every group, gate verdicts (``None`` = passed) and source counts."""
+
+    reference: str
+    fits: dict[str, GroupAlignment]
+    failures: dict[str, str]
+    n_sources: dict[str, int]
+    overlap: dict[str, int]
+
+
+def chip_key(path: Path, extver: int) -> str:
+    return f"{Path(path).name}[SCI,{extver}]"
+
+
+def read_chip_wcs(path: Path, extver: int) -> WCS:
+    """The full WCS (SIP and lookup tables) of one SCI extension, ``pixel_shape`` set."""
+    with fits.open(path) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # e.g. MJD-OBS from DATE-OBS
+        hdr = hdul["SCI", extver].header
+        wcs = WCS(hdr, hdul)
+        wcs.pixel_shape = (int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))
+    return wcs
+
+
+def _read_image(path: Path):
+    with fits.open(path) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        data = np.asarray(hdul[0].data, dtype=float)
+        wcs = WCS(hdul[0].header)
+        wcs.pixel_shape = (data.shape[1], data.shape[0])
+    return data, wcs
+
+
+def align_visits(
+    visits: Sequence[VisitImage],
+    *,
+    fit_geometry: str,
+    searchrad_px: float,
+    tolerance_px: float,
+    refine_tolerance_px: float,
+    min_matches: int,
+    max_rms_arcsec: float,
+    detection_nsigma: float,
+) -> AlignmentOutcome:
+    """Choose the reference group from the data and align every other group to it.
+
+    The reference is the group with most sources inside the other groups' footprints
+    (ties: more sources, then earlier). The alignment frame is the reference visit's
+    drizzled image (north up, 0.05"/pixel): search radius and tolerances are in its pixels.
+    """
+    if not visits:
+        raise StageError("no visit images to align")
+    sources, chips_of, frames = {}, {}, {}
+    for v in visits:
+        sci, frame = _read_image(v.sci)
+        wht, _ = _read_image(v.wht)
+        cat = detect_point_sources(sci, weight=wht, nsigma=detection_nsigma)
+        ra, dec = frame.all_pix2world(cat["x"], cat["y"], 0)
+        sources[v.name] = (np.asarray(ra), np.asarray(dec))
+        chips_of[v.name] = [(chip_key(p, e), read_chip_wcs(p, e)) for p, e in v.chips]
+        frames[v.name] = frame
+        log.info("visit %s: %d sources", v.name, len(cat))
+    # Overlap scores in one common plane (the first visit image's pixels).
+    common = frames[visits[0].name]
+    plane_sources, footprints = {}, {}
+    for v in visits:
+        ra, dec = sources[v.name]
+        x, y = common.all_world2pix(ra, dec, 0)
+        plane_sources[v.name] = (x, y)
+        footprints[v.name] = [chip_outline(w, common) for _, w in chips_of[v.name]]
+    overlap = overlap_scores(plane_sources, footprints)
+    reference = choose_reference(plane_sources, footprints)
+    frame = frames[reference]
+    ref_ra, ref_dec = sources[reference]
+    log.info("reference visit group %s (%d sources, %d in overlap)", reference,
+             len(ref_ra), overlap[reference])
+    results: dict[str, GroupAlignment] = {}
+    failures: dict[str, str] = {}
+    for v in visits:
+        ra, dec = sources[v.name]
+        chips = assign_sources_to_chips(ra, dec, chips_of[v.name])
+        if v.name == reference:
+            results[v.name] = reference_alignment(chips, name=v.name, n_sources=len(ra))
+            continue
+        res = align_group(chips, ref_ra, ref_dec, frame, name=v.name,
+                          fit_geometry=fit_geometry, searchrad_px=searchrad_px,
+                          tolerance_px=tolerance_px, refine_tolerance_px=refine_tolerance_px)
+        results[v.name] = res
+        reason = gate_alignment(res, min_matches=min_matches, max_rms_arcsec=max_rms_arcsec)
+        if reason is not None:
+            failures[v.name] = reason
+        log.info("visit group %s: %s, %d matches, rms %.4f\"", v.name, res.status,
+                 res.n_matches, res.rms_arcsec)
+    return AlignmentOutcome(reference=reference, fits=results, failures=failures,
+                            n_sources={k: len(s[0]) for k, s in sources.items()},
+                            overlap=overlap)

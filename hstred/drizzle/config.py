@@ -1,0 +1,127 @@
+"""Options of the alignment + drizzle stage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from hstred.errors import InputError
+
+__all__ = ["DrizzleConfig", "KERNELS", "WEIGHT_TYPES", "FIT_GEOMETRIES", "SKY_METHODS"]
+
+#: Drizzle kernels AstroDrizzle offers for the final combination.
+KERNELS = ("square", "point", "turbo", "gaussian", "tophat", "lanczos2", "lanczos3")
+#: Final weight images: ERR = inverse variance of the background from the ERR arrays
+#: (the sources' own shot noise removed, see hstred.drizzle.weights), EXP = exposure time.
+WEIGHT_TYPES = ("ERR", "EXP")
+#: tweakwcs fit geometries.
+FIT_GEOMETRIES = ("shift", "rshift", "rscale", "general")
+SKY_METHODS = ("localmin", "globalmin", "match", "globalmin+match")
+
+
+@dataclass(frozen=True)
+class DrizzleConfig:
+    """Alignment and drizzle options.
+
+    Drizzle
+    -------
+    kernel : final drizzle kernel (``KERNELS``).
+    pixel_scale_arcsec : output pixel scale, arcsec per pixel.
+    pixfrac : linear drop size as a fraction of the input pixel (0 < pixfrac <= 1).
+    weight_type : ``"ERR"`` (inverse variance from the ERR arrays, without the sources'
+        own shot noise, which would bias bright sources low) or ``"EXP"``.
+    north_up : output +y toward north; otherwise the output follows the
+        orientation of the reference visit's first exposure (WFC1 +y axis).
+    good_bits : DQ bits still counted as good pixels in the final drizzle
+        (336 = 16 + 64 + 256, hot/warm pixels and full-well saturation, as in the ACS
+        pipeline's drizzle defaults). Cosmic rays (4096) are never good.
+    sky_method : AstroDrizzle sky method.
+    singles : also drizzle every exposure alone onto the common grid.
+    num_cores : processes for AstroDrizzle's parallel steps.
+
+    Alignment
+    ---------
+    fit_geometry : ``"rscale"`` (shift + rotation + scale; default), ``"shift"``,
+        ``"rshift"`` or ``"general"``.
+    searchrad_px : search radius for the 2-D offset histogram, in pixels of the
+        alignment frame (the reference visit's drizzled image at 0.05"/pixel).
+    tolerance_px : matching tolerance of the first pass, alignment-frame pixels.
+    refine_tolerance_px : matching tolerance of the second (refining) pass.
+    min_matches : fewest sources a visit must match (after clipping) to pass.
+    max_rms_arcsec : largest RMS of the fit residuals a visit may have to pass.
+    drop_unaligned : drop visits that fail the gates (reported) instead of raising
+        :class:`hstred.errors.QualityGateError`.
+    detection_nsigma : detection threshold of the visit catalogs, in sky sigma.
+    wcsname : WCSNAME given to the aligned WCS in the working copies.
+    """
+
+    kernel: str = "square"
+    pixel_scale_arcsec: float = 0.03
+    pixfrac: float = 0.8
+    weight_type: str = "ERR"
+    north_up: bool = True
+    good_bits: int = 336
+    sky_method: str = "localmin"
+    singles: bool = False
+    num_cores: int = 1
+    fit_geometry: str = "rscale"
+    searchrad_px: float = 60.0
+    tolerance_px: float = 3.0
+    refine_tolerance_px: float = 1.0
+    min_matches: int = 10
+    max_rms_arcsec: float = 0.02
+    drop_unaligned: bool = False
+    detection_nsigma: float = 5.0
+    wcsname: str = "HSTRED-ALIGN"
+
+    def __post_init__(self) -> None:
+        validate_config(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise InputError(f"drizzle option {name} must be a positive number, got {value!r}")
+
+
+def validate_config(config: DrizzleConfig) -> DrizzleConfig:
+    """Check the options; raise :class:`InputError` naming the bad one and its choices."""
+    if config.kernel not in KERNELS:
+        raise InputError(f"drizzle kernel {config.kernel!r} is unknown; choose from {KERNELS}")
+    if config.weight_type not in WEIGHT_TYPES:
+        raise InputError(
+            f"drizzle weight type {config.weight_type!r} is unknown; choose from {WEIGHT_TYPES}"
+        )
+    if config.fit_geometry not in FIT_GEOMETRIES:
+        raise InputError(
+            f"fit geometry {config.fit_geometry!r} is unknown; choose from {FIT_GEOMETRIES}"
+        )
+    if config.sky_method not in SKY_METHODS:
+        raise InputError(f"sky method {config.sky_method!r} is unknown; choose from {SKY_METHODS}")
+    for name in ("pixel_scale_arcsec", "searchrad_px", "tolerance_px", "refine_tolerance_px",
+                 "max_rms_arcsec", "detection_nsigma"):
+        _positive(name, getattr(config, name))
+    if not 0.0 < config.pixfrac <= 1.0:
+        raise InputError(f"drizzle pixfrac must be in (0, 1], got {config.pixfrac!r}")
+    if config.pixel_scale_arcsec > 1.0:
+        raise InputError(
+            f"output pixel scale {config.pixel_scale_arcsec} arcsec is implausible for ACS/WFC; "
+            "give it in arcsec per pixel (e.g. 0.03)"
+        )
+    for name in ("min_matches", "num_cores", "good_bits"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (
+            0 if name == "good_bits" else 1
+        ):
+            raise InputError(f"drizzle option {name} must be a positive integer, got {value!r}")
+    if config.good_bits & 4096:
+        raise InputError("good_bits must not include 4096 (cosmic rays found by the drizzle stage)")
+    if config.refine_tolerance_px > config.tolerance_px:
+        raise InputError("refine_tolerance_px must not exceed tolerance_px")
+    if not config.wcsname or len(config.wcsname) > 68:
+        raise InputError(f"wcsname must be a non-empty FITS string, got {config.wcsname!r}")
+    return config

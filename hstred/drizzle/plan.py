@@ -1,0 +1,243 @@
+"""The drizzle plan: calibrated exposures grouped by filter, then by visit.
+
+A visit is named by the first six characters of the rootname (instrument, program
+and visit code, e.g. ``jd7101`` in ``jd7101abq``). The filter is the non-CLEAR element
+of FILTER1/FILTER2 (both, joined by ``-``, for the rare crossed configurations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io import fits
+
+from hstred.errors import InputError
+
+__all__ = [
+    "CalibratedExposure",
+    "VisitGroup",
+    "DrizzlePlan",
+    "filter_name",
+    "visit_name",
+    "find_calibrated_files",
+    "read_exposure",
+    "build_plan",
+    "REQUIRED_PRIMARY_KEYWORDS",
+    "REQUIRED_SCI_KEYWORDS",
+]
+
+#: Primary-header keywords AstroDrizzle needs (with updatewcs=False) or this stage reads.
+REQUIRED_PRIMARY_KEYWORDS = (
+    "TELESCOP", "INSTRUME", "DETECTOR", "ROOTNAME", "EXPTIME", "EXPSTART", "EXPEND",
+    "FILTER1", "FILTER2", "ATODGNA", "ATODGNB", "ATODGNC", "ATODGND",
+    "READNSEA", "READNSEB", "READNSEC", "READNSED",
+)
+#: Keywords every SCI extension must carry.
+REQUIRED_SCI_KEYWORDS = (
+    "EXTVER", "MEANDARK", "NGOODPIX", "EXPNAME", "CTYPE1", "CTYPE2", "CRPIX1", "CRPIX2",
+    "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2",
+)
+
+
+@dataclass(frozen=True)
+class CalibratedExposure:
+    """One calibrated exposure (``_flt``/``_flc``) as the drizzle stage sees it."""
+
+    path: Path
+    rootname: str  # lower case, 9 characters
+    filter: str
+    visit: str
+    exptime_s: float
+    expstart_mjd: float
+    extvers: tuple[int, ...]  # EXTVERs of the SCI extensions (1 = WFC2, 2 = WFC1)
+    suffix: str  # "flc" or "flt"
+
+
+@dataclass(frozen=True)
+class VisitGroup:
+    """The exposures of one visit in one filter: the unit that is aligned."""
+
+    filter: str
+    visit: str
+    exposures: tuple[CalibratedExposure, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.visit}_{self.filter}"
+
+
+@dataclass(frozen=True)
+class DrizzlePlan:
+    """Visit groups ordered by filter (as first seen in time) then by visit."""
+
+    groups: tuple[VisitGroup, ...]
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(g.filter for g in self.groups))
+
+    @property
+    def exposures(self) -> tuple[CalibratedExposure, ...]:
+        return tuple(e for g in self.groups for e in g.exposures)
+
+    def groups_in(self, filter_: str) -> tuple[VisitGroup, ...]:
+        return tuple(g for g in self.groups if g.filter == filter_)
+
+    def group(self, name: str) -> VisitGroup:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+
+def filter_name(filter1: str, filter2: str) -> str:
+    """The spectral element of an ACS/WFC exposure from FILTER1/FILTER2.
+
+    CLEAR* (and empty/N/A) positions are ignored; two real elements are joined with ``-``.
+
+    >>> filter_name("F606W", "CLEAR2L")
+    'F606W'
+    >>> filter_name("CLEAR1L", "F814W")
+    'F814W'
+    """
+    names = []
+    for value in (filter1, filter2):
+        value = str(value or "").strip().upper()
+        if value and not value.startswith("CLEAR") and value != "N/A":
+            names.append(value)
+    return "-".join(names)
+
+
+def visit_name(rootname: str) -> str:
+    """The visit of a rootname: its first six characters, lower case."""
+    rootname = rootname.strip().lower()
+    if len(rootname) < 9:
+        raise ValueError(f"rootname {rootname!r} is shorter than the 9 characters of HST names")
+    return rootname[:6]
+
+
+def find_calibrated_files(data_dir: Path) -> list[Path]:
+    """The calibrated exposures in ``data_dir``: ``*_flc.fits`` and, where no FLC of the
+    same rootname exists, ``*_flt.fits``; sorted by name.
+
+    Raises :class:`InputError` when the directory is missing or holds none.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: no such directory; pass the directory of _flc/_flt files")
+    flc = {p.name[: -len("_flc.fits")]: p for p in data_dir.glob("*_flc.fits")}
+    flt = {p.name[: -len("_flt.fits")]: p for p in data_dir.glob("*_flt.fits")}
+    chosen = {**flt, **flc}
+    if not chosen:
+        raise InputError(
+            f"{data_dir}: no *_flc.fits or *_flt.fits files; calibrate the raw files first "
+            "or point to the directory of calibrated exposures"
+        )
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def _require(header: fits.Header, keys: Iterable[str], where: str) -> None:
+    missing = [k for k in keys if k not in header or header[k] is None or header[k] == ""]
+    if missing:
+        raise InputError(
+            f"{where}: missing keyword(s) {', '.join(missing)}; this is not a calibrated "
+            "ACS/WFC exposure in the archive FLT layout"
+        )
+
+
+def read_exposure(path: Path) -> CalibratedExposure:
+    """Read and check the headers of one calibrated ACS/WFC exposure.
+
+    Checks what AstroDrizzle would otherwise silently mishandle: a missing or zero
+    EXPTIME (the image is dropped and an empty product written), non-electron units,
+    missing detector keywords or a SCI extension without a celestial WCS.
+    """
+    path = Path(path)
+    name = path.name
+    suffix = "flc" if name.endswith("_flc.fits") else "flt" if name.endswith("_flt.fits") else ""
+    if not suffix:
+        raise InputError(f"{path}: not an _flc.fits or _flt.fits file; pass calibrated exposures")
+    try:
+        with fits.open(path) as hdul:
+            prim = hdul[0].header
+            _require(prim, REQUIRED_PRIMARY_KEYWORDS, str(path))
+            if str(prim["INSTRUME"]).strip() != "ACS" or str(prim["DETECTOR"]).strip() != "WFC":
+                raise InputError(
+                    f"{path}: INSTRUME/DETECTOR are {prim['INSTRUME']}/{prim['DETECTOR']}; "
+                    "only ACS/WFC exposures can be drizzled here"
+                )
+            exptime = float(prim["EXPTIME"])
+            if not exptime > 0:
+                raise InputError(
+                    f"{path}: EXPTIME is {exptime}; AstroDrizzle would drop it silently, "
+                    "remove the file or fix its header"
+                )
+            extvers = []
+            for hdu in hdul[1:]:
+                if hdu.header.get("EXTNAME", "").strip().upper() != "SCI":
+                    continue
+                where = f"{path}[SCI,{hdu.header.get('EXTVER')}]"
+                _require(hdu.header, REQUIRED_SCI_KEYWORDS, where)
+                if not str(hdu.header["CTYPE1"]).startswith("RA---TAN"):
+                    raise InputError(f"{where}: CTYPE1 {hdu.header['CTYPE1']!r} is not a TAN "
+                                     "projection; the exposure needs its distortion WCS")
+                bunit = str(hdu.header.get("BUNIT", "ELECTRONS")).strip().upper()
+                if bunit != "ELECTRONS":
+                    raise InputError(f"{where}: BUNIT is {bunit!r}; the drizzle stage needs "
+                                     "calibrated images in ELECTRONS")
+                extvers.append(int(hdu.header["EXTVER"]))
+            for extname in ("ERR", "DQ"):
+                for extver in extvers:
+                    try:
+                        hdul[extname, extver]
+                    except KeyError as err:
+                        raise InputError(f"{path}: no [{extname},{extver}] extension; the file "
+                                         "is not in the FLT layout") from err
+    except OSError as err:
+        raise InputError(f"{path}: cannot read it as FITS ({err}); replace the file") from err
+    if not extvers:
+        raise InputError(f"{path}: no SCI extensions; not a calibrated exposure")
+    rootname = str(prim["ROOTNAME"]).strip().lower()
+    filt = filter_name(prim["FILTER1"], prim["FILTER2"])
+    if not filt:
+        raise InputError(f"{path}: FILTER1/FILTER2 are both clear; cannot group it by filter")
+    try:
+        visit = visit_name(rootname)
+    except ValueError as err:
+        raise InputError(f"{path}: {err}; fix ROOTNAME") from err
+    return CalibratedExposure(
+        path=path,
+        rootname=rootname,
+        filter=filt,
+        visit=visit,
+        exptime_s=exptime,
+        expstart_mjd=float(prim["EXPSTART"]),
+        extvers=tuple(sorted(extvers)),
+        suffix=suffix,
+    )
+
+
+def build_plan(exposures: Sequence[CalibratedExposure]) -> DrizzlePlan:
+    """Group exposures by filter, then by visit; both ordered by first exposure start.
+
+    Raises :class:`InputError` for an empty list or a rootname given twice.
+    """
+    if not exposures:
+        raise InputError("no calibrated exposures to drizzle; check the input directory")
+    seen: dict[str, Path] = {}
+    for e in exposures:
+        if e.rootname in seen:
+            raise InputError(f"{e.path}: rootname {e.rootname} also in {seen[e.rootname]}; "
+                             "pass each exposure once")
+        seen[e.rootname] = e.path
+    ordered = sorted(exposures, key=lambda e: (e.expstart_mjd, e.rootname))
+    filters = list(dict.fromkeys(e.filter for e in ordered))
+    groups = []
+    for filt in filters:
+        in_filter = [e for e in ordered if e.filter == filt]
+        for visit in dict.fromkeys(e.visit for e in in_filter):
+            members = tuple(e for e in in_filter if e.visit == visit)
+            groups.append(VisitGroup(filter=filt, visit=visit, exposures=members))
+    return DrizzlePlan(groups=tuple(groups))

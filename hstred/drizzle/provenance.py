@@ -1,0 +1,128 @@
+"""Provenance keywords of drizzled products, and publishing them atomically.
+
+Keywords (primary header of ``*_drz_sci.fits`` and ``*_drz_wht.fits``):
+
+========  ==========================================================
+HSTRVER   hstred version
+HSTRSTEP  'DRIZZLE' (stage that wrote the product)
+HSTRPROD  'FILTER' (per-filter combination) or 'SINGLE' (one exposure)
+DRZKERN   final drizzle kernel
+DRZPIXFR  final pixfrac
+DRZSCALE  output pixel scale (arcsec)
+DRZORIEN  position angle of the output +y axis (deg)
+DRZWHTTY  final weight type (ERR or EXP)
+DRZBITS   DQ bits counted as good
+DRZSKYM   sky method
+DRZNIMG   number of exposures combined
+ALNWCSN   WCSNAME of the aligned input WCS
+ALNREF    reference visit group (VISIT_FILTER)
+ALNFITGE  fit geometry
+ALNNGRP   number of visit groups in the alignment
+ALNnnNAM  visit group nn (01-99): VISIT_FILTER
+ALNnnST   its status (REFERENCE, ALIGNED, DROPPED)
+ALNnnDX   its shift east, arcsec
+ALNnnDY   its shift north, arcsec
+ALNnnROT  its rotation, deg (position angle, north through east)
+ALNnnSCL  its scale
+ALNnnNM   matched sources
+ALNnnRMS  fit RMS, arcsec
+========  ==========================================================
+
+Each solution is also written as a HISTORY line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from hstred import __version__
+from hstred.drizzle.config import DrizzleConfig
+from hstred.drizzle.result import AlignmentSolution
+
+__all__ = ["provenance_cards", "write_provenance", "publish"]
+
+
+def _num(value: float) -> float:
+    """FITS cannot hold NaN as a keyword value: use -1 for 'not measured'."""
+    return float(value) if np.isfinite(value) else -1.0
+
+
+def provenance_cards(
+    *,
+    config: DrizzleConfig,
+    product_kind: str,
+    n_images: int,
+    orientation_deg: float,
+    solutions: Sequence[AlignmentSolution],
+    reference: str,
+) -> tuple[list[tuple[str, object, str]], list[str]]:
+    """Keyword cards and HISTORY lines describing how a product was made."""
+    cards: list[tuple[str, object, str]] = [
+        ("HSTRVER", __version__, "hstred version"),
+        ("HSTRSTEP", "DRIZZLE", "hstred stage that wrote this file"),
+        ("HSTRPROD", product_kind, "FILTER combination or SINGLE exposure"),
+        ("DRZKERN", config.kernel, "final drizzle kernel"),
+        ("DRZPIXFR", float(config.pixfrac), "final drizzle pixfrac"),
+        ("DRZSCALE", float(config.pixel_scale_arcsec), "output pixel scale (arcsec)"),
+        ("DRZORIEN", float(orientation_deg), "PA of output +y axis (deg)"),
+        ("DRZWHTTY", config.weight_type, "final weight type"),
+        ("DRZBITS", int(config.good_bits), "DQ bits counted as good"),
+        ("DRZSKYM", config.sky_method, "sky method"),
+        ("DRZNIMG", int(n_images), "exposures combined"),
+        ("ALNWCSN", config.wcsname, "WCSNAME of the aligned input WCS"),
+        ("ALNREF", reference, "reference visit group (VISIT_FILTER)"),
+        ("ALNFITGE", config.fit_geometry, "alignment fit geometry"),
+        ("ALNNGRP", len(solutions), "visit groups in the alignment"),
+    ]
+    history = [f"hstred {__version__} alignment: reference {reference}, "
+               f"fit geometry {config.fit_geometry}, WCSNAME {config.wcsname}"]
+    for i, s in enumerate(solutions, start=1):
+        if i <= 99:
+            p = f"ALN{i:02d}"
+            cards += [
+                (f"{p}NAM", s.group, "visit group"),
+                (f"{p}ST", s.status, "alignment status"),
+                (f"{p}DX", round(_num(s.shift_x_arcsec), 6), "shift east (arcsec)"),
+                (f"{p}DY", round(_num(s.shift_y_arcsec), 6), "shift north (arcsec)"),
+                (f"{p}ROT", round(_num(s.rotation_deg), 8), "rotation, PA (deg)"),
+                (f"{p}SCL", round(_num(s.scale), 10), "scale"),
+                (f"{p}NM", int(s.n_matches), "matched sources"),
+                (f"{p}RMS", round(_num(s.rms_arcsec), 6), "fit RMS (arcsec)"),
+            ]
+        history.append(
+            f"align {s.group} {s.status}: dx={s.shift_x_arcsec:+.4f}\" "
+            f"dy={s.shift_y_arcsec:+.4f}\" rot={s.rotation_deg:+.5f}deg "
+            f"scale={s.scale:.7f} matches={s.n_matches} rms={s.rms_arcsec:.4f}\""
+        )
+    history.append(
+        f"drizzle: kernel={config.kernel} pixfrac={config.pixfrac} "
+        f"scale={config.pixel_scale_arcsec}\" wht={config.weight_type} bits={config.good_bits}"
+    )
+    return cards, history
+
+
+def write_provenance(path: Path, cards, history) -> None:
+    """Add provenance cards and HISTORY lines to the primary header of ``path``."""
+    with fits.open(path, mode="update") as hdul:
+        hdr = hdul[0].header
+        for key, value, comment in cards:
+            hdr[key] = (value, comment)
+        for line in history:
+            hdr.add_history(line)
+        hdul.flush()
+
+
+def publish(moves: Sequence[tuple[Path, Path]]) -> None:
+    """Move finished files into place (``os.replace``: atomic per file on one filesystem).
+
+    Destinations' directories are created. Called only once every product is complete.
+    """
+    for _, dst in moves:
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in moves:
+        os.replace(src, dst)

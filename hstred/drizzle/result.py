@@ -1,0 +1,112 @@
+"""What the alignment + drizzle stage returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["AlignmentSolution", "DrizzleProduct", "SingleProduct", "GridInfo", "DrizzleResult"]
+
+
+@dataclass(frozen=True)
+class AlignmentSolution:
+    """The alignment of one visit group (one visit in one filter).
+
+    Shifts are arcsec along east (x) and north (y), rotation is the change of position
+    angle (deg, north through east), scale the ratio of corrected to original sizes;
+    all measured between the header and the aligned WCS of the group's chips.
+    ``n_matches`` and ``rms_arcsec`` come from the independent check of the fit
+    (sources matched to the reference catalog after correction); for the reference group
+    they are its number of sources and 0. ``status`` is ``"REFERENCE"`` (the group whose
+    header WCS defines the frame; its WCS is kept, renamed), ``"ALIGNED"`` or
+    ``"DROPPED"`` (failed a gate with ``drop_unaligned``; ``message`` says why).
+    """
+
+    visit: str
+    filter: str
+    status: str
+    reference: str
+    shift_x_arcsec: float
+    shift_y_arcsec: float
+    rotation_deg: float
+    scale: float
+    n_matches: int
+    rms_arcsec: float
+    n_sources: int
+    message: str = ""
+
+    @property
+    def group(self) -> str:
+        return f"{self.visit}_{self.filter}"
+
+
+@dataclass(frozen=True)
+class DrizzleProduct:
+    """The final drizzled image of one filter (science in electrons/s, and its weight)."""
+
+    filter: str
+    sci: Path
+    wht: Path
+    exposures: tuple[str, ...]  # rootnames
+    exptime_s: float
+
+
+@dataclass(frozen=True)
+class SingleProduct:
+    """One exposure drizzled alone onto the common grid."""
+
+    rootname: str
+    filter: str
+    sci: Path
+    wht: Path
+    exptime_s: float
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """The common output grid (TAN): shape (ny, nx), CRVAL (deg), CRPIX (1-indexed)."""
+
+    shape: tuple[int, int]
+    crval_deg: tuple[float, float]
+    crpix: tuple[float, float]
+    scale_arcsec: float
+    orientation_deg: float
+
+
+@dataclass(frozen=True)
+class DrizzleResult:
+    """Products, alignment solutions and warnings of :func:`hstred.drizzle.run_drizzle`."""
+
+    products: tuple[DrizzleProduct, ...]
+    singles: tuple[SingleProduct, ...]
+    solutions: tuple[AlignmentSolution, ...]
+    reference: str  # the reference group, "VISIT_FILTER"
+    grid: GridInfo
+    dropped: tuple[str, ...]  # groups dropped for failing alignment
+    warnings: tuple[str, ...]
+
+    def product(self, filter_: str) -> DrizzleProduct:
+        for p in self.products:
+            if p.filter == filter_:
+                return p
+        raise KeyError(filter_)
+
+    def solution(self, visit: str, filter_: str) -> AlignmentSolution:
+        for s in self.solutions:
+            if s.visit == visit and s.filter == filter_:
+                return s
+        raise KeyError(f"{visit}_{filter_}")
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly dictionary (paths as strings)."""
+
+        def convert(value):
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [convert(v) for v in value]
+            return value
+
+        return convert(asdict(self))

@@ -1,0 +1,371 @@
+"""The alignment + drizzle stage: calibrated exposures -> aligned, drizzled products.
+
+Steps (all on working copies; the inputs are only read):
+
+1. plan: exposures grouped by filter, then visit;
+2. visit images: AstroDrizzle per visit group (sky, cosmic rays) at 0.05"/pixel;
+3. alignment: catalogs of the visit images, a reference group chosen from the data,
+   every other group fitted to it with tweakwcs; quality gates;
+4. the aligned WCSs are written into the working copies (originals kept as alternates);
+5. one output grid covering every exposure of every filter;
+6. final AstroDrizzle per filter on that grid (and per exposure with ``singles``);
+7. provenance keywords; products moved into place only when all are complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from hstred.align.apply import write_aligned_wcs
+from hstred.align.reference import chip_edge_pixels
+from hstred.align.stage import VisitImage, align_visits, chip_key, read_chip_wcs
+from hstred.drizzle.config import DrizzleConfig
+from hstred.drizzle.grid import compute_output_grid, orientation_deg, same_grid
+from hstred.drizzle.plan import (
+    CalibratedExposure,
+    DrizzlePlan,
+    VisitGroup,
+    build_plan,
+    find_calibrated_files,
+    read_exposure,
+)
+from hstred.drizzle.provenance import provenance_cards, publish, write_provenance
+from hstred.drizzle.result import (
+    AlignmentSolution,
+    DrizzleProduct,
+    DrizzleResult,
+    GridInfo,
+    SingleProduct,
+)
+from hstred.drizzle.runner import (
+    final_parameters,
+    run_astrodrizzle,
+    single_parameters,
+    visit_parameters,
+)
+from hstred.drizzle.weights import write_background_errors
+from hstred.errors import InputError, QualityGateError, StageError
+
+__all__ = ["run_drizzle", "plan_drizzle", "product_paths"]
+
+log = logging.getLogger(__name__)
+
+
+def product_paths(data_dir: Path, outname: str, filter_: str) -> tuple[Path, Path]:
+    """Where the final products of one filter go."""
+    return (Path(data_dir) / f"{outname}_{filter_}_drz_sci.fits",
+            Path(data_dir) / f"{outname}_{filter_}_drz_wht.fits")
+
+
+def plan_drizzle(data_dir: Path, inputs: Sequence[Path] | None = None) -> DrizzlePlan:
+    """Read and group the calibrated exposures (``inputs``, or those in ``data_dir``)."""
+    paths = list(inputs) if inputs is not None else find_calibrated_files(data_dir)
+    if not paths:
+        raise InputError(f"{data_dir}: no calibrated exposures given; pass _flc/_flt files")
+    for p in paths:
+        if not Path(p).is_file():
+            raise InputError(f"{p}: no such file; pass existing _flc/_flt files")
+    return build_plan([read_exposure(Path(p)) for p in paths])
+
+
+def _check_outname(outname: str) -> None:
+    if not outname or any(c in outname for c in "/\\ ") or outname.startswith("."):
+        raise InputError(f"output name {outname!r} must be a plain file-name stem such as "
+                         "'abell2744'")
+
+
+def _copy_inputs(plan: DrizzlePlan, dest: Path) -> dict[str, Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for e in plan.exposures:
+        target = dest / e.path.name
+        shutil.copyfile(e.path, target)  # plain copy: the working copy is writable
+        copies[e.rootname] = target
+    return copies
+
+
+def _chips(exposures: Sequence[CalibratedExposure], copies: dict[str, Path]):
+    return tuple((copies[e.rootname], extver) for e in exposures for extver in e.extvers)
+
+
+def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig) -> list[VisitImage]:
+    images = []
+    for g in plan.groups:
+        inputs = [copies[e.rootname] for e in g.exposures]
+        pars = visit_parameters(len(inputs), num_cores=config.num_cores,
+                                good_bits=config.good_bits, sky_method=config.sky_method)
+        out = run_astrodrizzle(inputs, f"visit_{g.name}", run_dir=work / "visits" / g.name,
+                               parameters=pars,
+                               expected_chips=sum(len(e.extvers) for e in g.exposures))
+        images.append(VisitImage(name=g.name, sci=out.sci, wht=out.wht,
+                                 chips=_chips(g.exposures, copies)))
+    return images
+
+
+def _solution(g: VisitGroup, fit, *, status: str, reference: str, n_sources: int,
+              message: str = "") -> AlignmentSolution:
+    return AlignmentSolution(
+        visit=g.visit, filter=g.filter, status=status, reference=reference,
+        shift_x_arcsec=fit.shift_x_arcsec, shift_y_arcsec=fit.shift_y_arcsec,
+        rotation_deg=fit.rotation_deg, scale=fit.scale, n_matches=fit.n_matches,
+        rms_arcsec=fit.rms_arcsec, n_sources=n_sources, message=message,
+    )
+
+
+def _align(plan, visit_images, copies, config: DrizzleConfig, messages: list[str]):
+    """Align every group; apply the solutions; return (solutions, reference, kept groups)."""
+    if len(plan.groups) == 1:
+        g = plan.groups[0]
+        messages.append(f"only one visit group ({g.name}): nothing to align, header WCS kept "
+                        "as the frame")
+    outcome = align_visits(
+        visit_images, fit_geometry=config.fit_geometry, searchrad_px=config.searchrad_px,
+        tolerance_px=config.tolerance_px, refine_tolerance_px=config.refine_tolerance_px,
+        min_matches=config.min_matches, max_rms_arcsec=config.max_rms_arcsec,
+        detection_nsigma=config.detection_nsigma,
+    )
+    if outcome.failures and not config.drop_unaligned:
+        details = "; ".join(
+            f"visit {plan.group(n).visit} ({plan.group(n).filter}): {reason}, "
+            f"{outcome.fits[n].n_matches} matches, rms {outcome.fits[n].rms_arcsec:.4f}\""
+            for n, reason in outcome.failures.items()
+        )
+        raise QualityGateError(f"alignment to {outcome.reference} failed for {details}; "
+                               "check overlap, loosen searchrad/tolerance/gates, or drop "
+                               "such visits with drop_unaligned")
+    solutions, kept = [], []
+    for g in plan.groups:
+        fit = outcome.fits[g.name]
+        n_src = outcome.n_sources[g.name]
+        if g.name in outcome.failures:
+            reason = outcome.failures[g.name]
+            messages.append(f"visit {g.visit} ({g.filter}) dropped: {reason}, "
+                            f"{fit.n_matches} matches, rms {fit.rms_arcsec:.4f}\"")
+            solutions.append(_solution(g, fit, status="DROPPED", reference=outcome.reference,
+                                       n_sources=n_src, message=reason))
+            continue
+        status = "REFERENCE" if g.name == outcome.reference else "ALIGNED"
+        solutions.append(_solution(g, fit, status=status, reference=outcome.reference,
+                                   n_sources=n_src))
+        kept.append(g)
+        for e in g.exposures:
+            path = copies[e.rootname]
+            corrected = {x: fit.wcs[chip_key(path, x)] for x in e.extvers}
+            write_aligned_wcs(path, corrected, wcsname=config.wcsname)
+    return solutions, outcome.reference, kept
+
+
+def _output_grid(kept, copies, plan, reference: str, config: DrizzleConfig) -> WCS:
+    outlines = []
+    for g in kept:
+        for e in g.exposures:
+            for x in e.extvers:
+                w = read_chip_wcs(copies[e.rootname], x)
+                edge = chip_edge_pixels(*w.pixel_shape)
+                ra, dec = w.all_pix2world(edge[:, 0], edge[:, 1], 0)
+                outlines.append((ra, dec))
+    if config.north_up:
+        orient = 0.0
+    else:
+        ref = plan.group(reference).exposures[0]
+        ext = max(ref.extvers)  # WFC1 when present
+        orient = orientation_deg(read_chip_wcs(copies[ref.rootname], ext))
+    return compute_output_grid(outlines, scale_arcsec=config.pixel_scale_arcsec,
+                               orientation=orient)
+
+
+def _check_on_grid(path: Path, grid: WCS) -> None:
+    with fits.open(path) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        w = WCS(hdul[0].header)
+        w.pixel_shape = (hdul[0].header["NAXIS1"], hdul[0].header["NAXIS2"])
+    if not same_grid(w, grid):
+        raise StageError(f"{path.name}: AstroDrizzle did not write the requested output grid")
+
+
+@dataclass
+class _FinalContext:
+    """What the final drizzles share; ``moves`` collects (staged, destination) pairs."""
+
+    data_dir: Path
+    outname: str
+    config: DrizzleConfig
+    work: Path
+    staging: Path
+    grid: WCS
+    copies: dict[str, Path]
+    solutions: list[AlignmentSolution]
+    reference: str
+    moves: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def stage(self, images, sci_dst: Path, wht_dst: Path, *, kind: str, n_images: int) -> None:
+        """Add provenance to a checked product and move it into the staging directory."""
+        _check_on_grid(images.sci, self.grid)
+        cards, history = provenance_cards(
+            config=self.config, product_kind=kind, n_images=n_images,
+            orientation_deg=orientation_deg(self.grid), solutions=self.solutions,
+            reference=self.reference)
+        for src, dst in ((images.sci, sci_dst), (images.wht, wht_dst)):
+            write_provenance(src, cards, history)
+            staged = self.staging / dst.relative_to(self.data_dir)
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, staged)
+            self.moves.append((staged, dst))
+
+
+def _drizzle_filter(ctx: _FinalContext, filt: str,
+                    exposures: Sequence[CalibratedExposure]) -> DrizzleProduct:
+    """Final drizzle of one filter on the common grid (cosmic rays re-found over all of
+    its aligned exposures)."""
+    c = ctx.config
+    pars = final_parameters(len(exposures), ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                            weight_type=c.weight_type, num_cores=c.num_cores,
+                            good_bits=c.good_bits, sky_method=c.sky_method)
+    out = run_astrodrizzle([ctx.copies[e.rootname] for e in exposures],
+                           f"{ctx.outname}_{filt}", run_dir=ctx.work / "final" / filt,
+                           parameters=pars,
+                           expected_chips=sum(len(e.extvers) for e in exposures))
+    exptime = float(fits.getval(out.sci, "EXPTIME"))
+    sci_dst, wht_dst = product_paths(ctx.data_dir, ctx.outname, filt)
+    ctx.stage(out, sci_dst, wht_dst, kind="FILTER", n_images=len(exposures))
+    return DrizzleProduct(filter=filt, sci=sci_dst, wht=wht_dst,
+                          exposures=tuple(e.rootname for e in exposures), exptime_s=exptime)
+
+
+def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> SingleProduct:
+    """One exposure alone on the common grid, with the cosmic-ray flags of its filter."""
+    c = ctx.config
+    pars = single_parameters(ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                             weight_type=c.weight_type, good_bits=c.good_bits,
+                             sky_method=c.sky_method)
+    out = run_astrodrizzle([ctx.copies[e.rootname]], e.rootname,
+                           run_dir=ctx.work / "singles" / e.rootname, parameters=pars,
+                           expected_chips=len(e.extvers))
+    exptime = float(fits.getval(out.sci, "EXPTIME"))
+    if abs(exptime - e.exptime_s) > 1e-6 * e.exptime_s:
+        raise StageError(f"{out.sci.name}: EXPTIME {exptime} differs from the exposure's "
+                         f"{e.exptime_s}; the single image would mislead PSF modelling")
+    sci_dst = ctx.data_dir / "singles" / f"{e.rootname}_drz_sci.fits"
+    wht_dst = ctx.data_dir / "singles" / f"{e.rootname}_drz_wht.fits"
+    ctx.stage(out, sci_dst, wht_dst, kind="SINGLE", n_images=1)
+    return SingleProduct(rootname=e.rootname, filter=filt, sci=sci_dst, wht=wht_dst,
+                         exptime_s=exptime)
+
+
+def run_drizzle(
+    data_dir: Path,
+    outname: str,
+    config: DrizzleConfig,
+    *,
+    work_dir: Path | None = None,
+    inputs: Sequence[Path] | None = None,
+) -> DrizzleResult:
+    """Align and drizzle the calibrated ACS/WFC exposures of a program.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Directory of ``*_flc.fits``/``*_flt.fits`` files (read only) and of the products:
+        ``OUTNAME_FILTER_drz_sci.fits``/``_wht.fits`` and, with ``config.singles``,
+        ``singles/ROOTNAME_drz_sci.fits``/``_wht.fits``.
+    outname : str
+        Product name stem.
+    config : DrizzleConfig
+        Options (kernel, scale, pixfrac, weights, alignment gates...).
+    work_dir : Path, optional
+        Where working copies and intermediate files go (kept afterwards). By default a
+        temporary directory inside ``data_dir``, removed at the end.
+    inputs : sequence of Path, optional
+        Exposures to use instead of every calibrated file in ``data_dir``.
+
+    Returns
+    -------
+    DrizzleResult
+
+    Raises
+    ------
+    InputError
+        Unusable inputs or options.
+    QualityGateError
+        A visit failed the alignment gates (unless ``config.drop_unaligned``).
+    StageError
+        AstroDrizzle failed or wrote an incomplete product.
+
+    Notes
+    -----
+    Products appear only when every one of them is complete: they are written in a
+    staging directory inside ``data_dir`` and renamed into place at the end. Science
+    images are in electrons per second (BUNIT ELECTRONS/S), sky-subtracted, NaN where no
+    input pixel landed; weights are inverse variance (``ERR``) or exposure time (``EXP``).
+    """
+    data_dir = Path(data_dir)
+    _check_outname(outname)
+    if not isinstance(config, DrizzleConfig):
+        raise InputError("config must be a hstred.drizzle.DrizzleConfig")
+    plan = plan_drizzle(data_dir, inputs)
+    messages: list[str] = []
+    keep_work = work_dir is not None
+    if keep_work:
+        work = Path(work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=".hstred-drizzle-", dir=data_dir))
+    staging = Path(tempfile.mkdtemp(prefix=f".{outname}-staging-", dir=data_dir))
+    try:
+        copies = _copy_inputs(plan, work / "exposures")
+        visit_images = _drizzle_visits(plan, copies, work, config)
+        solutions, reference, kept = _align(plan, visit_images, copies, config, messages)
+        grid = _output_grid(kept, copies, plan, reference, config)
+        if config.weight_type == "ERR":
+            for g in kept:
+                for e in g.exposures:
+                    write_background_errors(copies[e.rootname], e.extvers)
+        nx, ny = grid.pixel_shape
+        log.info("output grid %d x %d at %.4f\"/pixel", nx, ny, config.pixel_scale_arcsec)
+        ctx = _FinalContext(data_dir=data_dir, outname=outname, config=config, work=work,
+                            staging=staging, grid=grid, copies=copies, solutions=solutions,
+                            reference=reference)
+        products: list[DrizzleProduct] = []
+        singles: list[SingleProduct] = []
+        for filt in plan.filters:
+            exposures = [e for g in kept if g.filter == filt for e in g.exposures]
+            if not exposures:
+                messages.append(f"filter {filt}: every visit was dropped; no product")
+                continue
+            if len(exposures) < 2:
+                messages.append(f"filter {filt}: a single exposure; cosmic rays cannot be "
+                                "rejected")
+            products.append(_drizzle_filter(ctx, filt, exposures))
+            if config.singles:
+                singles.extend(_drizzle_single(ctx, filt, e) for e in exposures)
+        if not products:
+            raise QualityGateError("no filter has an aligned visit left; nothing was drizzled")
+        publish(ctx.moves)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    orient = orientation_deg(grid)
+    crval = (float(grid.wcs.crval[0]), float(grid.wcs.crval[1]))
+    crpix = (float(grid.wcs.crpix[0]), float(grid.wcs.crpix[1]))
+    for m in messages:
+        log.warning(m)
+    return DrizzleResult(
+        products=tuple(products),
+        singles=tuple(singles),
+        solutions=tuple(solutions),
+        reference=reference,
+        grid=GridInfo(shape=(ny, nx), crval_deg=crval, crpix=crpix,
+                      scale_arcsec=config.pixel_scale_arcsec, orientation_deg=orient),
+        dropped=tuple(s.group for s in solutions if s.status == "DROPPED"),
+        warnings=tuple(messages),
+    )

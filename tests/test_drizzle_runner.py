@@ -1,0 +1,103 @@
+"""Tests of the AstroDrizzle guards (hstred.drizzle.runner).
+
+AstroDrizzle fails silently in ways the runner must catch: an input without EXPTIME is
+dropped and an empty product written; products can be missing or empty.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from test_drizzle_synthetic import write_fake_program
+
+from hstred.drizzle.grid import compute_output_grid
+from hstred.drizzle.runner import (
+    DrizzleImages,
+    check_drizzle_product,
+    final_parameters,
+    run_astrodrizzle,
+    visit_parameters,
+)
+from hstred.errors import StageError
+
+
+def _write_product(tmp_path, *, sci=None, wht=None, bunit="ELECTRONS/S", exptime=100.0,
+                   data=("a_flc.fits[sci,1]", "a_flc.fits[sci,2]")):
+    sci = np.ones((10, 10), np.float32) if sci is None else sci
+    wht = np.ones((10, 10), np.float32) if wht is None else wht
+    h = fits.Header()
+    h["BUNIT"] = bunit
+    h["EXPTIME"] = exptime
+    for i, d in enumerate(data, start=1):
+        h[f"D{i:03d}DATA"] = d
+    fits.PrimaryHDU(sci, header=h).writeto(tmp_path / "p_drz_sci.fits", overwrite=True)
+    fits.PrimaryHDU(wht).writeto(tmp_path / "p_drz_wht.fits", overwrite=True)
+    return DrizzleImages(sci=tmp_path / "p_drz_sci.fits", wht=tmp_path / "p_drz_wht.fits")
+
+
+def test_check_accepts_a_complete_product(tmp_path):
+    images = _write_product(tmp_path)
+    check_drizzle_product(images, expected_inputs=["a_flc.fits"], expected_chips=2)
+
+
+@pytest.mark.parametrize("kwargs, expected_chips, message", [
+    ({"wht": np.zeros((10, 10), np.float32)}, 2, "zero everywhere"),
+    ({"sci": np.full((10, 10), np.nan, np.float32)}, 2, "non-finite"),
+    ({"bunit": "ELECTRONS"}, 2, "BUNIT"),
+    ({"exptime": 0.0}, 2, "EXPTIME"),
+    ({}, 4, "2 chips drizzled, expected 4"),
+    ({"data": ("/w/b_flc.fits[sci,1]", "/w/b_flc.fits[sci,2]")}, 2, "were not drizzled"),
+])
+def test_check_rejects_incomplete_products(tmp_path, kwargs, expected_chips, message):
+    images = _write_product(tmp_path, **kwargs)
+    with pytest.raises(StageError, match=message):
+        check_drizzle_product(images, expected_inputs=["a_flc.fits"],
+                              expected_chips=expected_chips)
+
+
+def test_check_rejects_missing_files(tmp_path):
+    images = DrizzleImages(sci=tmp_path / "x_drz_sci.fits", wht=tmp_path / "x_drz_wht.fits")
+    with pytest.raises(StageError, match="wrote no"):
+        check_drizzle_product(images, expected_inputs=[], expected_chips=0)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return write_fake_program(tmp_path_factory.mktemp("runner"), chip_shape=(64, 128),
+                              visits=1, exposures=2, filters=("F606W",), n_stars=20)
+
+
+def test_run_astrodrizzle_visit_image(pair, tmp_path):
+    copies = []
+    for p in pair.paths:
+        shutil.copyfile(p, tmp_path / p.name)
+        copies.append(tmp_path / p.name)
+    pars = visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin")
+    out = run_astrodrizzle(copies, "v", run_dir=tmp_path / "run", parameters=pars,
+                           expected_chips=4)
+    assert out.sci.parent == tmp_path / "run" and out.sci.exists() and out.wht.exists()
+    assert (tmp_path / "run" / "v.log").exists()
+    assert fits.getval(out.sci, "BUNIT") == "ELECTRONS/S"
+    # The cosmic-ray step wrote its flags into the working copies only.
+    assert any((fits.getdata(c, ("DQ", 1)) & 4096).any() for c in copies)
+    assert not any((fits.getdata(p, ("DQ", 1)) & 4096).any() for p in pair.paths)
+
+
+def test_run_astrodrizzle_catches_a_silently_dropped_input(pair, tmp_path):
+    """Without EXPTIME AstroDrizzle drops the image and writes an empty product."""
+    copies = []
+    for p in pair.paths:
+        shutil.copyfile(p, tmp_path / p.name)
+        copies.append(tmp_path / p.name)
+    with fits.open(copies[1], mode="update") as hdul:
+        del hdul[0].header["EXPTIME"]
+    ra, dec = pair.stars["ra"], pair.stars["dec"]
+    grid = compute_output_grid([(ra, dec)], scale_arcsec=0.05)
+    pars = final_parameters(1, grid, kernel="square", pixfrac=1.0, weight_type="EXP",
+                            num_cores=1, good_bits=0, sky_method="localmin")
+    with pytest.raises(StageError, match="an input was dropped"):
+        run_astrodrizzle(copies, "f", run_dir=tmp_path / "run", parameters=pars,
+                         expected_chips=4)

@@ -1,0 +1,277 @@
+"""End-to-end tests of run_drizzle on small synthetic programs with known truth.
+
+The synthetic exposures (see test_drizzle_synthetic) have 200 x 400-pixel chips with
+Gaussian stars at known RA/Dec, sky, noise, cosmic rays and a wrong header WCS per
+visit. Everything is checked against that truth: positions, fluxes, grids, cosmic rays,
+the alignment solutions, provenance, failure modes and that inputs stay untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
+from photutils.centroids import centroid_2dg, centroid_sources
+from scipy.spatial import cKDTree
+from test_drizzle_synthetic import VisitError, write_fake_program
+
+from hstred import __version__
+from hstred.drizzle import DrizzleConfig, run_drizzle
+from hstred.errors import InputError, QualityGateError
+
+CHIP = (200, 400)
+ERRORS = {"jfak01": VisitError(0.62, -0.41, 0.035), "jfak02": VisitError(-0.35, 0.78, -0.042)}
+
+
+def _digest(paths):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage")
+    prog = write_fake_program(root / "data", chip_shape=CHIP, visit_errors=ERRORS, n_stars=110,
+                              seed=7)
+    before = _digest(prog.paths)
+    result = run_drizzle(prog.directory, "field", DrizzleConfig(singles=True),
+                         work_dir=root / "work")
+    return prog, result, before, root / "work"
+
+
+def _image(path):
+    with fits.open(path) as hdul:
+        w = WCS(hdul[0].header)
+        w.pixel_shape = (hdul[0].header["NAXIS1"], hdul[0].header["NAXIS2"])
+        return hdul[0].data.astype(float), hdul[0].header, w
+
+
+def _isolated_stars(prog, *, min_sep_arcsec=1.0, min_flux=200.0, filt="F606W"):
+    s = prog.stars
+    xy = np.column_stack([s["ra"] * np.cos(np.radians(s["dec"])), s["dec"]]) * 3600
+    d, _ = cKDTree(xy).query(xy, k=2)
+    return s[(d[:, 1] > min_sep_arcsec) & (s[f"flux_{filt}"] > min_flux)]
+
+
+def _measure(path, ra, dec, *, box=9):
+    """Centroids (pixels) of sources expected at (ra, dec) in a drizzled image."""
+    sci, hdr, w = _image(path)
+    wht = fits.getdata(Path(str(path).replace("_sci", "_wht")))
+    x, y = w.all_world2pix(ra, dec, 0)
+    ny, nx = sci.shape
+    ok = (x > 25) & (x < nx - 25) & (y > 25) & (y < ny - 25)
+    ok[ok] &= np.array([np.all(wht[int(b) - 20:int(b) + 21, int(a) - 20:int(a) + 21] > 0)
+                        for a, b in zip(x[ok], y[ok], strict=True)])
+    xc, yc = centroid_sources(np.nan_to_num(sci), x[ok], y[ok], box_size=box,
+                              centroid_func=centroid_2dg)
+    return ok, x[ok], y[ok], np.asarray(xc), np.asarray(yc), sci, wht
+
+
+def test_products_exist_on_one_grid_with_provenance(program):
+    prog, result, _, _ = program
+    assert [p.filter for p in result.products] == ["F606W", "F814W"]
+    grids = []
+    for p in result.products:
+        assert p.sci == prog.directory / f"field_{p.filter}_drz_sci.fits"
+        assert p.wht == prog.directory / f"field_{p.filter}_drz_wht.fits"
+        sci, hdr, w = _image(p.sci)
+        wht = fits.getdata(p.wht)
+        assert hdr["BUNIT"] == "ELECTRONS/S"
+        assert p.exptime_s == pytest.approx(4 * prog.exptime_s)
+        assert (wht > 0).mean() > 0.3 and np.isfinite(sci[wht > 0]).all()
+        assert hdr["HSTRVER"] == __version__ and hdr["DRZKERN"] == "square"
+        assert hdr["DRZPIXFR"] == 0.8 and hdr["DRZSCALE"] == 0.03 and hdr["DRZWHTTY"] == "ERR"
+        assert hdr["ALNREF"] == result.reference and hdr["ALNNGRP"] == 4
+        assert {hdr[f"ALN0{i}NAM"] for i in range(1, 5)} == {s.group for s in result.solutions}
+        assert any("align jfak02" in str(h) for h in hdr["HISTORY"])
+        assert w.proj_plane_pixel_scales()[0].to_value("arcsec") == pytest.approx(0.03)
+        grids.append((w, sci.shape))
+    for single in result.singles:
+        _, hdr, w = _image(single.sci)
+        assert single.sci == prog.directory / "singles" / f"{single.rootname}_drz_sci.fits"
+        assert single.wht.exists()
+        assert hdr["EXPTIME"] == pytest.approx(prog.exptime_s) and hdr["HSTRPROD"] == "SINGLE"
+        grids.append((w, fits.getdata(single.sci).shape))
+    assert len(result.singles) == 8
+    (w0, shape0) = grids[0]
+    for w, shape in grids[1:]:
+        assert shape == shape0
+        assert np.allclose(w.wcs.crval, w0.wcs.crval, rtol=0, atol=1e-12)
+        assert np.allclose(w.wcs.crpix, w0.wcs.crpix) and np.allclose(w.wcs.cd, w0.wcs.cd)
+    assert result.grid.shape == shape0 and result.warnings == () and result.dropped == ()
+    json.dumps(result.to_dict())
+
+
+def test_inputs_untouched_and_no_leftovers(program):
+    prog, _, before, _ = program
+    assert _digest(prog.paths) == before
+    leftovers = [p.name for p in prog.directory.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_alignment_solutions_undo_the_injected_errors(program):
+    prog, result, _, _ = program
+    ref_visit = result.reference.split("_")[0]
+    ref = ERRORS[ref_visit]
+    for s in result.solutions:
+        assert s.reference == result.reference
+        if s.status == "REFERENCE":
+            assert s.group == result.reference
+            continue
+        assert s.status == "ALIGNED" and s.n_matches >= 40 and s.rms_arcsec < 0.005
+        e = ERRORS[s.visit]
+        # correction(visit) = -(error(visit) - error(reference)), to a few mas
+        assert s.shift_x_arcsec == pytest.approx(-(e.dx_arcsec - ref.dx_arcsec), abs=0.005)
+        assert s.shift_y_arcsec == pytest.approx(-(e.dy_arcsec - ref.dy_arcsec), abs=0.005)
+        assert s.rotation_deg == pytest.approx(-(e.rot_deg - ref.rot_deg), abs=0.002)
+        assert s.scale == pytest.approx(1.0, abs=2e-5)
+
+
+def test_star_positions_match_truth_in_every_filter_and_visit(program):
+    prog, result, _, _ = program
+    ref_visit = result.reference.split("_")[0]
+    stars = _isolated_stars(prog)
+    # The reference visit defines the frame: truth seen through its header WCS.
+    ra, dec = prog.header_sky(stars["ra"], stars["dec"], ref_visit)
+    positions = {}
+    for p in result.products:
+        ok, x, y, xc, yc, _, _ = _measure(p.sci, ra, dec)
+        dx, dy = xc - x, yc - y
+        assert ok.sum() >= 20
+        rms = np.sqrt(np.mean(dx**2 + dy**2))
+        assert rms <= 0.05, f"{p.filter}: position RMS {rms:.3f} px"
+        pairs = zip(xc, yc, strict=True)
+        positions[p.filter] = dict(zip(np.flatnonzero(ok), pairs, strict=True))
+    # The same star falls on the same pixel in both filters.
+    common = sorted(set(positions["F606W"]) & set(positions["F814W"]))
+    d = [np.hypot(positions["F606W"][i][0] - positions["F814W"][i][0],
+                  positions["F606W"][i][1] - positions["F814W"][i][1]) for i in common]
+    assert len(common) >= 20 and np.mean(d) <= 0.05
+    # No visit is offset from another: mean offsets of the single-exposure images.
+    means = {}
+    for single in result.singles:
+        ok, x, y, xc, yc, _, _ = _measure(single.sci, ra, dec)
+        means.setdefault(single.rootname[:6], []).append((np.mean(xc - x), np.mean(yc - y)))
+    v1, v2 = (np.mean(means[v], axis=0) for v in sorted(means))
+    assert np.hypot(*(v1 - v2)) <= 0.02
+
+
+def test_star_fluxes_match_truth(program):
+    prog, result, _, _ = program
+    ref_visit = result.reference.split("_")[0]
+    for p in result.products:
+        stars = _isolated_stars(prog, min_sep_arcsec=2.0, filt=p.filter)
+        ra, dec = prog.header_sky(stars["ra"], stars["dec"], ref_visit)
+        ok, x, y, xc, yc, sci, wht = _measure(p.sci, ra, dec)
+        data = np.nan_to_num(sci)
+        # Gaussian PSF of sigma 1.1 native pixels = 1.83 output pixels: r = 8 sigma.
+        pos = np.column_stack([xc, yc])
+        ap = CircularAperture(pos, r=15.0)
+        ann = CircularAnnulus(pos, r_in=17.0, r_out=22.0)
+        bkg = aperture_photometry(data, ann)["aperture_sum"] / ann.area
+        flux = aperture_photometry(data, ap)["aperture_sum"] - bkg * ap.area  # e-/s
+        truth = stars[f"flux_{p.filter}"][ok]
+        ratio = np.median(flux / truth)
+        assert ratio == pytest.approx(1.0, abs=0.005), f"{p.filter}: median ratio {ratio:.4f}"
+
+
+def _covered_elsewhere(prog, work, root, ra, dec, filt_roots):
+    """How many other exposures of the filter see each sky position (2-pixel margin)."""
+    count = np.zeros(np.size(ra), dtype=int)
+    for other in filt_roots:
+        if other == root:
+            continue
+        with fits.open(work / "exposures" / f"{other}_flc.fits") as hdul:
+            for extver in (1, 2):
+                w = WCS(hdul["SCI", extver].header, hdul)
+                x, y = w.all_world2pix(ra, dec, 0)
+                ny, nx = hdul["SCI", extver].data.shape
+                count += (x > 1.5) & (x < nx - 2.5) & (y > 1.5) & (y < ny - 2.5)
+    return count
+
+
+def test_cosmic_rays_rejected(program):
+    """>= 99 % of the injected cosmic-ray pixels that another exposure also sees are
+    flagged, and none of them shows in the products."""
+    prog, result, _, work = program
+    flagged = total = 0
+    for p in result.products:
+        sci, _, w = _image(p.sci)
+        noise = np.nanstd(sci[fits.getdata(p.wht) > 0])
+        star_x, star_y = w.all_world2pix(prog.stars["ra"], prog.stars["dec"], 0)
+        tree = cKDTree(np.column_stack([star_x, star_y]))
+        peaks = []
+        for root in p.exposures:
+            for extver in (1, 2):
+                mask = prog.cr_masks[(root, extver)]
+                with fits.open(work / "exposures" / f"{root}_flc.fits") as hdul:
+                    dq = hdul["DQ", extver].data
+                    cw = WCS(hdul["SCI", extver].header, hdul)
+                yy, xx = np.nonzero(mask)
+                ra, dec = cw.all_pix2world(xx, yy, 0)
+                seen = _covered_elsewhere(prog, work, root, ra, dec, p.exposures) > 0
+                flagged += int(((dq[yy, xx] & 4096) > 0)[seen].sum())
+                total += int(seen.sum())
+                ox, oy = w.all_world2pix(ra[seen], dec[seen], 0)
+                far = tree.query(np.column_stack([ox, oy]))[0] > 25  # away from every star
+                ix, iy = np.round(ox[far]).astype(int), np.round(oy[far]).astype(int)
+                peaks.append(sci[iy, ix])
+        peaks = np.concatenate(peaks)
+        peaks = peaks[np.isfinite(peaks)]
+        assert peaks.size > 200
+        assert np.mean(peaks > 10 * noise) < 0.01
+    assert total > 500 and flagged / total >= 0.99, f"{flagged} of {total} flagged"
+
+
+def test_alignment_failure_stops_the_run_without_products(tmp_path):
+    prog = write_fake_program(tmp_path / "data", chip_shape=(120, 240), filters=("F606W",),
+                              n_stars=60, seed=11, visit_errors=ERRORS,
+                              visit_pointing_offsets_arcsec={"jfak02": (600.0, 0.0)})
+    with pytest.raises(QualityGateError) as info:
+        run_drizzle(prog.directory, "far", DrizzleConfig())
+    message = str(info.value)
+    assert "jfak0" in message and "matches" in message and "rms" in message
+    assert sorted(p.name for p in prog.directory.iterdir()) == sorted(p.name for p in prog.paths)
+    # Dropping unaligned visits instead: a product from the reference visit alone.
+    result = run_drizzle(prog.directory, "far", DrizzleConfig(drop_unaligned=True))
+    assert len(result.dropped) == 1 and result.dropped[0] != result.reference
+    dropped = [s for s in result.solutions if s.status == "DROPPED"]
+    assert dropped and dropped[0].message and any("dropped" in w for w in result.warnings)
+    product = result.product("F606W")
+    assert all(e.startswith(result.reference[:6]) for e in product.exposures)
+    assert fits.getval(product.sci, "DRZNIMG") == 2
+
+
+def test_bad_inputs_and_options(tmp_path):
+    with pytest.raises(InputError):
+        run_drizzle(tmp_path / "nothing", "x", DrizzleConfig())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError):
+        run_drizzle(tmp_path / "empty", "x", DrizzleConfig())
+    with pytest.raises(InputError):
+        run_drizzle(tmp_path / "empty", "../x", DrizzleConfig())
+
+
+def test_archive_style_inputs_with_lookup_tables_and_options(tmp_path):
+    """_flt files carrying WCSDVARR/D2IMARR distortion, lanczos3, EXP weights, not north up."""
+    prog = write_fake_program(tmp_path / "data", chip_shape=(160, 320), filters=("F814W",),
+                              n_stars=80, seed=5, visit_errors=ERRORS, lookup_distortion=True,
+                              suffix="flt")
+    config = DrizzleConfig(kernel="lanczos3", pixfrac=1.0, weight_type="EXP", north_up=False,
+                           pixel_scale_arcsec=0.04, fit_geometry="general")
+    result = run_drizzle(prog.directory, "lut", config, inputs=prog.paths)
+    assert all(s.status in ("REFERENCE", "ALIGNED") for s in result.solutions)
+    p = result.product("F814W")
+    sci, hdr, w = _image(p.sci)
+    assert hdr["DRZKERN"] == "lanczos3" and hdr["DRZWHTTY"] == "EXP"
+    assert result.grid.orientation_deg == pytest.approx(36.0, abs=1.5)  # visits at PA 35, 37
+    stars = _isolated_stars(prog, filt="F814W")
+    ra, dec = prog.header_sky(stars["ra"], stars["dec"], result.reference.split("_")[0])
+    ok, x, y, xc, yc, _, _ = _measure(p.sci, ra, dec)
+    assert ok.sum() >= 15
+    assert np.sqrt(np.mean((xc - x) ** 2 + (yc - y) ** 2)) <= 0.05
