@@ -48,4 +48,4 @@ def sim_program_late_cte(tmp_path_factory):
     """A 2025 exposure (about 4.5 traps per pixel) with CTE trails and its truth image."""
     config = SimulationConfig(visits=1, exposures=1, filters=("F606W",), seed=21,
                               date="2025-06-01", sources=900, cte=True, truth_images=True)
-    return _simulate(tmp_path_factory, "sim_late_cte", config)
+    yield from _simulate(tmp_path_factory, "sim_late_cte", config)
