@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 
@@ -137,8 +136,3 @@ def remove_cte_from_chip(image: np.ndarray, chip: int, mjd: float, *, express: i
         out[quad.flt] = remove_cte_from_quadrant(image[quad.flt], quad, mjd, express=express,
                                                  n_iterations=n_iterations)
     return out
-
-
-def omp_threads() -> int:
-    """Threads arCTIc's OpenMP loop will use (OMP_NUM_THREADS, else all cores)."""
-    return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
