@@ -199,19 +199,24 @@ DropOpt = Annotated[bool, typer.Option("--drop-unaligned", help="Drop (and repor
                                        "fail alignment instead of stopping.")]
 SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
                                           "sci.fits per exposure on the same grid.")]
+WorkersOpt = Annotated[int | None, typer.Option(min=1, help="Local worker processes "
+                                                "(default: all cores).")]
 OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
                                            "OUTNAME_FILTER_drz_sci.fits and _drz_wht.fits.")]
 
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                    min_matches, max_rms, drop_unaligned, singles):
-    """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``."""
+                    min_matches, max_rms, drop_unaligned, singles, *, workers):
+    """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``;
+    AstroDrizzle's parallel steps get ``workers`` processes (default: all cores)."""
+    import os
+
     from hstred.drizzle import DrizzleConfig
 
     return DrizzleConfig(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
                          weight_type=weight_type.upper(), north_up=north_up,
                          fit_geometry=fit_geometry, min_matches=min_matches,
                          max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                         singles=singles)
+                         singles=singles, num_cores=workers or os.cpu_count() or 1)
 
 
 def _setup_logging(data: Path, *, quiet: bool) -> Path:
@@ -247,6 +252,7 @@ def drizzle(
     max_rms: RmsOpt = 0.02,
     drop_unaligned: DropOpt = False,
     singles: SinglesOpt = False,
+    workers: WorkersOpt = None,
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
@@ -255,17 +261,19 @@ def drizzle(
     """
     from hstred.calibrate import calibrated_dir
     from hstred.drizzle import run_drizzle
+    from hstred.execution import make_backend
     from hstred.inputs import find_calibrated_files
 
     _setup_logging(data, quiet=False)
     config = _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                             min_matches, max_rms, drop_unaligned, singles)
+                             min_matches, max_rms, drop_unaligned, singles, workers=workers)
     own = calibrated_dir(data)
     inputs = find_calibrated_files(own) if own.is_dir() else find_calibrated_files(data)
     if not inputs:
         raise InputError(f"{data}: no calibrated *_flc.fits/*_flt.fits; run hstred calibrate "
                          "first or put archive FLC/FLT files there")
-    result = run_drizzle(data, outname, config, inputs=inputs)
+    result = run_drizzle(data, outname, config, inputs=inputs,
+                         backend=make_backend(workers=workers))
     for product in result.products:
         typer.echo(f"{product.filter}: {product.sci}  {product.wht}")
     for warning in result.warnings:
@@ -281,8 +289,7 @@ def run_command(
     = CTEOption.arctic,
     engine: Annotated[EngineOption, typer.Option(help="CCD calibration engine.")]
     = EngineOption.auto,
-    workers: Annotated[int | None, typer.Option(min=1, help="Local worker processes "
-                                                "(default: all cores).")] = None,
+    workers: WorkersOpt = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address "
                                                   "(tcp://host:8786) for per-exposure work.")]
     = None,
@@ -319,7 +326,8 @@ def run_command(
     config = PipelineConfig(
         calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
-                                fit_geometry, min_matches, max_rms, drop_unaligned, singles),
+                                fit_geometry, min_matches, max_rms, drop_unaligned, singles,
+                                workers=workers),
         workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
 
     result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,

@@ -68,9 +68,10 @@ def work_dir(data_dir: Path) -> Path:
 
 
 def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig) -> str:
+    params = config.to_dict()
+    params.pop("num_cores")  # parallelism does not change the products
     return manifest.make_key(inputs={Path(p).name: manifest.hash_file(p) for p in inputs},
-                             outname=outname, params=config.to_dict(),
-                             software=software_versions())
+                             outname=outname, params=params, software=software_versions())
 
 
 def _check_outname(outname: str) -> None:
@@ -103,12 +104,14 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     notify = on_stage or (lambda stage, state: None)
     backend = backend or make_backend(workers=config.workers, scheduler=config.scheduler)
     timings: dict[str, float] = {}
+    started: dict[str, float] = {}  # epoch seconds at which each stage began
     skipped: dict[str, object] = {}
 
     raws = sorted(data_dir.glob("*_raw.fits"))
     calibration: CalibrateResult | None = None
     if raws:
         notify("calibrate", "start")
+        started["calibrate"] = time.time()
         t = time.perf_counter()
         calibration = run_calibrate(data_dir, config.calibrate, raw_files=raws,
                                     progress=on_exposure, backend=backend, manifest=manifest,
@@ -126,6 +129,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         check_inputs(calibrated, allow_mixed_targets=config.allow_mixed_targets)
 
     notify("drizzle", "start")
+    started["drizzle"] = time.time()
     t = time.perf_counter()
     key = _drizzle_key(manifest, calibrated, outname, config.drizzle)
     entry = None if "drizzle" in redo else manifest.lookup("drizzle", outname, key)
@@ -137,7 +141,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         drizzle_work = work / "drizzle"
         shutil.rmtree(drizzle_work, ignore_errors=True)
         result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
-                             work_dir=drizzle_work)
+                             work_dir=drizzle_work, backend=backend)
         drizzle_record = result.to_dict()
         outputs = [p.sci for p in result.products] + [p.wht for p in result.products]
         outputs += [s.sci for s in result.singles] + [s.wht for s in result.singles]
@@ -145,7 +149,6 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         skipped["drizzle"] = False
         notify("drizzle", "done")
     timings["drizzle"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
 
     products = tuple(Path(p[k]) for p in drizzle_record["products"] for k in ("sci", "wht"))
     record = {
@@ -164,14 +167,41 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         "skipped": skipped,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
+    notify("report", "start")
+    started["report"] = time.time()
+    t = time.perf_counter()
+    report_key = _report_key(manifest, record, products, calibrated)
+    report = data_dir / f"{outname}_report.html"
+    if not redo and manifest.lookup("report", outname, report_key) is not None:
+        skipped["report"] = True
+        notify("report", "cached")
+    else:
+        report = write_report(data_dir, outname, record, drizzle_work=work / "drizzle")
+        figures = sorted((data_dir / f"{outname}_report_files").glob("*.png"))
+        manifest.record("report", outname, report_key, [report, *figures])
+        skipped["report"] = False
+        notify("report", "done")
+    timings["report"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    record["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    record["stage_start_epoch_s"] = {k: round(v, 3) for k, v in started.items()}
     run_record = data_dir / f"{outname}_run.json"
     atomic_write_text(run_record, json.dumps(record, indent=1, default=str))
-    notify("report", "start")
-    report = write_report(data_dir, outname, record, drizzle_work=work / "drizzle")
-    notify("report", "done")
     return PipelineResult(products=products, run_record=run_record, report=report,
                           calibrated=tuple(calibrated), skipped=skipped, timings_s=timings,
                           warnings=tuple(drizzle_record.get("warnings", ())))
+
+
+#: Run-record entries that describe how a run went rather than what it produced.
+_VOLATILE = ("skipped", "timings_s", "stage_start_epoch_s", "execution")
+
+
+def _report_key(manifest: Manifest, record: dict, products, calibrated) -> str:
+    """The report depends on the record's content and on the files it reads."""
+    stable = {k: v for k, v in record.items() if k not in _VOLATILE}
+    files = [*products, *calibrated]
+    return manifest.make_key(record=stable,
+                             files={str(p): manifest.hash_file(p) for p in files})
 
 
 _CTE_KEYS = ("PCTECORR", "CTEMODEL", "CTEDATE", "CTE_NIT", "CTEEXPR", "CTETRAPD", "CTEFWELL",

@@ -19,6 +19,7 @@ from hstred.drizzle.runner import (
     check_drizzle_product,
     final_parameters,
     run_astrodrizzle,
+    run_astrodrizzle_median,
     visit_parameters,
 )
 from hstred.errors import StageError
@@ -75,7 +76,8 @@ def test_run_astrodrizzle_visit_image(pair, tmp_path):
     for p in pair.paths:
         shutil.copyfile(p, tmp_path / p.name)
         copies.append(tmp_path / p.name)
-    pars = visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin")
+    pars = {**visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin"),
+            "blot": True, "driz_cr": True, "driz_combine": True, "clean": True}
     out = run_astrodrizzle(copies, "v", run_dir=tmp_path / "run", parameters=pars,
                            expected_chips=4)
     assert out.sci.parent == tmp_path / "run" and out.sci.exists() and out.wht.exists()
@@ -84,6 +86,30 @@ def test_run_astrodrizzle_visit_image(pair, tmp_path):
     # The cosmic-ray step wrote its flags into the working copies only.
     assert any((fits.getdata(c, ("DQ", 1)) & 4096).any() for c in copies)
     assert not any((fits.getdata(p, ("DQ", 1)) & 4096).any() for p in pair.paths)
+
+
+def test_visit_median_image_and_usable_mask(pair, tmp_path):
+    """Two exposures: the median image, 1 where both contribute, intermediates removed."""
+    copies = []
+    for p in pair.paths:
+        shutil.copyfile(p, tmp_path / p.name)
+        copies.append(tmp_path / p.name)
+    originals = [p.read_bytes() for p in pair.paths]
+    pars = visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin")
+    assert not pars["driz_cr"] and not pars["driz_combine"]
+    run_dir = tmp_path / "run"
+    out = run_astrodrizzle_median(copies, "v", run_dir=run_dir, parameters=pars)
+    assert out.sci == run_dir / "v_med.fits" and out.wht == run_dir / "v_use.fits"
+    sci, use = fits.getdata(out.sci), fits.getdata(out.wht)
+    assert sci.shape == use.shape and use.dtype == np.uint8 and set(np.unique(use)) == {0, 1}
+    assert 0.5 < use.mean() < 1.0  # dithered chips: gaps and edges seen by one exposure
+    assert np.isfinite(sci[use == 1]).all()
+    # sky-subtracted: the median of the usable pixels is near zero next to the stars
+    assert abs(np.median(sci[use == 1])) < 0.1 * np.percentile(sci[use == 1], 99.99)
+    assert fits.getheader(out.wht)["CTYPE1"] == fits.getheader(out.sci)["CTYPE1"]
+    for where in (run_dir, tmp_path):
+        assert not list(where.glob("*_single_*.fits")) and not list(where.glob("*ask*"))
+    assert [p.read_bytes() for p in pair.paths] == originals
 
 
 def test_run_astrodrizzle_catches_a_silently_dropped_input(pair, tmp_path):

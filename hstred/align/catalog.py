@@ -70,7 +70,8 @@ def detect_point_sources(
         Columns ``x``, ``y`` (windowed centroids, 0-indexed pixels), ``flux`` (segment
         sum, image units), ``snr`` and ``fwhm`` (pixels).
     """
-    sci = np.asarray(sci, dtype=float)
+    # Single precision throughout: full-frame visit images are ~40 Mpixel.
+    sci = np.asarray(sci, dtype=np.float32)
     nodata = ~np.isfinite(sci)
     if weight is not None:
         nodata |= ~(np.asarray(weight) > 0)
@@ -78,9 +79,11 @@ def detect_point_sources(
     if nodata.all():
         return empty
     median, std = sky_noise(sci, mask=nodata)
-    data = np.where(nodata, 0.0, sci - median)
+    data = np.where(nodata, np.float32(0), sci - np.float32(median))
+    del sci
     kernel = make_2dgaussian_kernel(fwhm_px, size=2 * int(np.ceil(2 * fwhm_px)) + 1)
-    conv = ndimage.convolve(data, kernel.array / kernel.array.sum(), mode="constant", cval=0.0)
+    weights = (kernel.array / kernel.array.sum()).astype(np.float32)
+    conv = ndimage.convolve(data, weights, mode="constant", cval=0.0)
     # Threshold on the smoothed image: its noise is the sky noise times the kernel's
     # noise-reduction factor sqrt(sum(k^2)).
     conv_std = std * float(np.sqrt(np.sum(kernel.array**2)))

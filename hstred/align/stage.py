@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from hstred.align.fit import (
 from hstred.align.reference import chip_outline, choose_reference, overlap_scores
 from hstred.errors import StageError
 
-__all__ = ["VisitImage", "AlignmentOutcome", "read_chip_wcs", "align_visits", "chip_key"]
+__all__ = ["VisitImage", "AlignmentOutcome", "read_chip_wcs", "visit_catalog", "align_visits",
+           "chip_key"]
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,31 @@ def read_chip_wcs(path: Path, extver: int) -> WCS:
     return wcs
 
 
-def _read_image(path: Path):
-    with fits.open(path) as hdul, warnings.catch_warnings():
+def _read_frame(path: Path) -> WCS:
+    """The celestial WCS of a drizzled image (header only)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        data = np.asarray(hdul[0].data, dtype=float)
-        wcs = WCS(hdul[0].header)
-        wcs.pixel_shape = (data.shape[1], data.shape[0])
-    return data, wcs
+        hdr = fits.getheader(path, 0)
+        wcs = WCS(hdr)
+        wcs.pixel_shape = (int(hdr["NAXIS1"]), int(hdr["NAXIS2"]))
+    return wcs
+
+
+def visit_catalog(sci: Path, wht: Path, *,
+                  detection_nsigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Right ascensions and declinations (deg) of the point sources of a visit image.
+
+    The image is read in single precision and the weight only as a coverage mask, so
+    a full-frame visit image needs well under 1 GB.
+    """
+    with fits.open(sci) as hdul:
+        data = np.asarray(hdul[0].data, dtype=np.float32)
+    with fits.open(wht, memmap=True) as hdul:
+        covered = np.asarray(hdul[0].data > 0)
+    cat = detect_point_sources(data, weight=covered, nsigma=detection_nsigma)
+    del data, covered
+    ra, dec = _read_frame(sci).all_pix2world(cat["x"], cat["y"], 0)
+    return np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
 
 
 def align_visits(
@@ -87,8 +106,12 @@ def align_visits(
     min_matches: int,
     max_rms_arcsec: float,
     detection_nsigma: float,
+    catalogs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> AlignmentOutcome:
     """Choose the reference group from the data and align every other group to it.
+
+    ``catalogs`` may hold the :func:`visit_catalog` of some visits (by name), made
+    elsewhere (e.g. in the worker that drizzled the visit); the others are made here.
 
     The reference is the group with most sources inside the other groups' footprints
     (ties: more sources, then earlier). The alignment frame is the reference visit's
@@ -97,15 +120,15 @@ def align_visits(
     if not visits:
         raise StageError("no visit images to align")
     sources, chips_of, frames = {}, {}, {}
+    catalogs = catalogs or {}
     for v in visits:
-        sci, frame = _read_image(v.sci)
-        wht, _ = _read_image(v.wht)
-        cat = detect_point_sources(sci, weight=wht, nsigma=detection_nsigma)
-        ra, dec = frame.all_pix2world(cat["x"], cat["y"], 0)
-        sources[v.name] = (np.asarray(ra), np.asarray(dec))
+        if v.name in catalogs:
+            sources[v.name] = catalogs[v.name]
+        else:
+            sources[v.name] = visit_catalog(v.sci, v.wht, detection_nsigma=detection_nsigma)
         chips_of[v.name] = [(chip_key(p, e), read_chip_wcs(p, e)) for p, e in v.chips]
-        frames[v.name] = frame
-        log.info("visit %s: %d sources", v.name, len(cat))
+        frames[v.name] = _read_frame(v.sci)
+        log.info("visit %s: %d sources", v.name, len(sources[v.name][0]))
     # Overlap scores in one common plane (the first visit image's pixels).
     common = frames[visits[0].name]
     plane_sources, footprints = {}, {}

@@ -27,6 +27,7 @@ from hstred.errors import StageError
 __all__ = [
     "DrizzleImages",
     "run_astrodrizzle",
+    "run_astrodrizzle_median",
     "check_drizzle_product",
     "to_hstwcs",
     "visit_parameters",
@@ -114,12 +115,22 @@ def _cr_parameters(n_images: int) -> dict:
 
 
 def visit_parameters(n_images: int, *, num_cores: int, good_bits: int, sky_method: str) -> dict:
-    """AstroDrizzle parameters of a visit image for source detection: north up,
-    0.05"/pixel, square kernel, pixfrac 1, with cosmic-ray rejection when possible."""
+    """AstroDrizzle parameters of a visit image for source detection.
+
+    Two or more exposures: only the steps up to the median image (static mask, sky,
+    separate drizzles at 0.05"/pixel, minmed/median combination), which is free of
+    cosmic rays wherever two exposures overlap; blotting, flagging and the final
+    drizzle would only repeat what the filter's final drizzle does on all its
+    exposures. One exposure: a final drizzle (north up, 0.05"/pixel, square kernel)
+    without cosmic-ray rejection.
+    """
     pars = _common_parameters(num_cores=num_cores, good_bits=good_bits, sky_method=sky_method)
     pars.update(_cr_parameters(n_images))
     pars.update({"final_kernel": "square", "final_pixfrac": 1.0, "final_wht_type": "EXP",
                  "final_scale": 0.05, "final_rot": 0.0})
+    if n_images >= 2:
+        pars.update({"blot": False, "driz_cr": False, "driz_combine": False,
+                     "clean": False})  # the separate weights give the coverage
     return pars
 
 
@@ -184,6 +195,65 @@ def _in_directory(path: Path):
         os.chdir(previous)
 
 
+def _call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, parameters: dict,
+                       log_path: Path) -> None:
+    console_path = run_dir / f"{output}_console.log"  # whatever else it prints or logs
+    try:
+        with _in_directory(run_dir), _captured_output(console_path):
+            from drizzlepac import astrodrizzle  # its import logs too
+
+            astrodrizzle.AstroDrizzle(input=list(files), output=output, runfile=str(log_path),
+                                      **parameters)
+    except (Exception, SystemExit) as err:  # drizzlepac raises many types, or exits
+        raise StageError(f"AstroDrizzle failed for {output} ({type(err).__name__}: {err}); "
+                         f"see {log_path}") from err
+
+
+def run_astrodrizzle_median(inputs: Sequence[Path], output: str, *, run_dir: Path,
+                            parameters: dict, min_coverage: int = 2) -> DrizzleImages:
+    """Run AstroDrizzle up to its median image (``visit_parameters`` of 2+ images).
+
+    Returns the median image (``output_med.fits``, sky-subtracted, in the separate
+    drizzles' frame) and a ``output_use.fits`` mask (uint8, same WCS) that is 1 where at
+    least ``min_coverage`` exposures contribute, so that no cosmic ray survives there.
+    The separate drizzles (written beside the inputs) and masks are deleted afterwards.
+    """
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / f"{output}.log"
+    files = [str(Path(p).resolve()) for p in inputs]
+    _call_astrodrizzle(files, output, run_dir, parameters, log_path)
+    median = run_dir / f"{output}_med.fits"
+    # the separate drizzles land beside their inputs
+    roots = [(Path(f).parent, Path(f).name.rsplit("_", 1)[0]) for f in files]
+    weights = [where / f"{root}_single_wht.fits" for where, root in roots]
+    missing = [p.name for p in [median, *weights] if not p.exists()]
+    if missing:
+        raise StageError(f"AstroDrizzle wrote no {', '.join(missing)} for {output}; "
+                         f"see {log_path}")
+    coverage = None
+    for path in weights:
+        with fits.open(path, memmap=True) as hdul:
+            used = np.asarray(hdul[0].data > 0, dtype=np.uint8)
+        coverage = used if coverage is None else coverage + used
+    with fits.open(median) as hdul:
+        header = hdul[0].header
+        finite = np.isfinite(hdul[0].data)
+    usable = ((coverage >= min_coverage) & finite).astype(np.uint8)
+    if not usable.any():
+        raise StageError(f"{output}: no pixel is covered by {min_coverage} exposures; the "
+                         "visit's exposures do not overlap")
+    use = run_dir / f"{output}_use.fits"
+    fits.PrimaryHDU(usable, header=header).writeto(use, overwrite=True)
+    leftovers = [*run_dir.glob("*_mask*.fits"), *run_dir.glob("*staticMask.fits")]
+    for where, root in roots:
+        leftovers += [where / f"{root}_single_sci.fits", where / f"{root}_single_wht.fits",
+                      *where.glob(f"{root}_sci*_single_mask.fits")]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return DrizzleImages(sci=median, wht=use)
+
+
 def run_astrodrizzle(inputs: Sequence[Path], output: str, *, run_dir: Path,
                      parameters: dict, expected_chips: int) -> DrizzleImages:
     """Run AstroDrizzle on ``inputs`` inside ``run_dir`` and check its products.
@@ -205,17 +275,8 @@ def run_astrodrizzle(inputs: Sequence[Path], output: str, *, run_dir: Path,
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / f"{output}.log"  # AstroDrizzle's own trailer
-    console_path = run_dir / f"{output}_console.log"  # whatever else it prints or logs
     files = [str(Path(p).resolve()) for p in inputs]
-    try:
-        with _in_directory(run_dir), _captured_output(console_path):
-            from drizzlepac import astrodrizzle  # its import logs too
-
-            astrodrizzle.AstroDrizzle(input=files, output=output, runfile=str(log_path),
-                                      **parameters)
-    except (Exception, SystemExit) as err:  # drizzlepac raises many types, or exits
-        raise StageError(f"AstroDrizzle failed for {output} ({type(err).__name__}: {err}); "
-                         f"see {log_path}") from err
+    _call_astrodrizzle(files, output, run_dir, parameters, log_path)
     for tag in ("drc", "drz"):
         sci, wht = run_dir / f"{output}_{tag}_sci.fits", run_dir / f"{output}_{tag}_wht.fits"
         if sci.exists() or wht.exists():

@@ -27,7 +27,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from hstred.align.apply import write_aligned_wcs
 from hstred.align.reference import chip_edge_pixels
-from hstred.align.stage import VisitImage, align_visits, chip_key, read_chip_wcs
+from hstred.align.stage import VisitImage, align_visits, chip_key, read_chip_wcs, visit_catalog
 from hstred.drizzle.config import DrizzleConfig
 from hstred.drizzle.grid import compute_output_grid, orientation_deg, same_grid
 from hstred.drizzle.plan import (
@@ -49,11 +49,13 @@ from hstred.drizzle.result import (
 from hstred.drizzle.runner import (
     final_parameters,
     run_astrodrizzle,
+    run_astrodrizzle_median,
     single_parameters,
     visit_parameters,
 )
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
+from hstred.execution import Backend, LocalBackend
 
 __all__ = ["run_drizzle", "plan_drizzle", "product_paths"]
 
@@ -97,18 +99,61 @@ def _chips(exposures: Sequence[CalibratedExposure], copies: dict[str, Path]):
     return tuple((copies[e.rootname], extver) for e in exposures for extver in e.extvers)
 
 
-def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig) -> list[VisitImage]:
-    images = []
+@dataclass(frozen=True)
+class _VisitTask:
+    """One visit group's drizzle and catalog: runs in a worker process."""
+
+    name: str
+    inputs: tuple[Path, ...]
+    run_dir: Path
+    parameters: dict
+    expected_chips: int
+    detection_nsigma: float
+    background_errors: tuple[tuple[Path, tuple[int, ...]], ...] = ()
+
+
+def _drizzle_visit(task: _VisitTask):
+    if len(task.inputs) >= 2:
+        out = run_astrodrizzle_median(task.inputs, f"visit_{task.name}", run_dir=task.run_dir,
+                                      parameters=task.parameters)
+    else:
+        out = run_astrodrizzle(task.inputs, f"visit_{task.name}", run_dir=task.run_dir,
+                               parameters=task.parameters, expected_chips=task.expected_chips)
+    catalog = visit_catalog(out.sci, out.wht, detection_nsigma=task.detection_nsigma)
+    # The final drizzle's ERR weights; the visit image does not use the ERR arrays.
+    for path, extvers in task.background_errors:
+        write_background_errors(path, extvers)
+    return task.name, out, catalog
+
+
+def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig,
+                    backend: Backend) -> tuple[list[VisitImage], dict]:
+    """Drizzle every visit group (several at once on ``backend``) and catalog it; with
+    ERR weights, also write the background errors of its working copies.
+
+    Each group has its own working copies and run directory, so groups are independent.
+    Returns the visit images in plan order and their catalogs by group name.
+    """
+    parallel = backend.slots > 1 and len(plan.groups) > 1
+    tasks = []
     for g in plan.groups:
-        inputs = [copies[e.rootname] for e in g.exposures]
-        pars = visit_parameters(len(inputs), num_cores=config.num_cores,
+        inputs = tuple(copies[e.rootname] for e in g.exposures)
+        pars = visit_parameters(len(inputs), num_cores=1 if parallel else config.num_cores,
                                 good_bits=config.good_bits, sky_method=config.sky_method)
-        out = run_astrodrizzle(inputs, f"visit_{g.name}", run_dir=work / "visits" / g.name,
-                               parameters=pars,
-                               expected_chips=sum(len(e.extvers) for e in g.exposures))
-        images.append(VisitImage(name=g.name, sci=out.sci, wht=out.wht,
-                                 chips=_chips(g.exposures, copies)))
-    return images
+        tasks.append(_VisitTask(name=g.name, inputs=inputs, run_dir=work / "visits" / g.name,
+                                parameters=pars,
+                                expected_chips=sum(len(e.extvers) for e in g.exposures),
+                                detection_nsigma=config.detection_nsigma,
+                                background_errors=tuple(
+                                    (copies[e.rootname], tuple(e.extvers))
+                                    for e in g.exposures) if config.weight_type == "ERR"
+                                else ()))
+    runner = backend if parallel else LocalBackend(workers=1)
+    done = {name: (out, catalog) for name, out, catalog in
+            runner.imap_unordered(_drizzle_visit, tasks)}
+    images = [VisitImage(name=g.name, sci=done[g.name][0].sci, wht=done[g.name][0].wht,
+                         chips=_chips(g.exposures, copies)) for g in plan.groups]
+    return images, {name: catalog for name, (_out, catalog) in done.items()}
 
 
 def _solution(g: VisitGroup, fit, *, status: str, reference: str, n_sources: int,
@@ -121,7 +166,7 @@ def _solution(g: VisitGroup, fit, *, status: str, reference: str, n_sources: int
     )
 
 
-def _align(plan, visit_images, copies, config: DrizzleConfig, messages: list[str]):
+def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages: list[str]):
     """Align every group; apply the solutions; return (solutions, reference, kept groups)."""
     if len(plan.groups) == 1:
         g = plan.groups[0]
@@ -131,7 +176,7 @@ def _align(plan, visit_images, copies, config: DrizzleConfig, messages: list[str
         visit_images, fit_geometry=config.fit_geometry, searchrad_px=config.searchrad_px,
         tolerance_px=config.tolerance_px, refine_tolerance_px=config.refine_tolerance_px,
         min_matches=config.min_matches, max_rms_arcsec=config.max_rms_arcsec,
-        detection_nsigma=config.detection_nsigma,
+        detection_nsigma=config.detection_nsigma, catalogs=catalogs,
     )
     if outcome.failures and not config.drop_unaligned:
         details = "; ".join(
@@ -268,6 +313,7 @@ def run_drizzle(
     *,
     work_dir: Path | None = None,
     inputs: Sequence[Path] | None = None,
+    backend: Backend | None = None,
 ) -> DrizzleResult:
     """Align and drizzle the calibrated ACS/WFC exposures of a program.
 
@@ -286,6 +332,11 @@ def run_drizzle(
         temporary directory inside ``data_dir``, removed at the end.
     inputs : sequence of Path, optional
         Exposures to use instead of every calibrated file in ``data_dir``.
+    backend : hstred.execution.Backend, optional
+        Where the visit drizzles and catalogs run, several at once when it has more
+        than one slot (default: one after another in this process). The final drizzles
+        run here, one filter at a time (each holds the full output grid in memory),
+        with ``config.num_cores`` processes for AstroDrizzle's parallel steps.
 
     Returns
     -------
@@ -322,13 +373,11 @@ def run_drizzle(
     staging = Path(tempfile.mkdtemp(prefix=f".{outname}-staging-", dir=data_dir))
     try:
         copies = _copy_inputs(plan, work / "exposures")
-        visit_images = _drizzle_visits(plan, copies, work, config)
-        solutions, reference, kept = _align(plan, visit_images, copies, config, messages)
+        visit_images, catalogs = _drizzle_visits(plan, copies, work, config,
+                                                 backend or LocalBackend(workers=1))
+        solutions, reference, kept = _align(plan, visit_images, catalogs, copies, config,
+                                            messages)
         grid = _output_grid(kept, copies, plan, reference, config)
-        if config.weight_type == "ERR":
-            for g in kept:
-                for e in g.exposures:
-                    write_background_errors(copies[e.rootname], e.extvers)
         nx, ny = grid.pixel_shape
         log.info("output grid %d x %d at %.4f\"/pixel", nx, ny, config.pixel_scale_arcsec)
         ctx = _FinalContext(data_dir=data_dir, outname=outname, config=config, work=work,

@@ -145,12 +145,14 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
         previews = []
         for product in drz["products"]:
             filt = product["filter"]
-            sci = fits.getdata(product["sci"])
-            wht = fits.getdata(product["wht"])
-            figures.plot_image(sci, files / f"{filt}_sci.png", title=f"{outname} {filt} science",
-                               label="electrons / s")
-            figures.plot_image(wht, files / f"{filt}_wht.png", title=f"{outname} {filt} weight",
-                               label="weight", stretch="linear")
+            # memory-mapped: the previews are block means read a few rows at a time
+            with fits.open(product["sci"], memmap=True) as sci:
+                figures.plot_image(sci[0].data, files / f"{filt}_sci.png",
+                                   title=f"{outname} {filt} science", label="electrons / s")
+            with fits.open(product["wht"], memmap=True) as wht:
+                figures.plot_image(wht[0].data, files / f"{filt}_wht.png",
+                                   title=f"{outname} {filt} weight", label="weight",
+                                   stretch="linear")
             previews.append(
                 f"<h3>{html.escape(filt)}</h3><p>{len(product['exposures'])} exposures, "
                 f"{product['exptime_s']:.0f} s; {html.escape(Path(product['sci']).name)}</p>"

@@ -14,21 +14,36 @@ import numpy as np  # noqa: E402
 __all__ = ["plot_image", "plot_alignment", "plot_cte_profile", "downsample"]
 
 
-def downsample(image: np.ndarray, *, max_size: int = 1200) -> np.ndarray:
-    """Block-average ``image`` (NaN-aware) so its longer side is at most ``max_size``."""
+def downsample(image: np.ndarray, *, max_size: int = 1200,
+               rows_per_chunk: int = 512) -> np.ndarray:
+    """Block-average ``image`` (NaN-aware) so its longer side is at most ``max_size``.
+
+    ``image`` may be a memory map: it is read ``rows_per_chunk`` rows (rounded to
+    whole blocks) at a time, so a 10k x 10k product never sits in memory as floats.
+    Blocks with no finite pixel are NaN.
+    """
     factor = max(1, int(np.ceil(max(image.shape) / max_size)))
     if factor == 1:
-        return image
+        return np.asarray(image, dtype=float)
     ny, nx = (s // factor * factor for s in image.shape)
-    blocks = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(blocks, axis=(1, 3))
+    step = max(1, rows_per_chunk // factor) * factor
+    out = np.empty((ny // factor, nx // factor))
+    for y0 in range(0, ny, step):
+        chunk = np.asarray(image[y0:min(y0 + step, ny), :nx], dtype=np.float64)
+        blocks = chunk.reshape(chunk.shape[0] // factor, factor, nx // factor, factor)
+        finite = np.isfinite(blocks)
+        counts = finite.sum(axis=(1, 3))
+        sums = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[y0 // factor:(y0 + chunk.shape[0]) // factor] = np.where(
+                counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return out
 
 
 def plot_image(image: np.ndarray, path: Path, *, title: str, label: str,
                stretch: str = "asinh") -> Path:
     """A preview PNG of a science or weight image (origin lower left)."""
-    data = downsample(np.asarray(image, dtype=float))
+    data = downsample(image)
     finite = data[np.isfinite(data)]
     fig, ax = plt.subplots(figsize=(7, 6.5), dpi=110)
     if finite.size:

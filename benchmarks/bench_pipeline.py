@@ -1,0 +1,232 @@
+"""End-to-end benchmark: ``hstred run`` against a plain serial script, same program.
+
+The standard program (2 filters x 2 visits x 2 exposures, full frame, seed 1,
+CTE trails on) is simulated once into ``DIR/program``. Each configuration then runs
+as a separate process on a fresh copy of the raw files:
+
+* ``plain``       benchmarks/plain_serial.py: the same libraries in the same order
+                  with their default settings, one exposure at a time;
+* ``hstred-1``    ``hstred run --workers 1``;
+* ``hstred-2``    ``hstred run --workers 2``;
+* ``rerun-2``     ``hstred run --workers 2`` again on the same directory, nothing changed.
+
+For each it prints the wall time and peak memory of the whole run and of each
+stage. Memory is the summed proportional set size (PSS) of the process and all its
+children, sampled every 0.25 s, so pages shared by forked workers count once; the
+largest single-process RSS is printed beside it. It then prints the ratios the
+targets are stated in (hstred-2 / plain wall time <= 0.6, peak < 2.5 GB, rerun /
+full run < 5 %) and whether hstred-1 and hstred-2 products are identical.
+
+Usage: .venv/bin/python benchmarks/bench_pipeline.py [--dir DIR] [--only NAME ...]
+Results are also written to DIR/bench_pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from astropy.io import fits
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+HSTRED = [PYTHON, "-m", "hstred"]
+OUTNAME = "BENCH"
+CONFIGS = ("plain", "hstred-1", "hstred-2", "rerun-2")
+
+
+class MemorySampler(threading.Thread):
+    """Samples the summed PSS and the largest RSS of a process tree until it exits."""
+
+    def __init__(self, pid: int, interval_s: float = 0.25):
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, int, int]] = []  # (epoch, pss sum, max rss)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                break
+            pss, rss = 0, 0
+            for proc in procs:
+                try:
+                    info = proc.memory_full_info()
+                except psutil.Error:
+                    continue
+                pss += info.pss
+                rss = max(rss, info.rss)
+            self.samples.append((time.time(), pss, rss))
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    def peak(self, start: float = 0.0, end: float = float("inf")) -> tuple[float, float]:
+        """(peak PSS sum, peak single-process RSS) in GB between two epochs."""
+        inside = [(p, r) for t, p, r in self.samples if start <= t <= end]
+        if not inside:
+            return float("nan"), float("nan")
+        return max(p for p, _ in inside) / 1e9, max(r for _, r in inside) / 1e9
+
+
+def _measure(cmd: list[str], log: Path) -> tuple[float, float, MemorySampler, str]:
+    t0 = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=fh, text=True)
+        sampler = MemorySampler(proc.pid)
+        sampler.start()
+        out, _ = proc.communicate()
+    t1 = time.time()
+    sampler.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
+    return t0, t1, sampler, out
+
+
+def _simulate(program: Path) -> None:
+    if sorted(program.glob("*_raw.fits")):
+        return
+    t0 = time.perf_counter()
+    subprocess.run([*HSTRED, "simulate", str(program), "--visits", "2", "--exposures", "2",
+                    "--filters", "F606W,F814W", "--seed", "1", "--date", "2024-06-01"],
+                   check=True, stdout=subprocess.DEVNULL)
+    print(f"simulated the standard program in {time.perf_counter() - t0:.1f} s")
+
+
+def _fresh_copy(program: Path, dest: Path) -> Path:
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for raw in sorted(program.glob("*_raw.fits")):
+        shutil.copyfile(raw, dest / raw.name)
+    (dest / "crds").symlink_to(program / "crds")
+    return dest
+
+
+def _stage_rows(windows: dict[str, tuple[float, float]], sampler: MemorySampler) -> dict:
+    rows = {}
+    for stage, (start, end) in windows.items():
+        pss, rss = sampler.peak(start, end)
+        rows[stage] = {"wall_s": end - start, "peak_pss_gb": pss, "peak_rss_gb": rss}
+    return rows
+
+
+def run_plain(program: Path, root: Path) -> dict:
+    data = program  # only read
+    work = root / "plain"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t0, t1, sampler, out = _measure([PYTHON, str(HERE / "plain_serial.py"), str(data),
+                                     str(work)], root / "plain.log")
+    report = json.loads(out.strip().splitlines()[-1])
+    windows = {"startup": (t0, report["stages"]["inputs"][0])}
+    windows.update({k: tuple(v) for k, v in report["stages"].items()})
+    return _result(t0, t1, sampler, windows, products=report["products"])
+
+
+def run_hstred(program: Path, root: Path, name: str, workers: int, *, fresh: bool) -> dict:
+    data = root / f"hstred-{workers}"
+    if fresh:
+        _fresh_copy(program, data)
+    t0, t1, sampler, _ = _measure([*HSTRED, "run", OUTNAME, "--data", str(data), "--workers",
+                                   str(workers), "--quiet"], root / f"{name}.log")
+    record = json.loads((data / f"{OUTNAME}_run.json").read_text())
+    starts, timings = record["stage_start_epoch_s"], record["timings_s"]
+    first = min(starts.values())
+    windows = {"startup": (t0, first)}
+    windows.update({k: (s, s + timings[k]) for k, s in starts.items()})
+    products = [p[k] for p in record["drizzle"]["products"] for k in ("sci", "wht")]
+    result = _result(t0, t1, sampler, windows, products=products)
+    result["skipped"] = record["skipped"]
+    return result
+
+
+def _result(t0, t1, sampler: MemorySampler, windows, *, products) -> dict:
+    pss, rss = sampler.peak()
+    return {"wall_s": t1 - t0, "peak_pss_gb": pss, "peak_rss_gb": rss,
+            "stages": _stage_rows(windows, sampler), "products": products}
+
+
+def _identical(a: list[str], b: list[str]) -> bool:
+    for pa, pb in zip(sorted(a), sorted(b), strict=True):
+        da, db = fits.getdata(pa), fits.getdata(pb)
+        if da.shape != db.shape or not np.array_equal(da, db, equal_nan=True):
+            return False
+    return True
+
+
+def _print(results: dict) -> None:
+    print(f"\n{'run':<10} {'stage':<14} {'wall [s]':>9} {'peak PSS [GB]':>14} "
+          f"{'max RSS [GB]':>13}")
+    for name, res in results.items():
+        for stage, row in res["stages"].items():
+            print(f"{name:<10} {stage:<14} {row['wall_s']:9.1f} {row['peak_pss_gb']:14.2f} "
+                  f"{row['peak_rss_gb']:13.2f}")
+        print(f"{name:<10} {'TOTAL':<14} {res['wall_s']:9.1f} {res['peak_pss_gb']:14.2f} "
+              f"{res['peak_rss_gb']:13.2f}")
+    print()
+    plain, h1, h2, again = (results.get(k) for k in CONFIGS)
+    if plain and h2:
+        print(f"hstred-2 / plain wall time: {h2['wall_s'] / plain['wall_s']:.2f} "
+              "(target <= 0.6)")
+    if plain and h1:
+        print(f"hstred-1 / plain wall time: {h1['wall_s'] / plain['wall_s']:.2f}")
+    if h1 and h2:
+        print(f"hstred-1 / hstred-2 speed-up: {h1['wall_s'] / h2['wall_s']:.2f}x; products "
+              f"identical: {_identical(h1['products'], h2['products'])}")
+    for name in ("hstred-1", "hstred-2"):
+        if results.get(name):
+            print(f"{name} peak memory: {results[name]['peak_pss_gb']:.2f} GB PSS "
+                  "(target < 2.5 GB)")
+    if h2 and again:
+        print(f"unchanged re-run: {again['wall_s']:.1f} s = "
+              f"{100 * again['wall_s'] / h2['wall_s']:.1f} % of the full run (target < 5 %); "
+              f"skipped: {again['skipped']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path("bench_pipeline"),
+                        help="working directory (the simulated program is kept there)")
+    parser.add_argument("--only", nargs="+", choices=CONFIGS, default=list(CONFIGS),
+                        help="run only these configurations (rerun-2 needs hstred-2)")
+    args = parser.parse_args(argv)
+    root = args.dir.resolve()
+    program = root / "program"
+    program.mkdir(parents=True, exist_ok=True)
+    _simulate(program)
+    print(f"machine: {os.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB; load before start "
+          f"{os.getloadavg()[0]:.2f}")
+    results = {}
+    for name in args.only:
+        print(f"running {name} ...", flush=True)
+        if name == "plain":
+            results[name] = run_plain(program, root)
+        elif name == "rerun-2":
+            results[name] = run_hstred(program, root, name, 2, fresh=False)
+        else:
+            workers = int(name.split("-")[1])
+            results[name] = run_hstred(program, root, name, workers, fresh=True)
+        print(f"  {results[name]['wall_s']:.1f} s, peak {results[name]['peak_pss_gb']:.2f} GB",
+              flush=True)
+    (root / "bench_pipeline.json").write_text(json.dumps(results, indent=1))
+    _print(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Report figures: preview downsampling of memory-mapped products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from hstred.report.figures import downsample, plot_image
+
+
+def _reference_block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    ny, nx = (s // factor * factor for s in image.shape)
+    blocks = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
+    with pytest.warns(RuntimeWarning, match="empty slice"):
+        return np.nanmean(blocks, axis=(1, 3))
+
+
+def test_downsample_matches_block_nanmean_whatever_the_chunking():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(103, 77)).astype(np.float32)
+    image[12:16, 20:24] = np.nan  # one 4x4 block entirely NaN
+    image[50, 5] = np.nan
+    expected = _reference_block_mean(image.astype(np.float64), 4)
+    for rows in (1, 4, 9, 64, 1000):
+        got = downsample(image, max_size=26, rows_per_chunk=rows)
+        assert got.shape == (25, 19)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, equal_nan=True)
+    assert np.isnan(got[3, 5]) and np.isfinite(got[12, 1])
+
+
+def test_downsample_small_image_is_unchanged():
+    image = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(downsample(image, max_size=10), image)
+
+
+def test_plot_image_from_memory_map_leaves_file_untouched(tmp_path):
+    data = np.random.default_rng(1).normal(size=(600, 500)).astype(np.float32)
+    path = tmp_path / "img.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    before = path.read_bytes()
+    with fits.open(path, memmap=True) as hdul:
+        png = plot_image(hdul[0].data, tmp_path / "img.png", title="t", label="e/s")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert path.read_bytes() == before
