@@ -8,7 +8,10 @@ as a separate process on a fresh copy of the raw files:
                   with their default settings, one exposure at a time;
 * ``hstred-1``    ``hstred run --workers 1``;
 * ``hstred-2``    ``hstred run --workers 2``;
-* ``rerun-2``     ``hstred run --workers 2`` again on the same directory, nothing changed.
+* ``rerun-2``     ``hstred run --workers 2`` again on the same directory, nothing changed;
+* ``native-2``    ``hstred run --workers 2`` with the plain script's drizzle settings
+                  (0.05"/pixel, pixfrac 1, exposure-time weights, detector orientation):
+                  the same amount of drizzling, so the ratio shows the pipeline alone.
 
 For each it prints the wall time and peak memory of the whole run and of each
 stage. Memory is the summed proportional set size (PSS) of the process and all its
@@ -41,7 +44,9 @@ HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 HSTRED = [PYTHON, "-m", "hstred"]
 OUTNAME = "BENCH"
-CONFIGS = ("plain", "hstred-1", "hstred-2", "rerun-2")
+CONFIGS = ("plain", "hstred-1", "hstred-2", "rerun-2", "native-2")
+NATIVE_OPTIONS = ["--pixel-scale", "0.05", "--pixfrac", "1.0", "--weight-type", "EXP",
+                  "--no-north-up"]
 
 
 class MemorySampler(threading.Thread):
@@ -137,12 +142,13 @@ def run_plain(program: Path, root: Path) -> dict:
     return _result(t0, t1, sampler, windows, products=report["products"])
 
 
-def run_hstred(program: Path, root: Path, name: str, workers: int, *, fresh: bool) -> dict:
-    data = root / f"hstred-{workers}"
+def run_hstred(program: Path, root: Path, name: str, workers: int, *, fresh: bool,
+               options: tuple[str, ...] = (), data: Path | None = None) -> dict:
+    data = data or root / f"hstred-{workers}"
     if fresh:
         _fresh_copy(program, data)
     t0, t1, sampler, _ = _measure([*HSTRED, "run", OUTNAME, "--data", str(data), "--workers",
-                                   str(workers), "--quiet"], root / f"{name}.log")
+                                   str(workers), "--quiet", *options], root / f"{name}.log")
     record = json.loads((data / f"{OUTNAME}_run.json").read_text())
     starts, timings = record["stage_start_epoch_s"], record["timings_s"]
     first = min(starts.values())
@@ -178,12 +184,15 @@ def _print(results: dict) -> None:
         print(f"{name:<10} {'TOTAL':<14} {res['wall_s']:9.1f} {res['peak_pss_gb']:14.2f} "
               f"{res['peak_rss_gb']:13.2f}")
     print()
-    plain, h1, h2, again = (results.get(k) for k in CONFIGS)
+    plain, h1, h2, again, native = (results.get(k) for k in CONFIGS)
     if plain and h2:
         print(f"hstred-2 / plain wall time: {h2['wall_s'] / plain['wall_s']:.2f} "
               "(target <= 0.6)")
     if plain and h1:
         print(f"hstred-1 / plain wall time: {h1['wall_s'] / plain['wall_s']:.2f}")
+    if plain and native:
+        print(f"native-2 / plain wall time: {native['wall_s'] / plain['wall_s']:.2f} "
+              "(same drizzle settings as the plain script)")
     if h1 and h2:
         print(f"hstred-1 / hstred-2 speed-up: {h1['wall_s'] / h2['wall_s']:.2f}x; products "
               f"identical: {_identical(h1['products'], h2['products'])}")
@@ -218,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = run_plain(program, root)
         elif name == "rerun-2":
             results[name] = run_hstred(program, root, name, 2, fresh=False)
+        elif name == "native-2":
+            results[name] = run_hstred(program, root, name, 2, fresh=True,
+                                       options=tuple(NATIVE_OPTIONS), data=root / name)
         else:
             workers = int(name.split("-")[1])
             results[name] = run_hstred(program, root, name, workers, fresh=True)

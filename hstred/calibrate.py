@@ -15,6 +15,7 @@ the output does not depend on the number of workers or threads.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import time
@@ -38,6 +39,8 @@ __all__ = [
     "run_calibrate",
     "calibrate_one",
 ]
+
+log = logging.getLogger(__name__)
 
 CTEChoice = Literal["arctic", "none"]
 EngineChoice = Literal["native", "calacs", "auto"]
@@ -254,6 +257,9 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
                                   "engine": timing.engine})
         timings.append(timing)
         done[timing.rootname] = timing.output
+        log.info("calibrated %s (%s): ccd %.1f s, cte %.1f s, 2-d %.1f s, write %.1f s, "
+                 "peak %.0f MB", timing.rootname, timing.engine, timing.ccd_s, timing.cte_s,
+                 timing.two_d_s, timing.write_s, timing.peak_rss_mb)
         if progress:
             progress(timing, len(timings), len(tasks))
     timings.sort(key=lambda t: t.rootname)
