@@ -14,11 +14,12 @@ from hstred.drizzle.plan import (
     CalibratedExposure,
     build_plan,
     filter_name,
-    find_calibrated_files,
     read_exposure,
     visit_name,
 )
+from hstred.drizzle.stage import plan_drizzle
 from hstred.errors import InputError
+from hstred.inputs import find_calibrated_files
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,6 @@ def test_find_calibrated_files_prefers_flc(tiny, tmp_path):
                      "jfak02b1q_flc.fits", "jfak09a1q_flt.fits"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no \\*_flc.fits"):
-        find_calibrated_files(tmp_path / "empty")
+        plan_drizzle(tmp_path / "empty")
     with pytest.raises(InputError, match="no such directory"):
-        find_calibrated_files(tmp_path / "missing")
+        plan_drizzle(tmp_path / "missing")

@@ -21,7 +21,6 @@ __all__ = [
     "DrizzlePlan",
     "filter_name",
     "visit_name",
-    "find_calibrated_files",
     "read_exposure",
     "build_plan",
     "REQUIRED_PRIMARY_KEYWORDS",
@@ -116,26 +115,6 @@ def visit_name(rootname: str) -> str:
     if len(rootname) < 9:
         raise ValueError(f"rootname {rootname!r} is shorter than the 9 characters of HST names")
     return rootname[:6]
-
-
-def find_calibrated_files(data_dir: Path) -> list[Path]:
-    """The calibrated exposures in ``data_dir``: ``*_flc.fits`` and, where no FLC of the
-    same rootname exists, ``*_flt.fits``; sorted by name.
-
-    Raises :class:`InputError` when the directory is missing or holds none.
-    """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise InputError(f"{data_dir}: no such directory; pass the directory of _flc/_flt files")
-    flc = {p.name[: -len("_flc.fits")]: p for p in data_dir.glob("*_flc.fits")}
-    flt = {p.name[: -len("_flt.fits")]: p for p in data_dir.glob("*_flt.fits")}
-    chosen = {**flt, **flc}
-    if not chosen:
-        raise InputError(
-            f"{data_dir}: no *_flc.fits or *_flt.fits files; calibrate the raw files first "
-            "or point to the directory of calibrated exposures"
-        )
-    return [chosen[k] for k in sorted(chosen)]
 
 
 def _require(header: fits.Header, keys: Iterable[str], where: str) -> None:

@@ -35,7 +35,6 @@ from hstred.drizzle.plan import (
     DrizzlePlan,
     VisitGroup,
     build_plan,
-    find_calibrated_files,
     read_exposure,
 )
 from hstred.drizzle.provenance import provenance_cards, publish, write_provenance
@@ -56,6 +55,7 @@ from hstred.drizzle.runner import (
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend
+from hstred.inputs import find_calibrated_files
 
 __all__ = ["run_drizzle", "plan_drizzle", "product_paths"]
 
@@ -72,7 +72,8 @@ def plan_drizzle(data_dir: Path, inputs: Sequence[Path] | None = None) -> Drizzl
     """Read and group the calibrated exposures (``inputs``, or those in ``data_dir``)."""
     paths = list(inputs) if inputs is not None else find_calibrated_files(data_dir)
     if not paths:
-        raise InputError(f"{data_dir}: no calibrated exposures given; pass _flc/_flt files")
+        raise InputError(f"{data_dir}: no *_flc.fits or *_flt.fits files; calibrate the raw "
+                         "files first or point to the directory of calibrated exposures")
     for p in paths:
         if not Path(p).is_file():
             raise InputError(f"{p}: no such file; pass existing _flc/_flt files")
