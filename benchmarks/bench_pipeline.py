@@ -57,10 +57,10 @@ class MemorySampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
         self.samples: list[tuple[float, int, int]] = []  # (epoch, pss sum, max rss)
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
@@ -74,10 +74,10 @@ class MemorySampler(threading.Thread):
                 pss += info.pss
                 rss = max(rss, info.rss)
             self.samples.append((time.time(), pss, rss))
-            self._stop.wait(self.interval_s)
+            self._done.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> tuple[float, float]:
