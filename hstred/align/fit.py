@@ -39,6 +39,7 @@ __all__ = [
     "fit_similarity",
     "measure_wcs_change",
     "match_residuals",
+    "mean_direction",
     "align_group",
     "reference_alignment",
     "gate_alignment",
@@ -173,13 +174,14 @@ def measure_wcs_change(
         dec_c.append(d)
     ra_o, dec_o = np.concatenate(ra_o), np.concatenate(dec_o)
     ra_c, dec_c = np.concatenate(ra_c), np.concatenate(dec_c)
-    ra0, dec0 = _mean_direction(ra_o, dec_o)
+    ra0, dec0 = mean_direction(ra_o, dec_o)
     xi, eta = standard_coordinates(ra_o, dec_o, ra0_deg=ra0, dec0_deg=dec0)
     xi2, eta2 = standard_coordinates(ra_c, dec_c, ra0_deg=ra0, dec0_deg=dec0)
     return fit_similarity(xi, eta, xi2, eta2)
 
 
-def _mean_direction(ra, dec) -> tuple[float, float]:
+def mean_direction(ra, dec) -> tuple[float, float]:
+    """(RA, Dec) in degrees of the mean unit vector of sky positions given in degrees."""
     r, d = np.radians(ra), np.radians(dec)
     v = np.array([np.sum(np.cos(d) * np.cos(r)), np.sum(np.cos(d) * np.sin(r)), np.sum(np.sin(d))])
     v /= np.linalg.norm(v)
@@ -204,7 +206,7 @@ def match_residuals(
     kept = np.zeros(ra.shape, dtype=bool)
     if ra.size == 0 or np.size(ref_ra) == 0:
         return 0, float("nan"), kept
-    ra0, dec0 = _mean_direction(np.concatenate([ra, np.asarray(ref_ra, float)]),
+    ra0, dec0 = mean_direction(np.concatenate([ra, np.asarray(ref_ra, float)]),
                                 np.concatenate([np.asarray(dec, float),
                                                 np.asarray(ref_dec, float)]))
     xi, eta = standard_coordinates(ra, dec, ra0_deg=ra0, dec0_deg=dec0)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from astropy.wcs import WCS
 
+from hstred.align.fit import mean_direction
+
 __all__ = ["tan_cd_matrix", "orientation_deg", "compute_output_grid", "same_grid"]
 
 
@@ -27,13 +29,6 @@ def orientation_deg(wcs: WCS) -> float:
     """Position angle (deg, north through east) of a WCS's +y axis at its reference pixel."""
     cd = wcs.wcs.cd if wcs.wcs.has_cd() else wcs.pixel_scale_matrix
     return float(np.degrees(np.arctan2(cd[0, 1], cd[1, 1])))
-
-
-def _mean_direction(ra, dec) -> tuple[float, float]:
-    r, d = np.radians(ra), np.radians(dec)
-    v = np.array([np.sum(np.cos(d) * np.cos(r)), np.sum(np.cos(d) * np.sin(r)), np.sum(np.sin(d))])
-    v /= np.linalg.norm(v)
-    return float(np.degrees(np.arctan2(v[1], v[0])) % 360.0), float(np.degrees(np.arcsin(v[2])))
 
 
 def compute_output_grid(
@@ -66,7 +61,7 @@ def compute_output_grid(
     dec = np.concatenate([np.asarray(o[1], dtype=float).ravel() for o in outlines])
     if ra.size == 0:
         raise ValueError("no outlines to cover")
-    ra0, dec0 = _mean_direction(ra, dec)
+    ra0, dec0 = mean_direction(ra, dec)
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crval = [ra0, dec0]

@@ -139,16 +139,15 @@ def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig,
     tasks = []
     for g in plan.groups:
         inputs = tuple(copies[e.rootname] for e in g.exposures)
+        errors = (tuple((copies[e.rootname], tuple(e.extvers)) for e in g.exposures)
+                  if config.weight_type == "ERR" else ())
         pars = visit_parameters(len(inputs), num_cores=1 if parallel else config.num_cores,
                                 good_bits=config.good_bits, sky_method=config.sky_method)
         tasks.append(_VisitTask(name=g.name, inputs=inputs, run_dir=work / "visits" / g.name,
                                 parameters=pars,
                                 expected_chips=sum(len(e.extvers) for e in g.exposures),
                                 detection_nsigma=config.detection_nsigma,
-                                background_errors=tuple(
-                                    (copies[e.rootname], tuple(e.extvers))
-                                    for e in g.exposures) if config.weight_type == "ERR"
-                                else ()))
+                                background_errors=errors))
     runner = backend if parallel else LocalBackend(workers=1)
     done = {name: (out, catalog) for name, out, catalog in
             runner.imap_unordered(_drizzle_visit, tasks)}
