@@ -12,6 +12,10 @@ PYTEST_ARGS ?=
 # Never download a Python interpreter: use the machine's python3.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Byte-compile at install time, as the container does: where Python may not write
+# __pycache__ (PYTHONDONTWRITEBYTECODE, read-only installs) every process would
+# otherwise recompile drizzlepac and its dependencies on import (about 10 s against 3 s).
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: install test demo lint container clean help
 

@@ -7,8 +7,9 @@ another, with their default settings and no cache:
 2. references named in the headers (``jref$name``), looked up in DATA/crds;
 3. calibration of each exposure: the CCD arithmetic of ``hstred.ccd`` (there is no
    library for it apart from calacs, which cannot be installed here) with arcticpy's
-   ACS model applied per quadrant in between; arcticpy's OpenMP threads at their
-   default (all cores);
+   ACS model applied per quadrant in between; arcticpy's OpenMP threads as the
+   environment sets them (bench_pipeline.py runs the script with OMP_NUM_THREADS=1, as
+   arcticpy from PyPI, built without OpenMP, would run, and once more on all cores);
 4. per filter and visit, AstroDrizzle with its defaults; photutils catalogs of the
    visit images; tweakwcs ``align_wcs`` with its defaults, the visit groups of every
    filter aligned to the first; the solutions written into the exposures' WCS;

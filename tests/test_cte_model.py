@@ -61,6 +61,18 @@ def test_trails_run_away_from_each_readout_amplifier(chip):
         assert np.abs(diff[195:206, :20]).max() < 1e-6
 
 
+@pytest.mark.parametrize("chip", [1, 2])
+def test_columns_are_trailed_independently(chip):
+    """The QA report trails only a star's columns; that must equal trailing the quadrant."""
+    rng = np.random.default_rng(5)
+    img = _star_field((300, 40), [(150, 20), (60, 22), (240, 8)], 8000.0)
+    img += rng.normal(0.0, 4.0, img.shape)
+    for quad in quadrants(chip):
+        whole = add_cte_to_quadrant(img, quad, LATE_MJD)
+        strip = add_cte_to_quadrant(np.ascontiguousarray(img[:, 18:23]), quad, LATE_MJD)
+        assert np.array_equal(strip, whole[:, 18:23]), quad.amp
+
+
 def test_add_to_chip_does_not_modify_input():
     img = np.zeros((2048, 4096))
     img[1000, 100] = 1000.0

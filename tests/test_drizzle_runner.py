@@ -20,6 +20,7 @@ from hstred.drizzle.runner import (
     final_parameters,
     run_astrodrizzle,
     run_astrodrizzle_median,
+    single_parameters,
     visit_parameters,
 )
 from hstred.errors import StageError
@@ -127,3 +128,22 @@ def test_run_astrodrizzle_catches_a_silently_dropped_input(pair, tmp_path):
     with pytest.raises(StageError, match="an input was dropped"):
         run_astrodrizzle(copies, "f", run_dir=tmp_path / "run", parameters=pars,
                          expected_chips=4)
+
+
+def test_later_drizzles_reuse_a_per_exposure_sky_only():
+    """localmin skies belong to one exposure and are reused; methods that compare the
+    exposures of a run are measured again over the filter's exposures."""
+    grid = compute_output_grid([(np.array([10.0, 10.01]), np.array([-5.0, -4.99]))],
+                               scale_arcsec=0.05)
+    common = dict(kernel="square", pixfrac=1.0, weight_type="EXP", good_bits=0)
+    reused = final_parameters(4, grid, num_cores=1, sky_method="localmin", sky_measured=True,
+                              **common)
+    assert reused["skysub"] is False and reused["skyuser"] == "MDRIZSKY"
+    single = single_parameters(grid, sky_method="localmin", sky_measured=True, **common)
+    assert single["skysub"] is False and single["skyuser"] == "MDRIZSKY"
+    for method in ("globalmin", "match", "globalmin+match"):
+        pars = final_parameters(4, grid, num_cores=1, sky_method=method, sky_measured=True,
+                                **common)
+        assert pars["skysub"] is True and "skyuser" not in pars
+    fresh = final_parameters(4, grid, num_cores=1, sky_method="localmin", **common)
+    assert fresh["skysub"] is True and "skyuser" not in fresh

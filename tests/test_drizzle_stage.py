@@ -72,6 +72,41 @@ def _measure(path, ra, dec, *, box=9):
     return ok, x[ok], y[ok], np.asarray(xc), np.asarray(yc), sci, wht
 
 
+def _skies_applied(log: Path) -> dict[str, float]:
+    """Sky values AstroDrizzle's final step subtracted, by working copy and chip."""
+    out = {}
+    for line in log.read_text().splitlines():
+        if "Applying sky value of" in line:
+            value, target = line.split("Applying sky value of ")[1].split(" to ")
+            out[Path(target.strip()).name] = float(value)
+    return out
+
+
+def test_final_and_single_drizzles_reuse_the_visit_sky(program):
+    """Each exposure's sky is measured once (visit drizzle, MDRIZSKY in the working copy);
+    the filter image and its single-exposure images subtract that same value."""
+    prog, _, _, work = program
+    copies = sorted((work / "exposures").glob("*_flc.fits"))
+    measured = {}
+    for copy in copies:
+        with fits.open(copy) as hdul:
+            for extver in (1, 2):
+                measured[f"{copy.name}[sci,{extver}]"] = hdul["SCI", extver].header["MDRIZSKY"]
+    assert len(measured) == 2 * len(prog.paths) and min(measured.values()) > 0
+    for filt in ("F606W", "F814W"):
+        log = work / "final" / filt / f"field_{filt}.log"
+        text = log.read_text()
+        assert "Computed sky value" not in text and "skymatch" not in text  # not measured
+        applied = _skies_applied(log)
+        assert len(applied) == len(prog.paths)  # one line per chip of the filter's exposures
+        for chip, value in applied.items():
+            assert value == pytest.approx(measured[chip], rel=1e-6)
+    for single in sorted((work / "singles").iterdir()):
+        applied = _skies_applied(single / f"{single.name}.log")
+        assert applied and all(v == pytest.approx(measured[k], rel=1e-6)
+                               for k, v in applied.items())
+
+
 def test_products_exist_on_one_grid_with_provenance(program):
     prog, result, _, _ = program
     assert [p.filter for p in result.products] == ["F606W", "F814W"]

@@ -35,7 +35,9 @@ class DrizzleConfig:
     good_bits : DQ bits still counted as good pixels in the final drizzle
         (336 = 16 + 64 + 256, hot/warm pixels and full-well saturation, as in the ACS
         pipeline's drizzle defaults). Cosmic rays (4096) are never good.
-    sky_method : AstroDrizzle sky method.
+    sky_method : AstroDrizzle sky method. ``localmin`` (one sky per exposure) is measured
+        once, in the visit drizzle, and reused by the filter and single-exposure
+        drizzles; the methods that compare exposures are measured in every run.
     singles : also drizzle every exposure alone onto the common grid.
     num_cores : processes for AstroDrizzle's parallel steps.
 

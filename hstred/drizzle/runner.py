@@ -33,6 +33,7 @@ __all__ = [
     "visit_parameters",
     "final_parameters",
     "single_parameters",
+    "PER_EXPOSURE_SKY_METHODS",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,24 +135,53 @@ def visit_parameters(n_images: int, *, num_cores: int, good_bits: int, sky_metho
     return pars
 
 
+#: Sky methods that give each exposure its own sky value, independent of the other
+#: exposures in the run ("globalmin" and the "match" methods compare exposures).
+PER_EXPOSURE_SKY_METHODS = ("localmin",)
+
+
+def _sky_parameters(sky_method: str) -> dict:
+    """Sky options of a drizzle after the visit images.
+
+    With a per-exposure method the visit drizzle has already measured every exposure's
+    sky and written it to the working copy (MDRIZSKY); later drizzles subtract that value
+    instead of measuring it again, so the filter image and the single-exposure images of
+    one exposure share one sky. Other methods compare the exposures of a run and are
+    measured again over the run's exposures.
+    """
+    if sky_method in PER_EXPOSURE_SKY_METHODS:
+        return {"skysub": False, "skyuser": "MDRIZSKY"}
+    return {}
+
+
 def final_parameters(n_images: int, grid: WCS, *, kernel: str, pixfrac: float,
-                     weight_type: str, num_cores: int, good_bits: int, sky_method: str) -> dict:
-    """AstroDrizzle parameters of a filter's final image on the common grid."""
+                     weight_type: str, num_cores: int, good_bits: int, sky_method: str,
+                     sky_measured: bool = False) -> dict:
+    """AstroDrizzle parameters of a filter's final image on the common grid.
+
+    ``sky_measured``: the working copies hold the sky of their visit drizzle (MDRIZSKY);
+    with a per-exposure sky method it is used rather than measured again.
+    """
     pars = _common_parameters(num_cores=num_cores, good_bits=good_bits, sky_method=sky_method)
     pars.update(_cr_parameters(n_images))
     pars.update({"final_kernel": kernel, "final_pixfrac": pixfrac,
                  "final_wht_type": weight_type, "final_refimage": to_hstwcs(grid)})
+    if sky_measured:
+        pars.update(_sky_parameters(sky_method))
     return pars
 
 
 def single_parameters(grid: WCS, *, kernel: str, pixfrac: float, weight_type: str,
-                      good_bits: int, sky_method: str) -> dict:
+                      good_bits: int, sky_method: str, sky_measured: bool = False) -> dict:
     """AstroDrizzle parameters of one exposure alone on the common grid; the cosmic-ray
-    flags found by the filter's final drizzle (DQ 4096) are kept and honoured."""
+    flags found by the filter's final drizzle (DQ 4096) are kept and honoured, and with
+    ``sky_measured`` the sky subtracted is the one the filter image used."""
     pars = _common_parameters(num_cores=1, good_bits=good_bits, sky_method=sky_method)
     pars.update({"driz_separate": False, "median": False, "blot": False, "driz_cr": False,
                  "resetbits": "0", "final_kernel": kernel, "final_pixfrac": pixfrac,
                  "final_wht_type": weight_type, "final_refimage": to_hstwcs(grid)})
+    if sky_measured:
+        pars.update(_sky_parameters(sky_method))
     return pars
 
 

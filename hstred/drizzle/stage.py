@@ -8,7 +8,9 @@ Steps (all on working copies; the inputs are only read):
    every other group fitted to it with tweakwcs; quality gates;
 4. the aligned WCSs are written into the working copies (originals kept as alternates);
 5. one output grid covering every exposure of every filter;
-6. final AstroDrizzle per filter on that grid (and per exposure with ``singles``);
+6. final AstroDrizzle per filter on that grid (and per exposure with ``singles``); with
+   the default per-exposure sky method (localmin) the sky each exposure's visit drizzle
+   measured is subtracted, not measured again;
 7. provenance keywords; products moved into place only when all are complete.
 """
 
@@ -274,7 +276,7 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
     c = ctx.config
     pars = final_parameters(len(exposures), ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
                             weight_type=c.weight_type, num_cores=c.num_cores,
-                            good_bits=c.good_bits, sky_method=c.sky_method)
+                            good_bits=c.good_bits, sky_method=c.sky_method, sky_measured=True)
     out = run_astrodrizzle([ctx.copies[e.rootname] for e in exposures],
                            f"{ctx.outname}_{filt}", run_dir=ctx.work / "final" / filt,
                            parameters=pars,
@@ -291,7 +293,7 @@ def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> Sin
     c = ctx.config
     pars = single_parameters(ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
                              weight_type=c.weight_type, good_bits=c.good_bits,
-                             sky_method=c.sky_method)
+                             sky_method=c.sky_method, sky_measured=True)
     out = run_astrodrizzle([ctx.copies[e.rootname]], e.rootname,
                            run_dir=ctx.work / "singles" / e.rootname, parameters=pars,
                            expected_chips=len(e.extvers))

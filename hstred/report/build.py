@@ -98,13 +98,16 @@ def cte_profile(flc: Path, *, half_width: int = 2, before_px: int = 8, after_px:
     if best is None or not np.isfinite(best[0]):
         return None
     _peak, chip, quad, q, sky, y, x = best
-    trailed = add_cte_to_quadrant(q, quad, mjd)
+    cols = slice(x - half_width, x + half_width + 1)
+    # Parallel CTE acts on each column alone (arCTIc empties the traps between columns),
+    # so trailing the star's columns gives what trailing the whole quadrant gives there.
+    columns = np.ascontiguousarray(q[:, cols])
+    trailed = add_cte_to_quadrant(columns, quad, mjd)
     away = -1 if quad.flip_y else 1  # trails point away from the readout row
     offsets = np.arange(-before_px, after_px + 1)
     rows = y + away * offsets
-    cols = slice(x - half_width, x + half_width + 1)
-    after = np.array([q[r, cols].sum() for r in rows]) - sky * (2 * half_width + 1)
-    before = np.array([trailed[r, cols].sum() for r in rows]) - sky * (2 * half_width + 1)
+    after = np.array([columns[r].sum() for r in rows]) - sky * (2 * half_width + 1)
+    before = np.array([trailed[r].sum() for r in rows]) - sky * (2 * half_width + 1)
     text = (f"{Path(flc).name}, chip {chip}, amplifier {quad.amp}, star at "
             f"(x={x}, y={y}) of the quadrant; {2 * half_width + 1}-column sum")
     return offsets, before, after, text
