@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,20 @@ font-size:13px;text-align:right}th{background:#eee}img{max-width:100%;border:1px
 .grid{display:flex;flex-wrap:wrap;gap:1em}.grid figure{flex:1 1 45%;margin:0}"""
 
 
+def _downsampled(paths: list[str]) -> dict[str, np.ndarray]:
+    """Preview-sized block means of product images, two at a time.
+
+    The products are memory-mapped and read a few rows at a time (numpy's copies and
+    sums release the GIL, so two threads keep two cores busy).
+    """
+    def load(path: str) -> np.ndarray:
+        with fits.open(path, memmap=True) as hdul:
+            return figures.downsample(hdul[0].data)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(paths, pool.map(load, paths), strict=True))
+
+
 def write_report(data_dir: Path, outname: str, record: dict, *,
                  drizzle_work: Path | None = None) -> Path:
     """Write ``DIR/OUTNAME_report.html`` (+ ``OUTNAME_report_files/*.png``) atomically."""
@@ -146,16 +161,14 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
         drz = record["drizzle"]
         scale = float(record["config"]["drizzle"]["pixel_scale_arcsec"])
         previews = []
+        small = _downsampled([p[k] for p in drz["products"] for k in ("sci", "wht")])
         for product in drz["products"]:
             filt = product["filter"]
-            # memory-mapped: the previews are block means read a few rows at a time
-            with fits.open(product["sci"], memmap=True) as sci:
-                figures.plot_image(sci[0].data, files / f"{filt}_sci.png",
-                                   title=f"{outname} {filt} science", label="electrons / s")
-            with fits.open(product["wht"], memmap=True) as wht:
-                figures.plot_image(wht[0].data, files / f"{filt}_wht.png",
-                                   title=f"{outname} {filt} weight", label="weight",
-                                   stretch="linear")
+            figures.plot_image(small[product["sci"]], files / f"{filt}_sci.png",
+                               title=f"{outname} {filt} science", label="electrons / s")
+            figures.plot_image(small[product["wht"]], files / f"{filt}_wht.png",
+                               title=f"{outname} {filt} weight", label="weight",
+                               stretch="linear")
             previews.append(
                 f"<h3>{html.escape(filt)}</h3><p>{len(product['exposures'])} exposures, "
                 f"{product['exptime_s']:.0f} s; {html.escape(Path(product['sci']).name)}</p>"

@@ -29,11 +29,13 @@ def downsample(image: np.ndarray, *, max_size: int = 1200,
     step = max(1, rows_per_chunk // factor) * factor
     out = np.empty((ny // factor, nx // factor))
     for y0 in range(0, ny, step):
-        chunk = np.asarray(image[y0:min(y0 + step, ny), :nx], dtype=np.float64)
-        blocks = chunk.reshape(chunk.shape[0] // factor, factor, nx // factor, factor)
-        finite = np.isfinite(blocks)
-        counts = finite.sum(axis=(1, 3))
-        sums = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+        # a single-precision copy of the rows (the image itself is never written to)
+        chunk = np.array(image[y0:min(y0 + step, ny), :nx], dtype=np.float32)
+        shape = (chunk.shape[0] // factor, factor, nx // factor, factor)
+        finite = np.isfinite(chunk)
+        counts = finite.reshape(shape).sum(axis=(1, 3))
+        chunk[~finite] = 0.0
+        sums = chunk.reshape(shape).sum(axis=(1, 3), dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[y0 // factor:(y0 + chunk.shape[0]) // factor] = np.where(
                 counts > 0, sums / np.maximum(counts, 1), np.nan)
