@@ -272,8 +272,8 @@ def drizzle(
     if not inputs:
         raise InputError(f"{data}: no calibrated *_flc.fits/*_flt.fits; run hstred calibrate "
                          "first or put archive FLC/FLT files there")
-    with make_backend(workers=workers) as backend:
-        result = run_drizzle(data, outname, config, inputs=inputs, backend=backend)
+    result = run_drizzle(data, outname, config, inputs=inputs,
+                         backend=make_backend(workers=workers))
     for product in result.products:
         typer.echo(f"{product.filter}: {product.sci}  {product.wht}")
     for warning in result.warnings:

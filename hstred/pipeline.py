@@ -94,11 +94,6 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     _check_outname(outname)
     if from_stage is not None and from_stage not in STAGES:
         raise InputError(f"--from must be one of {', '.join(STAGES)}, not {from_stage!r}")
-    if backend is None:
-        # one pool of workers for the whole run, released however the run ends
-        with make_backend(workers=config.workers, scheduler=config.scheduler) as own:
-            return run_pipeline(data_dir, outname, config, force=force, from_stage=from_stage,
-                                backend=own, on_exposure=on_exposure, on_stage=on_stage)
     t0 = time.perf_counter()
     data_dir = Path(data_dir)
     work = work_dir(data_dir)
@@ -107,6 +102,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     redo = set(STAGES) if force else (set(STAGES[STAGES.index(from_stage):])
                                      if from_stage else set())
     notify = on_stage or (lambda stage, state: None)
+    backend = backend or make_backend(workers=config.workers, scheduler=config.scheduler)
     timings: dict[str, float] = {}
     started: dict[str, float] = {}  # epoch seconds at which each stage began
     skipped: dict[str, object] = {}

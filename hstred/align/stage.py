@@ -27,7 +27,6 @@ from hstred.align.fit import (
 )
 from hstred.align.reference import chip_outline, choose_reference, overlap_scores
 from hstred.errors import StageError
-from hstred.execution import Backend, LocalBackend
 
 __all__ = ["VisitImage", "AlignmentOutcome", "read_chip_wcs", "visit_catalog", "align_visits",
            "chip_key"]
@@ -97,26 +96,6 @@ def visit_catalog(sci: Path, wht: Path, *,
     return np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
 
 
-@dataclass(frozen=True)
-class _FitTask:
-    """One group's tweakwcs fit to the reference catalog (picklable)."""
-
-    name: str
-    chips: tuple
-    ref_ra: np.ndarray
-    ref_dec: np.ndarray
-    frame: WCS
-    options: dict
-
-
-def _fit_group(task: _FitTask) -> tuple[str, GroupAlignment]:
-    return task.name, align_group(list(task.chips), task.ref_ra, task.ref_dec, task.frame,
-                                  name=task.name, **task.options)
-
-
-_SERIAL = LocalBackend(workers=1)
-
-
 def align_visits(
     visits: Sequence[VisitImage],
     *,
@@ -128,14 +107,11 @@ def align_visits(
     max_rms_arcsec: float,
     detection_nsigma: float,
     catalogs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    backend: Backend | None = None,
 ) -> AlignmentOutcome:
     """Choose the reference group from the data and align every other group to it.
 
     ``catalogs`` may hold the :func:`visit_catalog` of some visits (by name), made
     elsewhere (e.g. in the worker that drizzled the visit); the others are made here.
-    ``backend`` fits the groups (default: one after another in this process); the
-    results do not depend on it.
 
     The reference is the group with most sources inside the other groups' footprints
     (ties: more sources, then earlier). The alignment frame is the reference visit's
@@ -169,22 +145,16 @@ def align_visits(
              len(ref_ra), overlap[reference])
     results: dict[str, GroupAlignment] = {}
     failures: dict[str, str] = {}
-    options = dict(fit_geometry=fit_geometry, searchrad_px=searchrad_px,
-                   tolerance_px=tolerance_px, refine_tolerance_px=refine_tolerance_px)
-    tasks = []
     for v in visits:
         ra, dec = sources[v.name]
         chips = assign_sources_to_chips(ra, dec, chips_of[v.name])
         if v.name == reference:
             results[v.name] = reference_alignment(chips, name=v.name, n_sources=len(ra))
-        else:
-            tasks.append(_FitTask(v.name, tuple(chips), ref_ra, ref_dec, frame, options))
-    # The groups are fitted independently (several at once on a backend with more slots).
-    fitted = dict((backend or _SERIAL).imap_unordered(_fit_group, tasks))
-    for v in visits:
-        if v.name == reference:
             continue
-        res = results[v.name] = fitted[v.name]
+        res = align_group(chips, ref_ra, ref_dec, frame, name=v.name,
+                          fit_geometry=fit_geometry, searchrad_px=searchrad_px,
+                          tolerance_px=tolerance_px, refine_tolerance_px=refine_tolerance_px)
+        results[v.name] = res
         reason = gate_alignment(res, min_matches=min_matches, max_rms_arcsec=max_rms_arcsec)
         if reason is not None:
             failures[v.name] = reason

@@ -102,10 +102,6 @@ def _chips(exposures: Sequence[CalibratedExposure], copies: dict[str, Path]):
     return tuple((copies[e.rootname], extver) for e in exposures for extver in e.extvers)
 
 
-#: Modules the drizzle stage's workers need.
-_WORKER_MODULES = ("drizzlepac.astrodrizzle", "photutils.segmentation")
-
-
 @dataclass(frozen=True)
 class _VisitTask:
     """One visit group's drizzle and catalog: runs in a worker process."""
@@ -172,8 +168,7 @@ def _solution(g: VisitGroup, fit, *, status: str, reference: str, n_sources: int
     )
 
 
-def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages: list[str],
-           backend: Backend | None = None):
+def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages: list[str]):
     """Align every group; apply the solutions; return (solutions, reference, kept groups)."""
     if len(plan.groups) == 1:
         g = plan.groups[0]
@@ -183,7 +178,7 @@ def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages
         visit_images, fit_geometry=config.fit_geometry, searchrad_px=config.searchrad_px,
         tolerance_px=config.tolerance_px, refine_tolerance_px=config.refine_tolerance_px,
         min_matches=config.min_matches, max_rms_arcsec=config.max_rms_arcsec,
-        detection_nsigma=config.detection_nsigma, catalogs=catalogs, backend=backend,
+        detection_nsigma=config.detection_nsigma, catalogs=catalogs,
     )
     if outcome.failures and not config.drop_unaligned:
         details = "; ".join(
@@ -340,11 +335,10 @@ def run_drizzle(
     inputs : sequence of Path, optional
         Exposures to use instead of every calibrated file in ``data_dir``.
     backend : hstred.execution.Backend, optional
-        Where the visit drizzles, their catalogs and the alignment fits run, several at
-        once when it has more than one slot (default: one after another in this
-        process). The final drizzles run here, one filter at a time (each holds the full
-        output grid in memory), with ``config.num_cores`` processes for AstroDrizzle's
-        parallel steps.
+        Where the visit drizzles and catalogs run, several at once when it has more
+        than one slot (default: one after another in this process). The final drizzles
+        run here, one filter at a time (each holds the full output grid in memory),
+        with ``config.num_cores`` processes for AstroDrizzle's parallel steps.
 
     Returns
     -------
@@ -379,14 +373,12 @@ def run_drizzle(
     else:
         work = Path(tempfile.mkdtemp(prefix=".hstred-drizzle-", dir=data_dir))
     staging = Path(tempfile.mkdtemp(prefix=f".{outname}-staging-", dir=data_dir))
-    backend = backend or LocalBackend(workers=1)
     try:
-        # workers import AstroDrizzle and photutils while the inputs are copied
-        backend.warm(_WORKER_MODULES)
         copies = _copy_inputs(plan, work / "exposures")
-        visit_images, catalogs = _drizzle_visits(plan, copies, work, config, backend)
+        visit_images, catalogs = _drizzle_visits(plan, copies, work, config,
+                                                 backend or LocalBackend(workers=1))
         solutions, reference, kept = _align(plan, visit_images, catalogs, copies, config,
-                                            messages, backend)
+                                            messages)
         grid = _output_grid(kept, copies, plan, reference, config)
         nx, ny = grid.pixel_shape
         log.info("output grid %d x %d at %.4f\"/pixel", nx, ny, config.pixel_scale_arcsec)
