@@ -22,6 +22,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from hstred.drizzle.parallel import parallel_steps
 from hstred.errors import StageError
 
 __all__ = [
@@ -232,8 +233,9 @@ def _call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, paramet
         with _in_directory(run_dir), _captured_output(console_path):
             from drizzlepac import astrodrizzle  # its import logs too
 
-            astrodrizzle.AstroDrizzle(input=list(files), output=output, runfile=str(log_path),
-                                      **parameters)
+            with parallel_steps(int(parameters.get("num_cores") or 1)):
+                astrodrizzle.AstroDrizzle(input=list(files), output=output,
+                                          runfile=str(log_path), **parameters)
     except (Exception, SystemExit) as err:  # drizzlepac raises many types, or exits
         raise StageError(f"AstroDrizzle failed for {output} ({type(err).__name__}: {err}); "
                          f"see {log_path}") from err
