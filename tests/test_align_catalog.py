@@ -55,3 +55,21 @@ def test_rejects_single_hot_pixel_and_sources_touching_missing_data():
 def test_empty_image_gives_empty_catalog():
     cat = detect_point_sources(np.full((50, 50), np.nan))
     assert len(cat) == 0 and cat.colnames == ["x", "y", "flux", "snr", "fwhm"]
+
+
+def test_separable_smoothing_equals_the_2d_kernel():
+    """The detection image is smoothed with two 1-D passes of the Gaussian's marginal;
+    that is the 2-D kernel of photutils to float rounding."""
+    from photutils.segmentation import make_2dgaussian_kernel
+    from scipy import ndimage
+
+    kernel = make_2dgaussian_kernel(2.0, size=9)
+    full = kernel.array / kernel.array.sum()
+    marginal = full.sum(axis=0)
+    assert np.abs(np.outer(marginal, marginal) - full).max() < 1e-15
+    image = np.random.default_rng(4).normal(size=(120, 90))
+    image[60, 45] += 500.0
+    two_d = ndimage.convolve(image, full, mode="constant", cval=0.0)
+    passes = ndimage.convolve1d(image, marginal, axis=0, mode="constant", cval=0.0)
+    passes = ndimage.convolve1d(passes, marginal, axis=1, mode="constant", cval=0.0)
+    np.testing.assert_allclose(passes, two_d, rtol=0, atol=1e-12)

@@ -82,8 +82,11 @@ def detect_point_sources(
     data = np.where(nodata, np.float32(0), sci - np.float32(median))
     del sci
     kernel = make_2dgaussian_kernel(fwhm_px, size=2 * int(np.ceil(2 * fwhm_px)) + 1)
-    weights = (kernel.array / kernel.array.sum()).astype(np.float32)
-    conv = ndimage.convolve(data, weights, mode="constant", cval=0.0)
+    # The pixel-integrated Gaussian is the outer product of its 1-D marginal: two 1-D
+    # passes give the 2-D smoothing (to float rounding) at a third of the cost.
+    marginal = (kernel.array / kernel.array.sum()).sum(axis=0).astype(np.float32)
+    conv = ndimage.convolve1d(data, marginal, axis=0, mode="constant", cval=0.0)
+    conv = ndimage.convolve1d(conv, marginal, axis=1, mode="constant", cval=0.0)
     # Threshold on the smoothed image: its noise is the sky noise times the kernel's
     # noise-reduction factor sqrt(sum(k^2)).
     conv_std = std * float(np.sqrt(np.sum(kernel.array**2)))
