@@ -172,3 +172,32 @@ def test_gate_alignment():
     assert gate_alignment(failed, min_matches=1, max_rms_arcsec=1.0) == "no matches"
     ref = GroupAlignment(name="a", status="REFERENCE", wcs={})
     assert gate_alignment(ref, min_matches=10, max_rms_arcsec=0.02) is None
+
+
+def test_group_outline_as_convex_hull_gives_the_exact_union_fit(monkeypatch):
+    """tweakwcs trims the reference catalog to the group's outline; the convex hull
+    used here (the chip gap included) gives the fit of the exact union of the chips."""
+    import hstred.align.fit as fit_module
+
+    err = VisitError(0.45, -0.30, 0.03)
+    true, header, ra, dec = _visit(err)
+    chips = assign_sources_to_chips(*_header_sky(true, header, ra, dec),
+                                    [(f"x[SCI,{i + 1}]", w) for i, w in enumerate(header)])
+    policies = []
+    hull_align_wcs = fit_module.align_wcs
+
+    def spy(*args, **kwargs):
+        policies.append(kwargs["group_bb_policy"])
+        return hull_align_wcs(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "align_wcs", spy)
+    hull = align_group(chips, ra, dec, _frame(), name="v02_F606W")
+    monkeypatch.setattr(fit_module, "align_wcs",
+                        lambda *a, **k: spy(*a, **{**k, "group_bb_policy": "exact"}))
+    exact = align_group(chips, ra, dec, _frame(), name="v02_F606W")
+    assert policies == [0, 0, "exact", "exact"]  # two passes each
+    assert hull.status == exact.status == "ALIGNED"
+    assert (hull.n_matches, hull.shift_x_arcsec, hull.shift_y_arcsec, hull.rotation_deg,
+            hull.scale, hull.rms_arcsec) == (exact.n_matches, exact.shift_x_arcsec,
+                                             exact.shift_y_arcsec, exact.rotation_deg,
+                                             exact.scale, exact.rms_arcsec)
