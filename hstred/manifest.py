@@ -20,6 +20,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["Manifest", "file_sha256", "atomic_write_text", "software_versions"]
@@ -99,9 +100,19 @@ class Manifest:
             self._data["hashes"][str(path)] = {"stamp": stamp, "sha256": digest}
         return digest
 
+    def hash_many(self, paths: Iterable[Path]) -> list[str]:
+        """:meth:`hash_file` of each path, in order; several files at once (hashlib and
+        file reads release the GIL, so threads hash in parallel)."""
+        paths = list(paths)
+        workers = min(len(paths), os.cpu_count() or 1, 4)
+        if workers < 2:
+            return [self.hash_file(p) for p in paths]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(self.hash_file, paths))
+
     def hash_files(self, paths: Iterable[Path | None]) -> dict[str, str | None]:
-        return {str(p): (self.hash_file(p) if p is not None else None)
-                for p in paths if p is not None}
+        paths = [p for p in paths if p is not None]
+        return {str(p): d for p, d in zip(paths, self.hash_many(paths), strict=True)}
 
     # -------------------------------------------------------------- units of work
     @staticmethod
@@ -123,8 +134,9 @@ class Manifest:
     def record(self, stage: str, unit: str, key: str, outputs: Iterable[Path],
                info: Mapping | None = None) -> None:
         """Record a finished unit and save the manifest at once."""
-        entry = {"key": key, "outputs": {str(Path(p).resolve()): self.hash_file(p)
-                                         for p in outputs}}
+        outputs = list(outputs)
+        entry = {"key": key, "outputs": {str(Path(p).resolve()): d for p, d in
+                                         zip(outputs, self.hash_many(outputs), strict=True)}}
         entry.update(info or {})
         with self._lock:
             self._data["stages"].setdefault(stage, {})[unit] = entry
