@@ -70,8 +70,10 @@ def work_dir(data_dir: Path) -> Path:
 def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig) -> str:
     params = config.to_dict()
     params.pop("num_cores")  # parallelism does not change the products
-    return manifest.make_key(inputs={Path(p).name: manifest.hash_file(p) for p in inputs},
-                             outname=outname, params=params, software=software_versions())
+    inputs = list(inputs)
+    digests = dict(zip((Path(p).name for p in inputs), manifest.hash_many(inputs), strict=True))
+    return manifest.make_key(inputs=digests, outname=outname, params=params,
+                             software=software_versions())
 
 
 def _check_outname(outname: str) -> None:
@@ -200,8 +202,7 @@ def _report_key(manifest: Manifest, record: dict, products, calibrated) -> str:
     """The report depends on the record's content and on the files it reads."""
     stable = {k: v for k, v in record.items() if k not in _VOLATILE}
     files = [*products, *calibrated]
-    return manifest.make_key(record=stable,
-                             files={str(p): manifest.hash_file(p) for p in files})
+    return manifest.make_key(record=stable, files=manifest.hash_files(files))
 
 
 _CTE_KEYS = ("PCTECORR", "CTEMODEL", "CTEDATE", "CTE_NIT", "CTEEXPR", "CTETRAPD", "CTEFWELL",

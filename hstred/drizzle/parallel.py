@@ -86,7 +86,6 @@ def _parallel_blot(serial_run_blot, pool_size: int):
                                      kwargs=kwargs, name=f"ablot.run_blot({img._filename})")
                      for img in images]
         launch_and_wait(processes, size)
-        return None
 
     return run_blot
 
