@@ -25,6 +25,7 @@ from pathlib import Path
 from hstred._version import __version__
 from hstred.calibrate import CalibrateConfig, CalibrateResult, run_calibrate
 from hstred.drizzle import DrizzleConfig, run_drizzle
+from hstred.drizzle.stage import distortion_references
 from hstred.errors import InputError
 from hstred.execution import Backend, make_backend
 from hstred.inputs import check_inputs, find_calibrated_files
@@ -67,12 +68,19 @@ def work_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "hstred_work"
 
 
-def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig) -> str:
+def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig,
+                 distortion: dict) -> str:
     params = config.to_dict()
     params.pop("num_cores")  # parallelism does not change the products
     inputs = list(inputs)
     digests = dict(zip((Path(p).name for p in inputs), manifest.hash_many(inputs), strict=True))
+    references = sorted({p for refs in distortion.values() for p in refs.paths.values()
+                         if p is not None})
+    ref_digests = dict(zip((p.name for p in references), manifest.hash_many(references),
+                           strict=True))
+    applied = {name: refs.names() for name, refs in sorted(distortion.items())}
     return manifest.make_key(inputs=digests, outname=outname, params=params,
+                             distortion={"files": ref_digests, "applied": applied},
                              software=software_versions())
 
 
@@ -133,7 +141,10 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     notify("drizzle", "start")
     started["drizzle"] = time.time()
     t = time.perf_counter()
-    key = _drizzle_key(manifest, calibrated, outname, config.drizzle)
+    # Exposures without a distortion solution need their IDCTAB/NPOLFILE/D2IMFILE:
+    # resolved (or reported missing) before any drizzle.
+    distortion = distortion_references(calibrated, data_dir)
+    key = _drizzle_key(manifest, calibrated, outname, config.drizzle, distortion)
     entry = None if "drizzle" in redo else manifest.lookup("drizzle", outname, key)
     if entry is not None:
         drizzle_record = entry["result"]
@@ -143,7 +154,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         drizzle_work = work / "drizzle"
         shutil.rmtree(drizzle_work, ignore_errors=True)
         result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
-                             work_dir=drizzle_work, backend=backend)
+                             work_dir=drizzle_work, backend=backend, distortion=distortion)
         drizzle_record = result.to_dict()
         outputs = [p.sci for p in result.products] + [p.wht for p in result.products]
         outputs += [s.sci for s in result.singles] + [s.wht for s in result.singles]

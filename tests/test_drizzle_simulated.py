@@ -1,8 +1,10 @@
 """End-to-end evidence on a simulated, calibrated full-frame program with known truth.
 
-hstred.simulate writes a 2-visit x 2-filter x 2-exposure ACS/WFC program (each visit
-with its own header-WCS error of up to ~1" and ~0.05 deg), hstred.ccd calibrates it,
-and run_drizzle aligns and drizzles it. Checked against the simulator's truth:
+hstred.simulate writes a 2-visit x 2-filter x 2-exposure ACS/WFC program in the archive's
+format (each visit with its own header-WCS error of up to ~1" and ~0.05 deg; linear header
+WCS, the camera's distortion in IDCTAB/NPOLFILE/D2IMFILE), hstred.ccd calibrates it,
+and run_drizzle applies the distortion with stwcs, aligns and drizzles it. Checked
+against the simulator's truth:
 
 * star positions in each filter's product agree with the truth RA/Dec (as seen through
   the reference visit's header WCS, which defines the relative frame) to <= 0.05 pixel
@@ -62,8 +64,12 @@ def simulated(tmp_path_factory):
     cal.mkdir()
     for raw in sim.raw_files:
         calibrate_exposure(raw, _references(raw, sim.reference_dir), cal)
+    from hstred.drizzle.stage import distortion_references
+
+    flcs = sorted(cal.glob("*_fl?.fits"))
     t0 = time.perf_counter()
-    result = run_drizzle(cal, "sim", DrizzleConfig(num_cores=2), work_dir=root / "work")
+    result = run_drizzle(cal, "sim", DrizzleConfig(num_cores=2), work_dir=root / "work",
+                         distortion=distortion_references(flcs, root / "raw", fetch=False))
     elapsed = time.perf_counter() - t0
     truth = Table.read(sim.truth_catalog)
     info = json.loads(Path(sim.truth_json).read_text())
@@ -119,6 +125,10 @@ def test_drizzle_stage_products_and_timing(simulated):
     r = s["result"]
     assert [p.filter for p in r.products] == ["F606W", "F814W"]
     assert r.dropped == () and r.warnings == ()
+    # Every exposure went through stwcs with the simulated references.
+    assert len(r.distortion) == 8 and all(d.applied for d in r.distortion)
+    assert {d.wcsname for d in r.distortion} == {
+        "IDC_" + Path(r.distortion[0].files["IDCTAB"]).name.split("_")[0]}
     assert all(sol.status in ("REFERENCE", "ALIGNED") for sol in r.solutions)
     wcss = []
     for p in r.products:
@@ -145,6 +155,21 @@ def _unperturb(ra, dec, error):
                               ra0_deg=error.center_ra_deg, dec0_deg=error.center_dec_deg)
 
 
+def _distorted_copy(s, root: str) -> Path:
+    """The calibrated exposure with stwcs's distortion solution, before any alignment."""
+    from hstred.distortion import DISTORTION_KEYWORDS, apply_distortion
+    from hstred.refs import resolve_references
+
+    path = s["root"] / "distorted" / f"{root}_flt.fits"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        shutil.copyfile(next(s["cal"].glob(f"{root}_fl?.fits")), path)
+        raw = next(Path(s["sim"].reference_dir).parents[3].glob(f"{root}_raw.fits"))
+        (refs,) = resolve_references([raw], raw.parent, fetch=False)
+        apply_distortion(path, {k: refs.paths[k] for k in DISTORTION_KEYWORDS})
+    return path
+
+
 def test_solutions_undo_the_injected_visit_errors(simulated):
     """Each solution equals the map from its visit's header sky to the reference visit's
     header sky (both known from the truth), measured the same way over its chips."""
@@ -163,7 +188,7 @@ def test_solutions_undo_the_injected_visit_errors(simulated):
         for root in r.product(sol.filter).exposures:
             if not root.startswith(sol.visit):
                 continue
-            path = next(s["cal"].glob(f"{root}_fl?.fits"))
+            path = _distorted_copy(s, root)
             with fits.open(path) as hdul:
                 for extver in (1, 2):
                     w = WCS(hdul["SCI", extver].header, hdul)

@@ -10,6 +10,7 @@ from astropy.io import fits
 from hstred.errors import InputError, ReferenceFileError
 from hstred.refs import needed_references, resolve_references
 from hstred.refs import resolve as resolve_mod
+from hstred.refs.resolve import resolve_distortion_references
 
 REFS = {
     "BPIXTAB": "aaaaaaaaj_bpx.fits",
@@ -21,6 +22,9 @@ REFS = {
     "DRKCFILE": "ggggggggj_dkc.fits",
     "PFLTFILE": "hhhhhhhhj_pfl.fits",
     "IMPHTTAB": "iiiiiiiij_imp.fits",
+    "IDCTAB": "jjjjjjjjj_idc.fits",
+    "NPOLFILE": "kkkkkkkkj_npl.fits",
+    "D2IMFILE": "llllllllj_d2i.fits",
 }
 
 
@@ -144,3 +148,45 @@ def test_unreadable_raw_is_named(tmp_path):
     bad.write_bytes(b"not a fits file")
     with pytest.raises(InputError, match="j1_raw.fits"):
         resolve_references([bad], tmp_path)
+
+
+def test_distortion_references_are_needed_by_every_raw(tmp_path):
+    hdr = fits.getheader(_write_raw(tmp_path / "j1_raw.fits"))
+    names = needed_references(hdr)
+    assert (names["IDCTAB"], names["NPOLFILE"], names["D2IMFILE"]) == (
+        REFS["IDCTAB"], REFS["NPOLFILE"], REFS["D2IMFILE"])
+    raw = _write_raw(tmp_path / "j2_raw.fits", NPOLFILE=None)
+    with pytest.raises(InputError, match="NPOLFILE"):
+        resolve_references([raw], tmp_path)
+
+
+def test_missing_distortion_files_are_named_offline(tmp_path):
+    cache = tmp_path / "crds" / "references" / "hst" / "acs"
+    _populate(cache, [n for k, n in REFS.items() if k not in ("IDCTAB", "D2IMFILE")])
+    raw = _write_raw(tmp_path / "j1_raw.fits")
+    with pytest.raises(ReferenceFileError) as err:
+        resolve_references([raw], tmp_path)
+    message = str(err.value)
+    assert REFS["IDCTAB"] in message and REFS["D2IMFILE"] in message
+    assert REFS["NPOLFILE"] not in message.split("searched")[0]
+
+
+def _write_flt(path: Path, **primary) -> Path:
+    hdr = fits.Header()
+    for key, value in primary.items():
+        hdr[key] = value
+    fits.HDUList([fits.PrimaryHDU(header=hdr)]).writeto(path)
+    return path
+
+
+def test_distortion_references_of_calibrated_files(tmp_path):
+    cache = tmp_path / "crds" / "references" / "hst" / "acs"
+    _populate(cache, [REFS["IDCTAB"], REFS["NPOLFILE"]])
+    flt = _write_flt(tmp_path / "j1_flt.fits", IDCTAB=f"jref${REFS['IDCTAB']}",
+                     NPOLFILE=f"jref${REFS['NPOLFILE']}", D2IMFILE="N/A")
+    (refs,) = resolve_distortion_references([flt], tmp_path)
+    assert refs.paths == {"IDCTAB": cache / REFS["IDCTAB"], "NPOLFILE": cache / REFS["NPOLFILE"],
+                          "D2IMFILE": None}
+    bare = _write_flt(tmp_path / "j2_flt.fits", IDCTAB="N/A")
+    with pytest.raises(ReferenceFileError, match="j2_flt.fits.*IDCTAB.*crds bestrefs"):
+        resolve_distortion_references([bare], tmp_path)

@@ -1,8 +1,11 @@
-"""Stars land where the header WCS, corrected by the visit's recorded error, says they do."""
+"""Stars land where the header WCS, with the camera's distortion applied by stwcs and
+corrected by the visit's recorded error, says they do."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,8 @@ from astropy.wcs import WCS
 from photutils.centroids import centroid_2dg
 
 from hstred.acs import chip_layout
+from hstred.distortion import DISTORTION_KEYWORDS, apply_distortion
+from hstred.refs import resolve_references
 from hstred.simulate.references import CRDS_SUBDIR
 from hstred.simulate.wcs import WcsError, perturb_sky, tangent_plane
 
@@ -36,11 +41,32 @@ def _isolated_unsaturated_stars(cat: Table, filter_name: str, exptime: float) ->
     return cat[keep]
 
 
+def _with_distortion(raw_path: Path, out: Path, dest: Path) -> Path:
+    """A copy of the raw file, its WCS moved to the trimmed (FLT) frame as calibration
+    does, with stwcs's distortion solution from its references.
+
+    stwcs is meant for trimmed files: on a raw file, whose chips differ in LTV2, it
+    places WFC1 20 rows off.
+    """
+    copy = dest / raw_path.name
+    shutil.copyfile(raw_path, copy)
+    with fits.open(copy, mode="update") as hdul:
+        for ext in (1, 4):
+            h = hdul[ext].header
+            h["CRPIX1"] -= h["LTV1"]
+            h["CRPIX2"] -= h["LTV2"]
+            h["LTV1"] = h["LTV2"] = 0.0
+    (refs,) = resolve_references([raw_path], out, fetch=False)
+    apply_distortion(copy, {k: refs.paths[k] for k in DISTORTION_KEYWORDS})
+    return copy
+
+
 def _measure(raw_path: Path, out: Path, cat: Table, filter_name: str, error: dict):
     """(true-corrected offsets, uncorrected offsets) in pixels for each usable star."""
     err = WcsError(**error)
     corrected, uncorrected = [], []
-    with fits.open(raw_path) as raw:
+    with tempfile.TemporaryDirectory() as tmp, \
+            fits.open(_with_distortion(raw_path, out, Path(tmp))) as raw:
         h0 = raw[0].header
         bias = fits.open(out / CRDS_SUBDIR / h0["BIASFILE"].split("$")[1])
         dark = fits.open(out / CRDS_SUBDIR / h0["DARKFILE"].split("$")[1])
@@ -53,11 +79,14 @@ def _measure(raw_path: Path, out: Path, cat: Table, filter_name: str, error: dic
             image = sci.data.astype(float) - bias[ext].data
             image[lay.science_rows, lay.science_cols] -= (
                 dark[ext].data * h0["DARKTIME"] / 2.0)
-            wcs = WCS(sci.header)
+            wcs = WCS(sci.header, raw)
+            # The WCS is in FLT pixels; raw pixel = FLT pixel + LTV.
+            ltv = np.array([lay.ltv1, lay.ltv2], dtype=float)
             # Header WCS with the visit's error undone (1-indexed raw pixels).
-            xs, ys = wcs.all_world2pix(ra_h, dec_h, 1)
+            xs, ys = np.array(wcs.all_world2pix(ra_h, dec_h, 1)) + ltv[:, None]
             # Header WCS taken at face value.
-            xu, yu = wcs.all_world2pix(np.asarray(stars["ra"]), np.asarray(stars["dec"]), 1)
+            xu, yu = np.array(wcs.all_world2pix(np.asarray(stars["ra"]),
+                                                np.asarray(stars["dec"]), 1)) + ltv[:, None]
             for x, y, x_u, y_u in zip(xs, ys, xu, yu, strict=True):
                 x0, y0 = x - 1.0, y - 1.0  # 0-indexed array coordinates
                 rows, cols = lay.science_rows, lay.science_cols

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from hstred.acs import CHIP_NX, CHIP_NY, RAW_NX, RAW_NY, chip_layout
 from hstred.errors import InputError
@@ -95,67 +96,74 @@ def test_perturb_sky_shift_and_rotation():
     assert np.hypot(xi[0], eta[0]) * 3600 == pytest.approx(100.0, rel=1e-9)
 
 
-def _known_tan_sip() -> w.TanSip:
-    a = np.zeros((5, 5))
-    b = np.zeros((5, 5))
-    a[2, 0], a[1, 1], a[0, 2], a[3, 0] = 8e-6, -5e-6, 2e-6, -4e-10
-    b[2, 0], b[1, 1], b[0, 2], b[0, 3] = -1.7e-6, 6e-6, -7e-6, -4e-10
-    cd = np.array([[-1.2e-5, 7.7e-6], [6.9e-6, 1.16e-5]])
-    return w.TanSip(crpix=(2048.0, 1024.0), crval=(10.0, 20.0), cd=cd, a=a, b=b,
-                    ap=np.zeros((5, 5)), bp=np.zeros((5, 5)))
+def _stwcs_chips(tmp_path, *, pa_v3: float, date: str, vafactor: float = 1.0):
+    """Each chip's WCS as stwcs derives it from simulated references for an attitude."""
+    import datetime as dt
+
+    from hstred.simulate import distortion as dist
+
+    day = dt.date.fromisoformat(date)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    names = {"IDCTAB": "sim_idc.fits", "NPOLFILE": "sim_npl.fits", "D2IMFILE": "sim_d2i.fits"}
+    dist.idctab_hdul(names["IDCTAB"], date=day).writeto(tmp_path / names["IDCTAB"])
+    dist.npolfile_hdul(names["NPOLFILE"], seed=3, filter_name="F606W",
+                       date=day).writeto(tmp_path / names["NPOLFILE"])
+    dist.d2imfile_hdul(names["D2IMFILE"], seed=3, date=day).writeto(tmp_path / names["D2IMFILE"])
+    att = w.hst_attitude(ra_deg=150.0, dec_deg=2.0, pa_v3_deg=pa_v3)
+    idc = dist.idc_model()
+    crval = {c: w.tel_to_sky(att, idc[c].v2ref_arcsec, idc[c].v3ref_arcsec) for c in (1, 2)}
+    primary = fits.Header()
+    for key, value in {"INSTRUME": "ACS", "DETECTOR": "WFC", "TELESCOP": "HST",
+                       "ROOTNAME": "jtest01aaq", "FILTER1": "F606W", "FILTER2": "CLEAR2L",
+                       "PA_V3": pa_v3, "DATE-OBS": date,
+                       **{k: f"jref${n}" for k, n in names.items()}}.items():
+        primary[key] = value
+    chips = dist.stwcs_chip_wcs(primary, dist.reference_point_headers(crval, vafactor),
+                                tmp_path)
+    return att, chips
 
 
-def test_fit_tan_sip_recovers_a_known_distortion():
-    truth = _known_tan_sip()
-    xg, yg = np.meshgrid(np.linspace(1, CHIP_NX, 21), np.linspace(1, CHIP_NY, 11))
-    ra, dec = truth.pix2world(xg.ravel(), yg.ravel())
-    fitted, residual = w.fit_tan_sip(xg.ravel(), yg.ravel(), ra, dec, crpix=truth.crpix,
-                                     crval=truth.crval)
-    assert residual < 1e-6
-    np.testing.assert_allclose(fitted.cd, truth.cd, rtol=1e-8)
-    np.testing.assert_allclose(fitted.a, truth.a, atol=1e-12)
-    np.testing.assert_allclose(fitted.b, truth.b, atol=1e-12)
-    # world2pix inverts pix2world and agrees with astropy's SIP implementation.
-    x, y = fitted.world2pix(ra, dec)
-    np.testing.assert_allclose(x, xg.ravel(), atol=1e-6)
-    ax, ay = fitted.to_astropy().all_world2pix(ra, dec, 1)
-    np.testing.assert_allclose(ax, xg.ravel(), atol=1e-4)
-    np.testing.assert_allclose(ay, yg.ravel(), atol=1e-4)
-
-
-def test_pixel_area_map_matches_finite_differences():
-    truth = _known_tan_sip()
-    pam = w.pixel_area_map(truth, shape=(40, 60))
-    for (y, x) in [(0, 0), (39, 59), (17, 33)]:
-        x1, y1 = x + 1.0, y + 1.0
-        ra0, dec0 = truth.pix2world(x1, y1)
-        xi_x, eta_x = w.tangent_plane(*truth.pix2world(x1 + 1e-3, y1), ra0_deg=truth.crval[0],
-                                      dec0_deg=truth.crval[1])
-        xi_y, eta_y = w.tangent_plane(*truth.pix2world(x1, y1 + 1e-3), ra0_deg=truth.crval[0],
-                                      dec0_deg=truth.crval[1])
-        xi_0, eta_0 = w.tangent_plane(ra0, dec0, ra0_deg=truth.crval[0], dec0_deg=truth.crval[1])
-        jac = np.array([[xi_x - xi_0, xi_y - xi_0], [eta_x - eta_0, eta_y - eta_0]]) / 1e-3
-        area = abs(np.linalg.det(jac)) * 3600.0**2 / 0.05**2
-        assert pam[y, x] == pytest.approx(area, rel=1e-5)
-
-
-def test_siaf_chips_have_wfc_scale_gap_and_fit_well():
-    att = w.hst_attitude(ra_deg=150.0, dec_deg=2.0, pa_v3_deg=80.0)
-    wcs = {}
+def test_stwcs_reading_of_the_references_reproduces_the_siaf_geometry(tmp_path):
+    att, chips = _stwcs_chips(tmp_path, pa_v3=80.0, date="2004-07-01")
     for chip in (1, 2):
         x, y, ra, dec = w.chip_sky_grid(att, chip)
-        crval = w.chip_reference_sky(att, chip)
-        wcs[chip], residual = w.fit_tan_sip(x, y, ra, dec, crpix=w.CRPIX_FLT, crval=crval)
-        assert residual < 0.01
-        scale = np.sqrt(abs(np.linalg.det(wcs[chip].cd))) * 3600
+        px, py = chips[chip].world2pix(ra, dec)
+        # Only the lookup tables and the (small, near TDD_DATE) time terms differ.
+        assert np.max(np.hypot(px - x, py - y)) < 0.6
+        scale = np.sqrt(abs(np.linalg.det(chips[chip].wcs.wcs.cd))) * 3600
         assert 0.048 < scale < 0.051
     # WFC2's top row lies next to WFC1's bottom row, ~50 pixels (2.5") apart.
-    ra2, dec2 = wcs[2].pix2world(2048.0, 2048.0)
-    ra1, dec1 = wcs[1].pix2world(2048.0, 1.0)
+    ra2, dec2 = chips[2].pix2world(2048.0, 2048.0)
+    ra1, dec1 = chips[1].pix2world(2048.0, 1.0)
     xi, eta = w.tangent_plane(ra1, dec1, ra0_deg=ra2, dec0_deg=dec2)
     assert 2.0 < np.hypot(xi, eta) * 3600 < 3.5
     # ORIENTAT follows PA_V3 through the aperture's V3IdlYAngle (~177.5 deg).
-    assert (wcs[1].orientat_deg - 80.0) % 360 == pytest.approx(177.3, abs=1.0)
+    cd = chips[1].wcs.wcs.cd
+    orientat = np.degrees(np.arctan2(cd[0, 1], cd[1, 1])) % 360
+    assert (orientat - 80.0) % 360 == pytest.approx(177.3, abs=1.0)
+
+
+def test_time_dependent_terms_and_velocity_aberration_move_the_corners(tmp_path):
+    _, early = _stwcs_chips(tmp_path / "a", pa_v3=80.0, date="2004-07-01")
+    _, late = _stwcs_chips(tmp_path / "b", pa_v3=80.0, date="2024-07-01")
+    _, aberrated = _stwcs_chips(tmp_path / "c", pa_v3=80.0, date="2004-07-01", vafactor=1.0001)
+    corner = (np.array([1.0, 4096.0]), np.array([1.0, 2048.0]))
+    for other, low, high in ((late, 0.05, 1.0), (aberrated, 0.1, 0.4)):
+        ra, dec = early[1].pix2world(*corner)
+        x, y = other[1].world2pix(ra, dec)
+        moved = np.hypot(x - corner[0], y - corner[1])
+        assert low < moved.max() < high, moved
+
+
+def test_distorted_pixel_area_map_matches_finite_differences(tmp_path):
+    _, chips = _stwcs_chips(tmp_path, pa_v3=30.0, date="2012-03-01")
+    wcs = chips[2]
+    pam = wcs.pixel_area_map()
+    assert pam.shape == (CHIP_NY, CHIP_NX) and 0.85 < pam.min() and pam.max() < 1.1
+    for (y, x) in [(0, 0), (2047, 4095), (1017, 2033)]:
+        jac = wcs.jacobian([x + 1.0], [y + 1.0], step=0.5)[0]
+        area = abs(np.linalg.det(jac)) * 3600.0**2 / 0.05**2
+        assert pam[y, x] == pytest.approx(area, rel=2e-3)
 
 
 def test_attitude_puts_the_wfc_reference_point_on_the_target():

@@ -26,7 +26,15 @@ ALNnnROT  its rotation, deg (position angle, north through east)
 ALNnnSCL  its scale
 ALNnnNM   matched sources
 ALNnnRMS  fit RMS, arcsec
+DSTWCSN   WCSNAME of the inputs' distortion solution (e.g. IDC_<idctab rootname>)
+DSTAPPL   T when hstred applied it with stwcs, F when the inputs carried it
+DSTIDC    IDCTAB of the distortion solution
+DSTNPL    NPOLFILE of the distortion solution
+DSTD2I    D2IMFILE of the distortion solution
 ========  ==========================================================
+
+When the combined exposures differ in a distortion value it reads 'MULTIPLE' and
+every exposure's solution is listed in a HISTORY line.
 
 Each solution is also written as a HISTORY line.
 """
@@ -41,6 +49,7 @@ import numpy as np
 from astropy.io import fits
 
 from hstred import __version__
+from hstred.distortion import DistortionInfo
 from hstred.drizzle.config import DrizzleConfig
 from hstred.drizzle.result import AlignmentSolution
 
@@ -60,6 +69,7 @@ def provenance_cards(
     orientation_deg: float,
     solutions: Sequence[AlignmentSolution],
     reference: str,
+    distortion: Sequence[DistortionInfo] = (),
 ) -> tuple[list[tuple[str, object, str]], list[str]]:
     """Keyword cards and HISTORY lines describing how a product was made."""
     cards: list[tuple[str, object, str]] = [
@@ -103,6 +113,28 @@ def provenance_cards(
         f"drizzle: kernel={config.kernel} pixfrac={config.pixfrac} "
         f"scale={config.pixel_scale_arcsec}\" wht={config.weight_type} bits={config.good_bits}"
     )
+    dist_cards, dist_history = _distortion_cards(distortion)
+    return cards + dist_cards, history + dist_history
+
+
+def _one(values: set) -> object:
+    return next(iter(values)) if len(values) == 1 else "MULTIPLE"
+
+
+def _distortion_cards(infos: Sequence[DistortionInfo]):
+    if not infos:
+        return [], []
+    cards = [
+        ("DSTWCSN", _one({d.wcsname for d in infos}), "WCSNAME of the distortion solution"),
+        ("DSTAPPL", _one({d.applied for d in infos}), "distortion applied by hstred (stwcs)"),
+    ]
+    for key, keyword in (("DSTIDC", "IDCTAB"), ("DSTNPL", "NPOLFILE"), ("DSTD2I", "D2IMFILE")):
+        cards.append((key, _one({d.files.get(keyword) or "N/A" for d in infos}),
+                      f"{keyword} of the distortion solution"))
+    history = [f"distortion {d.rootname}: {d.wcsname} "
+               f"({'applied with stwcs' if d.applied else 'from the input file'}; "
+               + ", ".join(f"{k}={v or 'N/A'}" for k, v in d.files.items()) + ")"
+               for d in infos]
     return cards, history
 
 

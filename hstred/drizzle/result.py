@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hstred.distortion import DistortionInfo
+
 __all__ = ["AlignmentSolution", "DrizzleProduct", "SingleProduct", "GridInfo", "DrizzleResult"]
 
 
@@ -84,6 +86,7 @@ class DrizzleResult:
     grid: GridInfo
     dropped: tuple[str, ...]  # groups dropped for failing alignment
     warnings: tuple[str, ...]
+    distortion: tuple[DistortionInfo, ...] = ()  # per exposure, in plan order
 
     def product(self, filter_: str) -> DrizzleProduct:
         for p in self.products:

@@ -2,7 +2,9 @@
 
 Steps (all on working copies; the inputs are only read):
 
-1. plan: exposures grouped by filter, then visit;
+1. plan: exposures grouped by filter, then visit; the camera's distortion references
+   (IDCTAB, NPOLFILE, D2IMFILE) of every exposure without a distortion solution
+   resolved before any work, and applied to its working copy with stwcs;
 2. visit images: AstroDrizzle per visit group (sky, cosmic rays) at 0.05"/pixel;
 3. alignment: catalogs of the visit images, a reference group chosen from the data,
    every other group fitted to it with tweakwcs; quality gates;
@@ -16,6 +18,7 @@ Steps (all on working copies; the inputs are only read):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -30,6 +33,12 @@ from astropy.wcs import WCS, FITSFixedWarning
 from hstred.align.apply import write_aligned_wcs
 from hstred.align.reference import chip_edge_pixels
 from hstred.align.stage import VisitImage, align_visits, chip_key, read_chip_wcs, visit_catalog
+from hstred.distortion import (
+    DistortionInfo,
+    apply_distortion,
+    describe_distortion,
+    has_distortion_solution,
+)
 from hstred.drizzle.config import DrizzleConfig
 from hstred.drizzle.grid import compute_output_grid, orientation_deg, same_grid
 from hstred.drizzle.plan import (
@@ -58,8 +67,9 @@ from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend
 from hstred.inputs import find_calibrated_files
+from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
 
-__all__ = ["run_drizzle", "plan_drizzle", "product_paths"]
+__all__ = ["run_drizzle", "plan_drizzle", "product_paths", "distortion_references"]
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +98,43 @@ def _check_outname(outname: str) -> None:
                          "'abell2744'")
 
 
-def _copy_inputs(plan: DrizzlePlan, dest: Path) -> dict[str, Path]:
+def distortion_references(paths: Sequence[Path], data_dir: Path, *,
+                          fetch: bool = True) -> dict[str, ReferenceSet]:
+    """Distortion references of the files that carry no distortion solution, by file name.
+
+    Files with a solution (archive FLT/FLC files, or ones already processed by stwcs)
+    are used as they are and get no entry. Raises :class:`ReferenceFileError` (before
+    any work) naming every reference that can be neither found nor fetched, or a file
+    that names no IDCTAB.
+    """
+    need = []
+    for p in paths:
+        with fits.open(p) as hdul:
+            if not has_distortion_solution(hdul):
+                need.append(Path(p))
+    refs = resolve_distortion_references(need, data_dir, fetch=fetch) if need else []
+    return {r.exposure.name: r for r in refs}
+
+
+def _copy_inputs(plan: DrizzlePlan, dest: Path,
+                 distortion: dict[str, ReferenceSet]) -> tuple[dict[str, Path],
+                                                              list[DistortionInfo]]:
+    """Working copies of the exposures, each with its distortion solution in place."""
     dest.mkdir(parents=True, exist_ok=True)
-    copies = {}
+    copies, infos = {}, []
     for e in plan.exposures:
         target = dest / e.path.name
         shutil.copyfile(e.path, target)  # plain copy: the working copy is writable
         copies[e.rootname] = target
-    return copies
+        refs = distortion.get(e.path.name)
+        if refs is None:
+            info = describe_distortion(target, applied=False)
+        else:
+            info = apply_distortion(target, refs.paths)
+            log.info("%s: distortion %s applied (%s)", e.rootname, info.wcsname,
+                     ", ".join(f"{k}={v}" for k, v in info.files.items()))
+        infos.append(dataclasses.replace(info, rootname=e.rootname))
+    return copies, infos
 
 
 def _chips(exposures: Sequence[CalibratedExposure], copies: dict[str, Path]):
@@ -252,15 +291,18 @@ class _FinalContext:
     copies: dict[str, Path]
     solutions: list[AlignmentSolution]
     reference: str
+    distortion: dict[str, DistortionInfo]  # by rootname
     moves: list[tuple[Path, Path]] = field(default_factory=list)
 
-    def stage(self, images, sci_dst: Path, wht_dst: Path, *, kind: str, n_images: int) -> None:
+    def stage(self, images, sci_dst: Path, wht_dst: Path, *, kind: str,
+              rootnames: Sequence[str]) -> None:
         """Add provenance to a checked product and move it into the staging directory."""
         _check_on_grid(images.sci, self.grid)
         cards, history = provenance_cards(
-            config=self.config, product_kind=kind, n_images=n_images,
+            config=self.config, product_kind=kind, n_images=len(rootnames),
             orientation_deg=orientation_deg(self.grid), solutions=self.solutions,
-            reference=self.reference)
+            reference=self.reference,
+            distortion=[self.distortion[r] for r in rootnames])
         for src, dst in ((images.sci, sci_dst), (images.wht, wht_dst)):
             write_provenance(src, cards, history)
             staged = self.staging / dst.relative_to(self.data_dir)
@@ -283,7 +325,7 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
                            expected_chips=sum(len(e.extvers) for e in exposures))
     exptime = float(fits.getval(out.sci, "EXPTIME"))
     sci_dst, wht_dst = product_paths(ctx.data_dir, ctx.outname, filt)
-    ctx.stage(out, sci_dst, wht_dst, kind="FILTER", n_images=len(exposures))
+    ctx.stage(out, sci_dst, wht_dst, kind="FILTER", rootnames=[e.rootname for e in exposures])
     return DrizzleProduct(filter=filt, sci=sci_dst, wht=wht_dst,
                           exposures=tuple(e.rootname for e in exposures), exptime_s=exptime)
 
@@ -303,7 +345,7 @@ def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> Sin
                          f"{e.exptime_s}; the single image would mislead PSF modelling")
     sci_dst = ctx.data_dir / "singles" / f"{e.rootname}_drz_sci.fits"
     wht_dst = ctx.data_dir / "singles" / f"{e.rootname}_drz_wht.fits"
-    ctx.stage(out, sci_dst, wht_dst, kind="SINGLE", n_images=1)
+    ctx.stage(out, sci_dst, wht_dst, kind="SINGLE", rootnames=[e.rootname])
     return SingleProduct(rootname=e.rootname, filter=filt, sci=sci_dst, wht=wht_dst,
                          exptime_s=exptime)
 
@@ -316,6 +358,8 @@ def run_drizzle(
     work_dir: Path | None = None,
     inputs: Sequence[Path] | None = None,
     backend: Backend | None = None,
+    distortion: dict[str, ReferenceSet] | None = None,
+    fetch_references: bool = True,
 ) -> DrizzleResult:
     """Align and drizzle the calibrated ACS/WFC exposures of a program.
 
@@ -339,6 +383,10 @@ def run_drizzle(
         than one slot (default: one after another in this process). The final drizzles
         run here, one filter at a time (each holds the full output grid in memory),
         with ``config.num_cores`` processes for AstroDrizzle's parallel steps.
+    distortion : dict of file name to ReferenceSet, optional
+        The distortion references of the inputs without a distortion solution, as
+        :func:`distortion_references` returns them (resolved here when not given,
+        fetching through CRDS when ``fetch_references`` and a server answers).
 
     Returns
     -------
@@ -348,6 +396,8 @@ def run_drizzle(
     ------
     InputError
         Unusable inputs or options.
+    ReferenceFileError
+        An input without a distortion solution whose references cannot be had.
     QualityGateError
         A visit failed the alignment gates (unless ``config.drop_unaligned``).
     StageError
@@ -365,6 +415,9 @@ def run_drizzle(
     if not isinstance(config, DrizzleConfig):
         raise InputError("config must be a hstred.drizzle.DrizzleConfig")
     plan = plan_drizzle(data_dir, inputs)
+    if distortion is None:
+        distortion = distortion_references([e.path for e in plan.exposures], data_dir,
+                                           fetch=fetch_references)
     messages: list[str] = []
     keep_work = work_dir is not None
     if keep_work:
@@ -374,7 +427,7 @@ def run_drizzle(
         work = Path(tempfile.mkdtemp(prefix=".hstred-drizzle-", dir=data_dir))
     staging = Path(tempfile.mkdtemp(prefix=f".{outname}-staging-", dir=data_dir))
     try:
-        copies = _copy_inputs(plan, work / "exposures")
+        copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
         visit_images, catalogs = _drizzle_visits(plan, copies, work, config,
                                                  backend or LocalBackend(workers=1))
         solutions, reference, kept = _align(plan, visit_images, catalogs, copies, config,
@@ -384,7 +437,8 @@ def run_drizzle(
         log.info("output grid %d x %d at %.4f\"/pixel", nx, ny, config.pixel_scale_arcsec)
         ctx = _FinalContext(data_dir=data_dir, outname=outname, config=config, work=work,
                             staging=staging, grid=grid, copies=copies, solutions=solutions,
-                            reference=reference)
+                            reference=reference,
+                            distortion={d.rootname: d for d in distortion_infos})
         products: list[DrizzleProduct] = []
         singles: list[SingleProduct] = []
         for filt in plan.filters:
@@ -419,4 +473,5 @@ def run_drizzle(
                       scale_arcsec=config.pixel_scale_arcsec, orientation_deg=orient),
         dropped=tuple(s.group for s in solutions if s.status == "DROPPED"),
         warnings=tuple(messages),
+        distortion=tuple(distortion_infos),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +29,10 @@ __all__ = [
     "DEFAULT_CRDS_SERVER_URL",
     "ReferenceSet",
     "needed_references",
+    "reference_file_name",
     "search_paths",
     "resolve_references",
+    "resolve_distortion_references",
     "fetch_with_crds",
 ]
 
@@ -53,6 +55,10 @@ REFERENCE_KEYWORDS: Mapping[str, tuple[str, ...]] = {
     "DFLTFILE": ("FLATCORR",),
     "LFLTFILE": ("FLATCORR",),
     "IMPHTTAB": ("PHOTCORR",),
+    # The camera's distortion (applied with stwcs before any drizzle): always needed.
+    "IDCTAB": (),
+    "NPOLFILE": (),
+    "D2IMFILE": (),
 }
 
 #: Keywords a header may omit (the step then runs without that file).
@@ -61,7 +67,7 @@ _OPTIONAL = frozenset({"DFLTFILE", "LFLTFILE", "FLSHFILE", "SNKCFILE", "DRKCFILE
 _NOT_APPLICABLE = {"", "N/A", "NONE", "NA", "NOT APPLICABLE"}
 
 
-def _reference_name(value: object) -> str | None:
+def reference_file_name(value: object) -> str | None:
     """``'jref$abc_bia.fits'`` -> ``'abc_bia.fits'``; N/A-like values -> None."""
     text = str(value).strip()
     if text.upper() in _NOT_APPLICABLE:
@@ -92,7 +98,7 @@ def needed_references(header: fits.Header) -> dict[str, str | None]:
                                  "run the archive's bestrefs or set the keyword")
             names[key] = None
             continue
-        names[key] = _reference_name(header[key])
+        names[key] = reference_file_name(header[key])
     return names
 
 
@@ -188,7 +194,35 @@ def resolve_references(raw_files: Iterable[Path], data_dir: Path, *,
     Raises :class:`ReferenceFileError` naming every missing file (and the command
     that fetches them) when any cannot be found or fetched.
     """
-    raw_files = [Path(p) for p in raw_files]
+    return _resolve(raw_files, data_dir, fetch=fetch,
+                    names_of=lambda header, _path: needed_references(header))
+
+
+def _distortion_names(header: fits.Header, path: Path) -> dict[str, str | None]:
+    from hstred.distortion import distortion_reference_names
+
+    names = distortion_reference_names(header)
+    if names["IDCTAB"] is None:
+        raise ReferenceFileError(
+            "has neither a distortion solution in its SCI headers nor an IDCTAB; fill the "
+            f"reference keywords with 'crds bestrefs --files {path.name} --update-bestrefs'")
+    return names
+
+
+def resolve_distortion_references(files: Iterable[Path], data_dir: Path, *,
+                                  fetch: bool = True) -> list[ReferenceSet]:
+    """Resolve IDCTAB, NPOLFILE and D2IMFILE of calibrated files that need stwcs.
+
+    Same search order, CRDS fetch and error as :func:`resolve_references`; a file
+    naming no IDCTAB raises :class:`ReferenceFileError`.
+    """
+    return _resolve(files, data_dir, fetch=fetch, names_of=_distortion_names)
+
+
+def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
+             names_of: Callable[[fits.Header, Path], dict[str, str | None]]
+             ) -> list[ReferenceSet]:
+    raw_files = [Path(p) for p in files]
     data_dir = Path(data_dir)
     wanted: list[tuple[Path, dict[str, str | None]]] = []
     for raw in raw_files:
@@ -198,9 +232,9 @@ def resolve_references(raw_files: Iterable[Path], data_dir: Path, *,
             raise InputError(f"{raw}: cannot read the FITS header ({err}); "
                              "replace the file with a complete copy") from err
         try:
-            wanted.append((raw, needed_references(header)))
-        except InputError as err:
-            raise InputError(f"{raw}: {err}") from err
+            wanted.append((raw, names_of(header, raw)))
+        except (InputError, ReferenceFileError) as err:
+            raise type(err)(f"{raw}: {err}") from err
 
     paths = search_paths(data_dir)
     missing = sorted({name for _raw, names in wanted for name in names.values()

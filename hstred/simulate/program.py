@@ -64,6 +64,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +72,19 @@ from astropy.io import fits
 
 from hstred.acs import CHIPS, raw_to_trimmed
 from hstred.cte.model import add_cte_to_chip, cte_model_for_date
-from hstred.errors import InputError, StageError
+from hstred.errors import InputError
 from hstred.simulate import detector as det
 from hstred.simulate.catalog import draw_truth_catalog
 from hstred.simulate.config import SimulationConfig, SimulationResult, validate_config
+from hstred.simulate.distortion import (
+    DistortedWcs,
+    d2imfile_hdul,
+    idc_model,
+    idctab_hdul,
+    npolfile_hdul,
+    reference_point_headers,
+    stwcs_chip_wcs,
+)
 from hstred.simulate.plan import ExposurePlan, ProgramPlan, VisitPlan, plan_program
 from hstred.simulate.rawfile import (
     RawHeaderInfo,
@@ -109,26 +119,19 @@ from hstred.simulate.truth import (
     visit_record,
 )
 from hstred.simulate.wcs import (
-    CRPIX_FLT,
-    TanSip,
     WcsError,
     aperture_reference_sky,
-    chip_reference_sky,
-    chip_sky_grid,
     dither_tel_point,
-    fit_tan_sip,
     hst_attitude,
     perturb_sky,
-    pixel_area_map,
     tangent_plane,
+    tel_to_sky,
+    velocity_aberration_factor,
 )
 
 __all__ = [
-    "MAX_SIP_RESIDUAL_PX",
     "simulate_program",
 ]
-
-MAX_SIP_RESIDUAL_PX = 0.01
 
 
 def _reference_names(plan: ProgramPlan) -> dict:
@@ -140,7 +143,10 @@ def _reference_names(plan: ProgramPlan) -> dict:
         "CCDTAB": reference_name(seed, "CCDTAB"),
         "OSCNTAB": reference_name(seed, "OSCNTAB"),
         "IMPHTTAB": reference_name(seed, "IMPHTTAB"),
+        "IDCTAB": reference_name(seed, "IDCTAB"),
+        "D2IMFILE": reference_name(seed, "D2IMFILE"),
         "PFLTFILE": {f: reference_name(seed, "PFLTFILE", f) for f in plan.config.filters},
+        "NPOLFILE": {f: reference_name(seed, "NPOLFILE", f) for f in plan.config.filters},
         "DARKFILE": {v.number: reference_name(seed, "DARKFILE", v.number) for v in plan.visits},
         "DRKCFILE": {v.number: reference_name(seed, "DRKCFILE", v.number) for v in plan.visits},
     }
@@ -151,22 +157,30 @@ def _reference_set(names: dict, exp: ExposurePlan) -> ReferenceSet:
         biasfile=names["BIASFILE"], satufile=names["SATUFILE"],
         darkfile=names["DARKFILE"][exp.visit], drkcfile=names["DRKCFILE"][exp.visit],
         pfltfile=names["PFLTFILE"][exp.filter_name], bpixtab=names["BPIXTAB"],
-        ccdtab=names["CCDTAB"], oscntab=names["OSCNTAB"], imphttab=names["IMPHTTAB"])
+        ccdtab=names["CCDTAB"], oscntab=names["OSCNTAB"], imphttab=names["IMPHTTAB"],
+        idctab=names["IDCTAB"], npolfile=names["NPOLFILE"][exp.filter_name],
+        d2imfile=names["D2IMFILE"])
 
 
-def _chip_wcs(attitude: np.ndarray, chip: int, error: WcsError) -> tuple[TanSip, TanSip, float]:
-    """True and header TAN-SIP WCS of a chip, and the true fit's worst residual (px)."""
-    x, y, ra, dec = chip_sky_grid(attitude, chip)
-    crval = chip_reference_sky(attitude, chip)
-    true_wcs, residual = fit_tan_sip(x, y, ra, dec, crpix=CRPIX_FLT, crval=crval)
-    if residual > MAX_SIP_RESIDUAL_PX:
-        raise StageError(f"TAN-SIP fit of chip {chip} leaves {residual:.4f} px residuals "
-                         f"(limit {MAX_SIP_RESIDUAL_PX}); the SIAF model cannot be represented")
-    hra, hdec = perturb_sky(ra, dec, error)
-    hcrval = perturb_sky(np.array([crval[0]]), np.array([crval[1]]), error)
-    header_wcs, _ = fit_tan_sip(x, y, hra, hdec, crpix=CRPIX_FLT,
-                                crval=(float(hcrval[0][0]), float(hcrval[1][0])))
-    return true_wcs, header_wcs, residual
+def _exposure_wcs(attitude: np.ndarray, primary: fits.Header, error: WcsError,
+                  vafactor: float, ref_dir: Path) -> tuple[dict, dict]:
+    """True and header distortion WCS of each chip, both as stwcs reads them.
+
+    The true WCS is what stwcs derives from the telescope's true pointing; the
+    header one from the pointing the ground system believed (the visit's error
+    applied to the reference point and to PA_V3).  Pixels are rendered through
+    the first; the raw headers carry the second's linear part.
+    """
+    idc = idc_model()
+    true_crval = {lay.chip: tel_to_sky(attitude, idc[lay.chip].v2ref_arcsec,
+                                       idc[lay.chip].v3ref_arcsec) for lay in CHIPS}
+    header_crval = {chip: tuple(float(v[0]) for v in perturb_sky(
+        np.array([ra]), np.array([dec]), error)) for chip, (ra, dec) in true_crval.items()}
+    true_primary = primary.copy()
+    true_primary["PA_V3"] = primary["PA_V3"] - error.rotation_deg
+    true_wcs = stwcs_chip_wcs(true_primary, reference_point_headers(true_crval, vafactor), ref_dir)
+    header_wcs = stwcs_chip_wcs(primary, reference_point_headers(header_crval, vafactor), ref_dir)
+    return true_wcs, header_wcs
 
 
 def _aperture_sky(attitude: np.ndarray, error: WcsError) -> tuple[float, float, float]:
@@ -260,7 +274,7 @@ class _DetectorState:
         return rate
 
 
-def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: TanSip,
+def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: DistortedWcs,
                    catalog, state: _DetectorState, dark: np.ndarray, cte: bool,
                    stripes: np.ndarray, offsets: dict, seed: int, want_truth: bool):
     params = state.params
@@ -328,15 +342,22 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
                                  center_dec_deg=plan.catalog_center[1],
                                  radius_arcsec=CATALOG_RADIUS_ARCSEC, filters=config.filters)
     state = _DetectorState(seed, params)
-    first = plan.visits[0].exposures[0]
-    att0 = hst_attitude(ra_deg=plan.target_ra_deg, dec_deg=plan.target_dec_deg,
-                        pa_v3_deg=plan.visits[0].pa_v3_deg,
-                        **_tel_kwargs(first.postarg_arcsec))
-    for lay in CHIPS:
-        true_wcs, _, _ = _chip_wcs(att0, lay.chip, plan.visits[0].wcs_error)
-        state.pam[lay.chip] = pixel_area_map(true_wcs)
 
     say("writing reference files")
+    writer.fits(idctab_hdul(names["IDCTAB"], date=first_date), ref_dir / names["IDCTAB"])
+    writer.fits(d2imfile_hdul(names["D2IMFILE"], seed=seed, date=first_date),
+                ref_dir / names["D2IMFILE"])
+    for f in config.filters:
+        writer.fits(npolfile_hdul(names["NPOLFILE"][f], seed=seed, filter_name=f,
+                                  date=first_date), ref_dir / names["NPOLFILE"][f])
+    # The pixel-area map (sky collected per pixel, and the flat's geometric part)
+    # comes from the first exposure's distortion as stwcs reads it.
+    first_visit = plan.visits[0]
+    first = first_visit.exposures[0]
+    geometry = _exposure_geometry(plan, first_visit, first, names, params, ref_dir)
+    for lay in CHIPS:
+        state.pam[lay.chip] = geometry.true_wcs[lay.chip].pixel_area_map()
+
     writer.fits(bias_hdul(names["BIASFILE"], state.bias, date=first_date),
                 ref_dir / names["BIASFILE"])
     writer.fits(saturation_hdul(names["SATUFILE"], state.saturation, date=first_date),
@@ -367,7 +388,7 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
         for exp in visit.exposures:
             say(f"visit {visit.number}/{len(plan.visits)}: {exp.rootname} {exp.filter_name}")
             record, raw_path, truth_path = _simulate_exposure(
-                out_dir, plan, visit, exp, names, catalog, state, darks, writer)
+                out_dir, plan, visit, exp, names, catalog, state, darks, writer, ref_dir)
             exposures_truth.append(record)
             raw_files.append(raw_path)
             if truth_path is not None:
@@ -391,37 +412,66 @@ def _tel_kwargs(postarg: tuple[float, float]) -> dict:
     return {"v2_arcsec": v2, "v3_arcsec": v3}
 
 
-def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, writer):
+@dataclass(frozen=True)
+class _Geometry:
+    """Where an exposure points: attitude, raw primary header and both WCS sets."""
+
+    attitude: np.ndarray
+    primary: fits.Header
+    vafactor: float
+    true_wcs: dict
+    header_wcs: dict
+
+
+def _exposure_geometry(plan: ProgramPlan, visit: VisitPlan, exp: ExposurePlan, names: dict,
+                       params: det.DetectorParams, ref_dir: Path) -> _Geometry:
+    config = plan.config
+    attitude = hst_attitude(ra_deg=plan.target_ra_deg, dec_deg=plan.target_dec_deg,
+                            pa_v3_deg=visit.pa_v3_deg, **_tel_kwargs(exp.postarg_arcsec))
+    # PA_V3 as the ground system knew it: the visit's roll error included.
+    info = RawHeaderInfo(
+        rootname=exp.rootname, filter_name=exp.filter_name, expstart_mjd=exp.expstart_mjd,
+        exptime_s=exp.exptime_s, darktime_s=exp.darktime_s, target=config.target,
+        ra_targ_deg=plan.target_ra_deg, dec_targ_deg=plan.target_dec_deg,
+        pa_v3_deg=visit.pa_v3_deg + visit.wcs_error.rotation_deg,
+        postarg_arcsec=exp.postarg_arcsec, proposid=plan.proposid,
+        linenum=f"{visit.number:02d}.{exp.index + 1:03d}", pattern_points=config.exposures,
+        pattern_step=exp.dither_step + 1, shutter=exp.shutter)
+    primary = primary_header(info, _reference_set(names, exp), params=params)
+    vafactor = velocity_aberration_factor(plan.target_ra_deg, plan.target_dec_deg,
+                                          exp.expstart_mjd + 0.5 * exp.exptime_s / 86400.0)
+    true_wcs, header_wcs = _exposure_wcs(attitude, primary, visit.wcs_error, vafactor, ref_dir)
+    return _Geometry(attitude=attitude, primary=primary, vafactor=vafactor,
+                     true_wcs=true_wcs, header_wcs=header_wcs)
+
+
+def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, writer,
+                       ref_dir):
     config = plan.config
     seed = config.seed
     params = state.params
-    attitude = hst_attitude(ra_deg=plan.target_ra_deg, dec_deg=plan.target_dec_deg,
-                            pa_v3_deg=visit.pa_v3_deg, **_tel_kwargs(exp.postarg_arcsec))
+    geometry = _exposure_geometry(plan, visit, exp, names, params, ref_dir)
     stripes = det.stripe_pattern(rng_for(seed, "stripes", exp.rootname), params=params)
     offset_rng = rng_for(seed, "bias-offset", exp.rootname)
     offsets = {amp: float(offset_rng.normal(0.0, params.bias_offset_rms_dn)) for amp in "ABCD"}
-    sci, header_wcs, chips_truth, truth_images = {}, {}, {}, {}
+    sci, header_cards, chips_truth, truth_images = {}, {}, {}, {}
     for lay in CHIPS:
-        true_wcs, head_wcs, residual = _chip_wcs(attitude, lay.chip, visit.wcs_error)
+        true_wcs = geometry.true_wcs[lay.chip]
+        head_wcs = geometry.header_wcs[lay.chip]
         raw, truth, info = _simulate_chip(
             chip=lay.chip, exp=exp, visit=visit, wcs=true_wcs, catalog=catalog, state=state,
             dark=darks[lay.chip], cte=config.cte, stripes=stripes, offsets=offsets, seed=seed,
             want_truth=config.truth_images)
         sci[lay.chip] = raw
-        header_wcs[lay.chip] = head_wcs
+        header_cards[lay.chip] = head_wcs.linear_header_cards()
         truth_images[lay.chip] = truth
-        chips_truth[str(lay.chip)] = dict(info, true_wcs=true_wcs.to_dict(),
-                                          header_wcs=head_wcs.to_dict(),
-                                          sip_fit_residual_px=residual)
-    info = RawHeaderInfo(
-        rootname=exp.rootname, filter_name=exp.filter_name, expstart_mjd=exp.expstart_mjd,
-        exptime_s=exp.exptime_s, darktime_s=exp.darktime_s, target=config.target,
-        ra_targ_deg=plan.target_ra_deg, dec_targ_deg=plan.target_dec_deg,
-        pa_v3_deg=visit.pa_v3_deg, postarg_arcsec=exp.postarg_arcsec, proposid=plan.proposid,
-        linenum=f"{visit.number:02d}.{exp.index + 1:03d}", pattern_points=config.exposures,
-        pattern_step=exp.dither_step + 1, shutter=exp.shutter)
-    primary = primary_header(info, _reference_set(names, exp), params=params)
-    hdul = raw_hdul(primary, sci, header_wcs, _aperture_sky(attitude, visit.wcs_error))
+        header_dict = head_wcs.to_dict()
+        chips_truth[str(lay.chip)] = dict(
+            info, true_wcs=true_wcs.to_dict(),
+            header_wcs={k: header_dict[k] for k in ("crpix_flt", "crval", "cd")})
+    hdul = raw_hdul(geometry.primary, sci, header_cards,
+                    _aperture_sky(geometry.attitude, visit.wcs_error),
+                    vafactor=geometry.vafactor)
     raw_path = writer.fits(hdul, out_dir / f"{exp.rootname}_raw.fits")
     truth_path = None
     if config.truth_images:
@@ -437,6 +487,8 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
         "dither_px": list(exp.dither_px),
         "postarg_arcsec": list(exp.postarg_arcsec),
         "bias_offsets_dn": offsets,
+        "vafactor": geometry.vafactor,
+        "pa_v3_header_deg": float(geometry.primary["PA_V3"]),
         "chips": chips_truth,
         "cte_model": cte_model_for_date(exp.expstart_mjd).to_dict() if config.cte else None,
     }

@@ -3,13 +3,17 @@
 A raw file is a primary header followed by two imsets (SCI, ERR, DQ): imset 1
 is WFC2 (CCDCHIP=2), imset 2 is WFC1.  SCI holds uint16 DN (written as BITPIX
 16 with BZERO 32768), 4144 x 2068 with prescan columns and virtual-overscan
-rows; ERR and DQ are empty extensions carrying NPIX1/NPIX2/PIXVALUE, as in
-real raw files.  Calibration switches and reference-file keywords follow real
-post-SM4 raw files, with these simulator choices: PCTECORR='OMIT' and
-PCTETAB='N/A' (no calacs CTE table is provided; hstred corrects CTE with
-arCTIc), SINKCORR='OMIT' and SNKCFILE='N/A' (no sink pixels are simulated),
-IDCTAB/NPOLFILE/D2IMFILE='N/A' (the SCI headers already carry the full
-TAN-SIP distortion), and no association (ASN_ID='NONE').
+rows; ERR and DQ are empty 16-bit extensions carrying NPIX1/NPIX2 and an
+integer PIXVALUE, as in real raw files.
+
+The headers follow real archive raws (notes section 9): each SCI header holds
+only the linear TAN WCS the ground system computes (CRPIX, CRVAL, CD,
+LTV/LTM, ORIENTAT, RA/DEC/PA_APER, VAFACTOR; no SIP, no IDCSCALE, no WCSNAME);
+the camera's distortion is named in the primary header (IDCTAB, NPOLFILE,
+D2IMFILE, written by :mod:`hstred.simulate.distortion`).  Simulator choices:
+PCTECORR='OMIT' and PCTETAB='N/A' (no calacs CTE table is provided; hstred
+corrects CTE with arCTIc), SINKCORR='OMIT' and SNKCFILE='N/A' (no sink pixels
+are simulated), and no association (ASN_ID='NONE').
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from hstred.acs import CHIPS, RAW_NX, RAW_NY
 from hstred.simulate.config import filter_keywords
 from hstred.simulate.detector import DEFAULT_DETECTOR, DetectorParams
 from hstred.simulate.references import ReferenceSet
-from hstred.simulate.wcs import IDCSCALE_ARCSEC, TanSip
 
 __all__ = [
     "RawHeaderInfo",
@@ -35,6 +38,7 @@ __all__ = [
     "primary_header",
     "raw_hdul",
     "write_fits_atomic",
+    "empty_image_hdu",
     "CALIBRATION_SWITCHES",
     "UNUSED_REFERENCES",
 ]
@@ -43,7 +47,7 @@ _MJD_EPOCH = _dt.datetime(1858, 11, 17)
 
 #: Calibration switches of a post-SM4 WFC raw file, as the simulator sets them.
 CALIBRATION_SWITCHES = {
-    "STATFLAG": (True, "Calculate statistics?"),
+    "STATFLAG": (False, "Calculate statistics?"),
     "WRTERR": (True, "write out error array extension"),
     "DQICORR": ("PERFORM", "data quality initialization"),
     "ATODCORR": ("OMIT", "correct for A to D conversion errors"),
@@ -65,9 +69,11 @@ CALIBRATION_SWITCHES = {
 #: Reference keywords present in real raw files that the simulation does not use.
 UNUSED_REFERENCES = (
     "ATODTAB", "FLSHFILE", "CRREJTAB", "SHADFILE", "PCTETAB", "DFLTFILE", "LFLTFILE",
-    "CFLTFILE", "SPOTTAB", "PHOTTAB", "IDCTAB", "DGEOFILE", "MDRIZTAB", "SNKCFILE",
-    "D2IMFILE", "NPOLFILE", "MLINTAB",
+    "CFLTFILE", "SPOTTAB", "PHOTTAB", "DGEOFILE", "MDRIZTAB", "SNKCFILE", "MLINTAB",
 )
+
+#: Ground-system software versions written into raw primary headers.
+OPUS_VERSION = "HSTDP 2024_2"
 
 
 def mjd_to_datetime(mjd: float) -> _dt.datetime:
@@ -153,7 +159,7 @@ def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
         ("CTEDIR", "NONE", "CTE measurement direction: serial or parallel"),
         ("CRSPLIT", 1, "number of cosmic ray split exposures"),
         ("CCDAMP", "ABCD", "CCD amplifier read out configuration"),
-        ("CCDGAIN", params.ccdgain, "commanded gain of CCD"),
+        ("CCDGAIN", int(params.ccdgain), "commanded gain of CCD"),
         ("CCDOFSTA", params.ccdofst, "commanded CCD bias offset for amplifier A"),
         ("CCDOFSTB", params.ccdofst, "commanded CCD bias offset for amplifier B"),
         ("CCDOFSTC", params.ccdofst, "commanded CCD bias offset for amplifier C"),
@@ -175,6 +181,26 @@ def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
     ]
     for key, value, comment in cards:
         h[key] = (value, comment)
+    for amp in "ABCD":
+        h[f"ATODGN{amp}"] = (params.gain_e_per_dn[amp], f"calibrated gain for amplifier {amp}")
+    for amp in "ABCD":
+        h[f"READNSE{amp}"] = (params.read_noise_e[amp],
+                              f"calibrated read noise for amplifier {amp}")
+    for amp in "ABCD":
+        h[f"BIASLEV{amp}"] = (0.0, f"bias level for amplifier {amp}")
+    written = mjd_to_datetime(info.expstart_mjd + 1.0)
+    for key, value, comment in (
+        ("DATE", written.strftime("%Y-%m-%d"), "date this file was written (yyyy-mm-dd)"),
+        ("OPUS_VER", OPUS_VERSION, "data processing software system version"),
+        ("CAL_VER", "", "CALACS code version"),
+        ("MDRIZSKY", 0.0, "Sky value computed by AstroDrizzle"),
+        ("QUALCOM1", "", ""),
+        ("QUALCOM2", "", ""),
+        ("QUALCOM3", "", ""),
+        ("GRAPHTAB", "N/A", "the HST graph table"),
+        ("COMPTAB", "N/A", "the HST components table"),
+    ):
+        h[key] = (value, comment)
     for key, (value, comment) in CALIBRATION_SWITCHES.items():
         h[key] = (value, comment)
     for key, value in refs.header_values().items():
@@ -184,8 +210,9 @@ def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
     return h
 
 
-def _sci_hdu(data: np.ndarray, *, rootname: str, layout, wcs: TanSip,
-             aperture_sky: tuple[float, float, float]) -> fits.ImageHDU:
+def _sci_hdu(data: np.ndarray, *, rootname: str, layout, wcs: dict, filter_name: str,
+             aperture_sky: tuple[float, float, float], vafactor: float) -> fits.ImageHDU:
+    """A raw SCI extension; ``wcs`` holds the linear FLT-frame CRPIX/CRVAL/CD cards."""
     if data.shape != (RAW_NY, RAW_NX) or data.dtype != np.uint16:
         raise ValueError(f"raw SCI must be uint16 {RAW_NY}x{RAW_NX}, got {data.dtype} "
                          f"{data.shape}")
@@ -194,50 +221,104 @@ def _sci_hdu(data: np.ndarray, *, rootname: str, layout, wcs: TanSip,
     h["EXTVER"] = (layout.imset, "extension version number")
     h["ROOTNAME"] = (rootname, "rootname of the observation set")
     h["EXPNAME"] = (rootname, "exposure identifier")
+    h["INHERIT"] = (True, "inherit the primary header")
     h["BUNIT"] = ("COUNTS", "brightness units")
+    f1, f2 = filter_keywords(filter_name)
+    h["PHOTMODE"] = (" ".join(["ACS", "WFC1", *(f for f in (f1, f2)
+                                                  if not f.startswith("CLEAR"))]),
+                     "observation con")
     h["CCDCHIP"] = (layout.chip, "CCD chip (1 or 2)")
-    h["LTV1"] = (layout.ltv1, "offset in X to subsection start")
-    h["LTV2"] = (layout.ltv2, "offset in Y to subsection start")
+    h["WCSAXES"] = (2, "number of World Coordinate System axes")
+    h["CRPIX1"] = (wcs["CRPIX1"] + layout.ltv1, "x-coordinate of reference pixel")
+    h["CRPIX2"] = (wcs["CRPIX2"] + layout.ltv2, "y-coordinate of reference pixel")
+    h["CRVAL1"] = (wcs["CRVAL1"], "first axis value at reference pixel")
+    h["CRVAL2"] = (wcs["CRVAL2"], "second axis value at reference pixel")
+    h["CTYPE1"] = ("RA---TAN", "the coordinate type for the first axis")
+    h["CTYPE2"] = ("DEC--TAN", "the coordinate type for the second axis")
+    h["CD1_1"] = (wcs["CD1_1"], "partial of first axis coordinate w.r.t. x")
+    h["CD1_2"] = (wcs["CD1_2"], "partial of first axis coordinate w.r.t. y")
+    h["CD2_1"] = (wcs["CD2_1"], "partial of second axis coordinate w.r.t. x")
+    h["CD2_2"] = (wcs["CD2_2"], "partial of second axis coordinate w.r.t. y")
+    h["LTV1"] = (float(layout.ltv1), "offset in X to subsection start")
+    h["LTV2"] = (float(layout.ltv2), "offset in Y to subsection start")
     h["LTM1_1"] = (1.0, "reciprocal of sampling rate in X")
     h["LTM2_2"] = (1.0, "reciprocal of sampling rate in Y")
-    h["WCSNAME"] = ("OPUS", "name of the world coordinate system")
-    for key, value, comment in wcs.header_cards(ltv1=layout.ltv1, ltv2=layout.ltv2):
-        h[key] = (value, comment)
-    h["IDCSCALE"] = (IDCSCALE_ARCSEC, "pixel scale of the distortion model (arcsec)")
+    orientat = float(np.degrees(np.arctan2(wcs["CD1_2"], wcs["CD2_2"])) % 360.0)
+    h["ORIENTAT"] = (orientat, "position angle of image y axis (deg. e of n)")
     ra_aper, dec_aper, pa_aper = aperture_sky
     h["RA_APER"] = (ra_aper, "RA of aperture reference position")
     h["DEC_APER"] = (dec_aper, "Declination of aperture reference position")
-    h["PA_APER"] = (pa_aper, "position angle of aperture y axis (deg)")
-    h["VAFACTOR"] = (1.0, "velocity aberration plate scale factor")
+    h["PA_APER"] = (pa_aper, "Position Angle of reference aperture center (de")
+    h["VAFACTOR"] = (vafactor, "velocity aberration plate scale factor")
+    h["CENTERA1"] = (2073, "subarray axis1 center pt in unbinned dect. pix")
+    h["CENTERA2"] = (1035 if layout.chip == 2 else 3083,
+                     "subarray axis2 center pt in unbinned dect. pix")
+    h["SIZAXIS1"] = (RAW_NX, "subarray axis1 size in unbinned detector pixels")
+    h["SIZAXIS2"] = (RAW_NY, "subarray axis2 size in unbinned detector pixels")
+    h["BINAXIS1"] = (1, "axis1 data bin size in unbinned detector pixels")
+    h["BINAXIS2"] = (1, "axis2 data bin size in unbinned detector pixels")
+    h["SDQFLAGS"] = (31743, "serious data quality flags")
+    h["NGOODPIX"] = (int(data.size), "number of good pixels")
+    h["GOODMIN"] = (float(data.min()), "minimum value of good pixels")
+    h["GOODMAX"] = (float(data.max()), "maximum value of good pixels")
+    h["GOODMEAN"] = (float(np.mean(data, dtype=np.float64)), "mean value of good pixels")
+    h["SNRMIN"] = (0.0, "minimum signal to noise of good pixels")
+    h["SNRMAX"] = (0.0, "maximum signal to noise of good pixels")
+    h["SNRMEAN"] = (0.0, "mean value of signal to noise of good pixels")
+    h["MEANDARK"] = (0.0, "average of the dark values subtracted")
+    h["MEANBLEV"] = (0.0, "average of all bias levels subtracted")
+    h["MEANFLSH"] = (0.0, "Mean number of counts in post flash exposure")
     return hdu
+
+
+def empty_image_hdu(cards: list[tuple]) -> fits.ImageHDU:
+    """A data-less 16-bit image extension (NAXIS 0), as the archive writes ERR and DQ.
+
+    astropy writes BITPIX 8 for an HDU built without data, so the HDU is read
+    back from its header bytes, which keeps BITPIX 16.
+    """
+    h = fits.Header([("XTENSION", "IMAGE", "extension type"),
+                     ("BITPIX", 16, "bits per data value"),
+                     ("NAXIS", 0, "number of data array dimensions"),
+                     ("PCOUNT", 0, "number of group parameters"),
+                     ("GCOUNT", 1, "number of groups"), *cards])
+    return fits.ImageHDU.fromstring(h.tostring().encode("ascii"))
 
 
 def _empty_hdu(name: str, *, rootname: str, layout, bunit: str) -> fits.ImageHDU:
-    hdu = fits.ImageHDU(name=name)
-    h = hdu.header
-    h["EXTVER"] = (layout.imset, "extension version number")
-    h["ROOTNAME"] = (rootname, "rootname of the observation set")
-    h["EXPNAME"] = (rootname, "exposure identifier")
-    h["BUNIT"] = (bunit, "brightness units")
-    h["NPIX1"] = (RAW_NX, "length of constant array axis 1")
-    h["NPIX2"] = (RAW_NY, "length of constant array axis 2")
-    h["PIXVALUE"] = (0.0, "values of pixels in constant array")
-    h["CCDCHIP"] = (layout.chip, "CCD chip (1 or 2)")
-    h["LTV1"] = (layout.ltv1, "offset in X to subsection start")
-    h["LTV2"] = (layout.ltv2, "offset in Y to subsection start")
-    h["LTM1_1"] = (1.0, "reciprocal of sampling rate in X")
-    h["LTM2_2"] = (1.0, "reciprocal of sampling rate in Y")
-    return hdu
+    return empty_image_hdu([
+        ("EXTNAME", name, "extension name"),
+        ("EXTVER", layout.imset, "extension version number"),
+        ("ROOTNAME", rootname, "rootname of the observation set"),
+        ("EXPNAME", rootname, "exposure identifier"),
+        ("INHERIT", True, "inherit the primary header"),
+        ("BUNIT", bunit, "brightness units"),
+        ("NPIX1", RAW_NX, "length of constant array axis 1"),
+        ("NPIX2", RAW_NY, "length of constant array axis 2"),
+        ("PIXVALUE", 0, "values of pixels in constant array"),
+        ("CCDCHIP", layout.chip, "CCD chip (1 or 2)"),
+        ("LTV1", float(layout.ltv1), "offset in X to subsection start"),
+        ("LTV2", float(layout.ltv2), "offset in Y to subsection start"),
+        ("LTM1_1", 1.0, "reciprocal of sampling rate in X"),
+        ("LTM2_2", 1.0, "reciprocal of sampling rate in Y"),
+    ])
 
 
 def raw_hdul(primary: fits.Header, sci_by_chip: dict, wcs_by_chip: dict,
-             aperture_sky: tuple[float, float, float]) -> fits.HDUList:
-    """Assemble a raw HDUList: primary, then SCI/ERR/DQ for WFC2 and WFC1."""
+             aperture_sky: tuple[float, float, float], *, vafactor: float) -> fits.HDUList:
+    """Assemble a raw HDUList: primary, then SCI/ERR/DQ for WFC2 and WFC1.
+
+    ``wcs_by_chip`` holds each chip's linear FLT-frame WCS cards (CRPIX1/2,
+    CRVAL1/2, CD1_1..CD2_2); CRPIX is shifted by the raw file's LTV.
+    """
     rootname = primary["ROOTNAME"]
+    filter_name = next(f for f in (primary["FILTER1"], primary["FILTER2"])
+                       if not str(f).startswith("CLEAR"))
     hdus: list = [fits.PrimaryHDU(header=primary)]
     for lay in CHIPS:
         hdus.append(_sci_hdu(sci_by_chip[lay.chip], rootname=rootname, layout=lay,
-                             wcs=wcs_by_chip[lay.chip], aperture_sky=aperture_sky))
+                             wcs=wcs_by_chip[lay.chip], filter_name=filter_name,
+                             aperture_sky=aperture_sky, vafactor=vafactor))
         hdus.append(_empty_hdu("ERR", rootname=rootname, layout=lay, bunit="COUNTS"))
         hdus.append(_empty_hdu("DQ", rootname=rootname, layout=lay, bunit="UNITLESS"))
     return fits.HDUList(hdus)

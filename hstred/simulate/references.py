@@ -19,6 +19,8 @@ Formats (see the ACS/WFC notes, section 8)
 * PFLTFILE ``_pfl``: trimmed, per filter = QE x pixel area / (0.05")^2.
 * BPIXTAB ``_bpx``, CCDTAB ``_ccd`` (27 columns), OSCNTAB ``_osc`` (18 columns)
   and IMPHTTAB ``_imp`` binary tables.
+* The distortion references IDCTAB ``_idc``, NPOLFILE ``_npl`` (per filter) and
+  D2IMFILE ``_d2i``: see :mod:`hstred.simulate.distortion`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "oscntab_hdul",
     "imphttab_hdul",
     "useafter",
+    "reference_primary",
 ]
 
 #: Header keyword -> CRDS file-type suffix.
@@ -62,6 +65,9 @@ REFERENCE_SUFFIXES = {
     "CCDTAB": "ccd",
     "OSCNTAB": "osc",
     "IMPHTTAB": "imp",
+    "IDCTAB": "idc",
+    "NPOLFILE": "npl",
+    "D2IMFILE": "d2i",
 }
 CRDS_SUBDIR = Path("crds") / "references" / "hst" / "acs"
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -92,6 +98,9 @@ class ReferenceSet:
     ccdtab: str
     oscntab: str
     imphttab: str
+    idctab: str
+    npolfile: str
+    d2imfile: str
 
     def header_values(self) -> dict[str, str]:
         return {key.upper(): f"jref${name}" for key, name in self.__dict__.items()}
@@ -119,6 +128,13 @@ def _primary(*, filename: str, filetype: str, descrip: str, date: _dt.date,
     h["DESCRIP"] = descrip[:67]
     h["COMMENT"] = _COMMENT
     return hdu
+
+
+def reference_primary(*, filename: str, filetype: str, descrip: str, date: _dt.date,
+                      extra: dict | None = None) -> fits.PrimaryHDU:
+    """The primary header every simulated reference file starts with (NEXTEND set later)."""
+    return _primary(filename=filename, filetype=filetype, descrip=descrip, date=date,
+                    nextend=0, extra=extra)
 
 
 def _empty_ext(name: str, extver: int, chip: int, *, npix: tuple[int, int], ltv: tuple,

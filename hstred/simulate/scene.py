@@ -4,7 +4,7 @@ The returned image is in e-/s per pixel *collected* by each pixel, before the
 quantum-efficiency (flat-field) pattern: the sky contributes in proportion to
 the pixel's solid angle (pixel-area map relative to (0.05")^2) and each source
 delivers its full count rate, spread by the ePSF.  Positions come from the true
-TAN-SIP WCS (1-indexed FLT pixels); array element ``[j, i]`` has its centre at
+distortion WCS as stwcs reads it (1-indexed FLT pixels); array element ``[j, i]`` has its centre at
 FITS pixel ``(i + 1, j + 1)``.
 """
 
@@ -15,15 +15,15 @@ from astropy.table import Table
 
 from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.simulate.catalog import flux_column
+from hstred.simulate.distortion import DistortedWcs
 from hstred.simulate.psf import add_stamp, psf_model, render_galaxy, render_point_source
-from hstred.simulate.wcs import TanSip
 
 __all__ = ["sources_on_chip", "render_sources", "photon_rate_image"]
 
 _MARGIN_PX = 130.0
 
 
-def sources_on_chip(catalog: Table, wcs: TanSip, *, margin_px: float = _MARGIN_PX,
+def sources_on_chip(catalog: Table, wcs: DistortedWcs, *, margin_px: float = _MARGIN_PX,
                     shape: tuple[int, int] = (CHIP_NY, CHIP_NX)) -> tuple[np.ndarray, ...]:
     """Indices and 0-indexed array positions (x, y) of sources landing near the chip."""
     x1, y1 = wcs.world2pix(np.asarray(catalog["ra"]), np.asarray(catalog["dec"]))
@@ -35,7 +35,7 @@ def sources_on_chip(catalog: Table, wcs: TanSip, *, margin_px: float = _MARGIN_P
     return idx, x0[idx], y0[idx]
 
 
-def render_sources(catalog: Table, wcs: TanSip, filter_name: str, *,
+def render_sources(catalog: Table, wcs: DistortedWcs, filter_name: str, *,
                    shape: tuple[int, int] = (CHIP_NY, CHIP_NX)) -> tuple[np.ndarray, int]:
     """Image (e-/s) of all catalog sources on a chip and the number rendered."""
     image = np.zeros(shape)
@@ -61,7 +61,7 @@ def render_sources(catalog: Table, wcs: TanSip, filter_name: str, *,
     return image, int(idx.size)
 
 
-def photon_rate_image(catalog: Table, wcs: TanSip, filter_name: str, *, sky_e_per_s: float,
+def photon_rate_image(catalog: Table, wcs: DistortedWcs, filter_name: str, *, sky_e_per_s: float,
                       pixel_area: np.ndarray) -> tuple[np.ndarray, int]:
     """Sky x pixel area + sources, in e-/s per pixel; and the number of sources rendered."""
     sources, n = render_sources(catalog, wcs, filter_name, shape=pixel_area.shape)
