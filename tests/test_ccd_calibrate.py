@@ -148,7 +148,7 @@ def _raw_primary(expstart, *, jwrotype="CLAMP"):
           "BINAXIS2": 1, "FLASHDUR": 0.0, "FLASHSTA": "NOT PERFORMED", "JWROTYPE": jwrotype,
           "FILTER1": "F606W", "FILTER2": "CLEAR2L", "TARGNAME": "FIELD", "OBSTYPE": "IMAGING"})
     for switch in ("DQICORR", "BIASCORR", "BLEVCORR", "SINKCORR", "DARKCORR", "FLSHCORR",
-                   "FLATCORR", "PHOTCORR", "PCTECORR"):
+                   "FLATCORR", "PHOTCORR", "PCTECORR", "EXPSCORR"):
         h[switch] = "PERFORM"
     h["ATODCORR"] = "OMIT"
     return h
@@ -290,6 +290,11 @@ def test_primary_keywords(calibrated):
         assert h[f"CCDBIAS{a}"] == pytest.approx(LEVEL_DN[a])
     assert h["DARKTIME"] == pytest.approx(DARKTIME_S + OVRHUFLS_S)
     assert any("DESTRIPE" in str(line) for line in h["HISTORY"])
+    # As calacs: the individual exposure is done, and each amplifier's measured bias
+    # level (what BLEVCORR removed, in electrons) is in BIASLEVA-D.
+    assert h["EXPSCORR"] == "COMPLETE"
+    for a in "ABCD":
+        assert h[f"BIASLEV{a}"] == pytest.approx(LEVEL_DN[a] * GAIN[a], abs=0.1), a
     assert "HSTREDV" in h
 
 
@@ -456,6 +461,9 @@ def _check_pre_sm4_and_bias_shift(tmp_path):
         h = hdul[0].header
         assert h["DARKTIME"] == pytest.approx(DARKTIME_S)  # no overhead before SM4
         assert any("pre-SM4" in str(line) for line in h["HISTORY"])
+        assert h["EXPSCORR"] == "COMPLETE"
+        for a in "ABCD":
+            assert h[f"BIASLEV{a}"] == pytest.approx(LEVEL_DN[a] * GAIN[a], abs=0.2), a
         for v, chip in ((1, 2), (2, 1)):
             sci = hdul["SCI", v].data
             dq = hdul["DQ", v].data

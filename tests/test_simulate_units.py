@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from hstred.acs import CHIP_NX, CHIP_NY, RAW_NX, RAW_NY, chip_layout
 from hstred.errors import InputError
@@ -395,26 +396,61 @@ def test_oscntab_matches_the_shared_geometry():
         assert (row["TRIMY1"], row["TRIMY2"]) == (lay.trimy1, lay.trimy2)
 
 
-def test_imphttab_interpolates_photflam_linearly_in_mjd():
+def test_imphttab_interpolates_photflam_linearly_in_mjd(tmp_path):
     hdul = refs.imphttab_hdul("x_imp.fits", date=mjd_to_datetime(60000).date())
     assert hdul[0].header["NEXTEND"] == 3 and hdul[0].header["PARNUM"] == 1
-    table = hdul["PHOTFLAM"].data
-    row = table[list(table["OBSMODE"]).index("acs,wfc1,f606w,mjd#")]
-    assert row["DATACOL"] == "PHOTFLAM1"
-    n = row["NELEM1"]
-    value = np.interp(60000.0, row["PAR1VALUES"][:n], row["PHOTFLAM1"][:n])
+    path = tmp_path / "x_imp.fits"
+    hdul.writeto(path)
+    with fits.open(path) as written:
+        table = written["PHOTFLAM"]
+        # Archive layout: lower-case names, variable-length arrays for the MJD grid.
+        assert table.columns.names[:4] == ["obsmode", "datacol", "photflam", "photflam1"]
+        assert table.columns["photflam1"].format.startswith("PD(")
+        assert table.columns["par1values"].format.startswith("PD(")
+        data = table.data
+        row = data[list(data["obsmode"]).index("acs,wfc1,f606w,mjd#")]
+        assert row["datacol"] == "PHOTFLAM1" and row["par1names"] == "MJD#"
+        n = row["nelem1"]
+        assert len(row["photflam1"]) == n == len(row["par1values"])
+        value = np.interp(60000.0, row["par1values"], row["photflam1"])
+        fixed = data[list(data["obsmode"]).index("acs,wfc1,f606w")]
+        assert len(fixed["photflam1"]) == 0 and fixed["nelem1"] == 0
     info = FILTERS["F606W"]
     expected = info.photflam * (1 + info.sens_loss_per_year * (60000.0 - info.photflam_mjd)
                                 / 365.25)
     assert value == pytest.approx(expected, rel=1e-9)
 
 
-def test_bpixtab_lists_defects_one_indexed():
-    defects = (det.Defect(chip=2, x=10, y=0, length=CHIP_NY, axis=2, response=0.0),)
-    hdul = refs.bpixtab_hdul("x_bpx.fits", defects, date=mjd_to_datetime(60000).date())
-    row = hdul[1].data[0]
-    assert (row["PIX1"], row["PIX2"], row["LENGTH"], row["AXIS"], row["VALUE"],
-            row["CCDCHIP"]) == (11, 1, CHIP_NY, 2, 4, 2)
+def test_bpixtab_archive_layout_and_rows_per_readout(tmp_path):
+    defects = (det.Defect(chip=2, x=10, y=0, length=CHIP_NY, axis=2, response=0.0),
+               det.Defect(chip=1, x=3000, y=7, length=1, axis=1, response=0.0))
+    path = tmp_path / "x_bpx.fits"
+    refs.bpixtab_hdul("x_bpx.fits", defects, date=mjd_to_datetime(60000).date()).writeto(path)
+    with fits.open(path) as hdul:
+        table = hdul[1]
+        assert table.name == "BPX"
+        for name in ("PIX1", "PIX2", "LENGTH", "AXIS", "VALUE", "CCDCHIP", "CCDGAIN"):
+            assert table.columns[name].format == "I", name
+        rows = [(r["CCDCHIP"], r["CCDAMP"], r["PIX1"], r["PIX2"], r["LENGTH"], r["AXIS"],
+                 r["VALUE"], r["CCDGAIN"]) for r in table.data]
+    # One-indexed; a full-frame row and a row for the amplifier that reads the defect.
+    assert sorted(rows) == sorted([
+        (1, "ABCD", 3001, 8, 1, 1, 4, -999), (1, "B", 3001, 8, 1, 1, 4, -999),
+        (2, "ABCD", 11, 1, CHIP_NY, 2, 4, -999), (2, "C", 11, 1, CHIP_NY, 2, 4, -999)])
+
+
+def test_empty_reference_extensions_are_bitpix_16_with_integer_pixvalue(tmp_path):
+    flat = {1: np.ones((CHIP_NY, CHIP_NX)), 2: np.ones((CHIP_NY, CHIP_NX))}
+    path = tmp_path / "x_pfl.fits"
+    refs.flat_hdul("x_pfl.fits", flat, filter_name="F606W",
+                   date=mjd_to_datetime(60000).date()).writeto(path)
+    with fits.open(path) as hdul:
+        for name in ("ERR", "DQ"):
+            for ver in (1, 2):
+                h = hdul[name, ver].header
+                assert (h["BITPIX"], h["NAXIS"]) == (16, 0)
+                assert type(h["PIXVALUE"]) is int and h["PIXVALUE"] == 0
+                assert (h["NPIX1"], h["NPIX2"]) == (CHIP_NX, CHIP_NY)
 
 
 def test_image_reference_rejects_wrong_shapes():

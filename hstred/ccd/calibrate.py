@@ -15,7 +15,8 @@ an outcome; :func:`_record_outcome` is the one place that writes a switch keywor
 
 Header keywords written
 -----------------------
-Primary: calibration switches, ATODGNA-D, READNSEA-D, CCDBIASA-D (from CCDTAB),
+Primary: calibration switches (EXPSCORR = COMPLETE once ACS2D has run), ATODGNA-D,
+READNSEA-D, CCDBIASA-D (from CCDTAB), BIASLEVA-D (the levels BLEVCORR removed, e-),
 DARKTIME (with the CCDTAB overhead), PCTECORR and, after CTE correction,
 CTEMODEL, CTEDATE, CTE_NIT, CTEEXPR, CTETRAPD, CTEFWELL, CTEWFPOW, ARCTICV;
 FILENAME, NEXTEND, HSTREDV; HISTORY lines per step.
@@ -300,6 +301,7 @@ def _blevcorr(chips, ctx):
 
 def _blevcorr_post_sm4(chips, ctx):
     history = []
+    shift_levels: dict[str, float] = {}
     amps: dict[str, np.ndarray] = {}
     for number in (1, 2):
         amps.update(steps.split_amplifiers(_chip_by_number(chips, number).sci, number))
@@ -318,6 +320,8 @@ def _blevcorr_post_sm4(chips, ctx):
         for number in (1, 2):
             amps.update(steps.split_amplifiers(sci_by_chip[number], number))
     corrected, result = steps.subtract_bias_level_post_sm4(amps)
+    _write_bias_levels(chips[0].primary, {a: result.levels_e[a] + shift_levels.get(a, 0.0)
+                                          for a in result.levels_e})
     out = []
     for chip in chips:
         left, right = _amps(chip)
@@ -333,6 +337,16 @@ def _blevcorr_post_sm4(chips, ctx):
     return out, _Outcome(COMPLETE, tuple(history))
 
 
+def _write_bias_levels(primary: fits.Header, levels_e: Mapping[str, float]) -> None:
+    # As calacs: BIASLEV[A-D] hold the whole level BLEVCORR removed from each amplifier
+    # (bias-shift fat zero plus prescan level), in electrons, since the data were
+    # converted to electrons before BLEVCORR (hstcal blev_funcs_postsm4.c, doblev.c).
+    for amp in AMP_LETTERS:
+        if amp in levels_e:
+            primary[f"BIASLEV{amp}"] = (float(levels_e[amp]),
+                                        f"mean of bias levels subtracted, amp {amp} (e-)")
+
+
 def _default_bias_e(ctx: _Context, chip: ChipData) -> float:
     # calacs's fallback level: CCDBIAS x ATODGN of the first amplifier named in CCDAMP,
     # shifted to C for WFC2 (hstcal doBlev/selectBias).
@@ -345,7 +359,7 @@ def _default_bias_e(ctx: _Context, chip: ChipData) -> float:
 
 
 def _blevcorr_pre_sm4(chips, ctx):
-    out, history = [], []
+    out, history, levels = [], [], {}
     for chip in chips:
         ccd = ctx.ccdpars[chip.chip]
         left, right = _amps(chip)
@@ -355,10 +369,12 @@ def _blevcorr_pre_sm4(chips, ctx):
             default_bias_e=_default_bias_e(ctx, chip), sdqflags=_sdqflags(chip))
         out.append(chip.replace(sci=sci).with_keywords(
             MEANBLEV=(result.meanblev, "mean of bias levels subtracted in electrons")))
+        levels.update(zip((left, right), result.levels_e, strict=True))
         history += [f"BLEVCORR: bias level amp {a}: {v:.3f} e-"
                     for a, v in zip((left, right), result.levels_e, strict=True)]
         if result.drift_corrected:
             history.append(f"BLEVCORR: chip {chip.chip} drift from virtual overscan")
+    _write_bias_levels(chips[0].primary, levels)
     return out, _Outcome(COMPLETE, ("BLEVCORR complete: pre-SM4 overscan fit", *history))
 
 
@@ -624,6 +640,12 @@ def _statistics(chips, ctx):
     return out, _Outcome()
 
 
+def _expscorr(chips, ctx):
+    # EXPSCORR asks for each exposure to be calibrated on its own (an FLT per exposure,
+    # besides any cosmic-ray combined product); calacs marks it done when ACS2D has run.
+    return chips, _Outcome(COMPLETE, ("EXPSCORR complete: individual exposure calibrated",))
+
+
 #: ACS2D, in calacs's order (hstcal ``do2d.c``).
 TWO_D_STEPS: tuple[Step, ...] = (
     Step("dark subtraction", "DARKCORR", _darkcorr),
@@ -632,6 +654,7 @@ TWO_D_STEPS: tuple[Step, ...] = (
     Step("photometry mode", None, _photmode_keyword),
     Step("photometry keywords", "PHOTCORR", _photcorr),
     Step("statistics", None, _statistics),
+    Step("individual exposure", "EXPSCORR", _expscorr),
 )
 
 

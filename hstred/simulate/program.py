@@ -341,7 +341,7 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
                 ref_dir / names["BIASFILE"])
     writer.fits(saturation_hdul(names["SATUFILE"], state.saturation, date=first_date),
                 ref_dir / names["SATUFILE"])
-    writer.fits(bpixtab_hdul(names["BPIXTAB"], state.defects, date=first_date, params=params),
+    writer.fits(bpixtab_hdul(names["BPIXTAB"], state.defects, date=first_date),
                 ref_dir / names["BPIXTAB"])
     writer.fits(ccdtab_hdul(names["CCDTAB"], date=first_date, params=params),
                 ref_dir / names["CCDTAB"])
