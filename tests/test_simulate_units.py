@@ -16,7 +16,7 @@ from hstred.simulate import psf as psfmod
 from hstred.simulate import references as refs
 from hstred.simulate import wcs as w
 from hstred.simulate.catalog import draw_truth_catalog
-from hstred.simulate.config import FILTERS, filter_keywords, validate_config
+from hstred.simulate.config import FILTERS, era_of_date, filter_keywords, validate_config
 from hstred.simulate.plan import plan_program
 from hstred.simulate.rawfile import mjd_to_datetime
 from hstred.simulate.rng import rng_for
@@ -27,12 +27,98 @@ from hstred.simulate.rng import rng_for
 @pytest.mark.parametrize("changes", [
     {"visits": 0}, {"visits": 100}, {"exposures": 0}, {"filters": ()},
     {"filters": ("F999W",)}, {"filters": ("F606W", "F606W")}, {"filters": "F606W"},
-    {"seed": -1}, {"date": "yesterday"}, {"date": "2005-01-01"}, {"sources": 0},
+    {"seed": -1}, {"date": "yesterday"}, {"date": "2008-01-01"}, {"date": "2002-02-28"},
+    {"date": "2041-01-01"}, {"sources": 0},
     {"exptime_s": 0.0}, {"program": "D71"}, {"program": "d7"}, {"target": "a b"},
 ])
 def test_invalid_configuration_raises_input_error(changes):
     with pytest.raises(InputError):
         validate_config(SimulationConfig(**changes))
+
+
+@pytest.mark.parametrize("date, era", [
+    ("2002-03-01", "pre-SM4"), ("2004-05-01", "pre-SM4"), ("2007-01-26", "pre-SM4"),
+    ("2007-01-27", None), ("2009-05-31", None), ("2009-06-01", "post-SM4"),
+    ("2040-12-31", "post-SM4"), ("2002-02-28", None)])
+def test_simulated_eras(date, era):
+    import datetime
+
+    assert era_of_date(datetime.date.fromisoformat(date)) == era
+    if era is None:
+        with pytest.raises(InputError) as info:
+            validate_config(SimulationConfig(date=date))
+        message = str(info.value)
+        assert "\n" not in message and date in message
+        assert "2002-03-01 to 2007-01-26" in message and "2009-06-01" in message
+    else:
+        validate_config(SimulationConfig(date=date))
+
+
+def test_gap_message_names_the_failure():
+    with pytest.raises(InputError, match="out of service from 2007-01-27"):
+        validate_config(SimulationConfig(date="2008-06-01"))
+
+
+def test_program_must_stay_in_one_era():
+    # Visits follow 10-40 days apart: three visits from 2007-01-20 run into the gap.
+    with pytest.raises(InputError, match="visit 2 would fall on 2007-"):
+        plan_program(SimulationConfig(date="2007-01-20", visits=3, exposures=1,
+                                      filters=("F606W",)))
+    plan = plan_program(SimulationConfig(date="2006-12-01", visits=2, exposures=1,
+                                         filters=("F606W",)))
+    assert len(plan.visits) == 2
+
+
+def test_detector_set_up_by_era():
+    pre = det.detector_for_date(53126.0)   # 2004-05-01
+    post = det.detector_for_date(60000.0)
+    assert pre is det.PRE_SM4_DETECTOR and post is det.DEFAULT_DETECTOR
+    assert det.detector_for_date(54962.0) is det.DEFAULT_DETECTOR  # SM4 boundary
+    # Pre-SM4: gain 1, offset 3, no JWROTYPE, no DSI/cross-talk, no stripes, no DARKTIME
+    # overhead; the bias level drifts and the superbias holds no amplifier level.
+    assert (pre.ccdgain, pre.ccdofst, pre.jwrotype) == (1.0, 3, None)
+    assert not pre.dual_slope_integrator and pre.stripe_rms_e == 0.0
+    assert (pre.ovrhufls_s, pre.ovrhfls_s) == (0.0, 0.0)
+    assert pre.bias_row_drift_e > 0 and pre.bias_column_drift_e > 0
+    assert not pre.superbias_holds_level
+    assert all(0.9 < g < 1.1 for g in pre.gain_e_per_dn.values())
+    # At gain 1 the A-to-D converter saturates before the full well.
+    assert pre.atodsat_dn * max(pre.gain_e_per_dn.values()) < pre.saturate_e
+    assert (post.ccdgain, post.jwrotype, post.dual_slope_integrator) == (2.0, "DS_int", True)
+    assert post.atodsat_dn * min(post.gain_e_per_dn.values()) > post.saturate_e
+
+
+def test_bias_drift_is_linear_and_shared_by_the_amplifiers():
+    drift = det.bias_drift(rng_for(1, "drift-test"), params=det.PRE_SM4_DETECTOR)
+    assert drift.shape == (RAW_NY, RAW_NX)
+    rows = drift[:, 0]
+    cols = drift[0, :]
+    np.testing.assert_allclose(np.diff(rows), np.diff(rows)[0], atol=1e-12)
+    np.testing.assert_allclose(np.diff(cols), np.diff(cols)[0], atol=1e-12)
+    # No step between the amplifiers: one plane over the chip.
+    plane = rows[:, None] + cols[None, :] - drift[0, 0]
+    np.testing.assert_allclose(drift, plane, atol=1e-9)
+    assert np.all(det.bias_drift(rng_for(1, "x"), params=det.DEFAULT_DETECTOR) == 0.0)
+
+
+def test_superbias_without_amplifier_levels_before_sm4():
+    frame = det.bias_frame(3, 1, det.PRE_SM4_DETECTOR)
+    sb = det.superbias(frame, 1, params=det.PRE_SM4_DETECTOR)
+    assert abs(np.median(sb[:, :100])) < 2.0 and abs(np.median(sb[:, -100:])) < 2.0
+    assert np.median(frame[:, :100]) == pytest.approx(det.PRE_SM4_DETECTOR.bias_dn["A"], abs=3)
+    post = det.bias_frame(3, 1)
+    assert det.superbias(post, 1) is post
+
+
+def test_ccdtab_has_a_row_per_era_and_chip(tmp_path):
+    path = tmp_path / "x_ccd.fits"
+    refs.ccdtab_hdul("x_ccd.fits", date=mjd_to_datetime(60000).date()).writeto(path)
+    data = fits.getdata(path, 1)
+    keys = sorted((float(r["CCDGAIN"]), int(r["CCDOFSTA"]), int(r["CCDCHIP"])) for r in data)
+    assert keys == [(1.0, 3, 1), (1.0, 3, 2), (2.0, 1, 1), (2.0, 1, 2)]
+    pre = next(r for r in data if r["CCDGAIN"] == 1.0)
+    assert pre["ATODGNB"] == pytest.approx(det.PRE_SM4_DETECTOR.gain_e_per_dn["B"])
+    assert pre["OVRHUFLS"] == 0.0
 
 
 def test_default_configuration_is_valid():
@@ -381,7 +467,7 @@ def test_ccdtab_has_the_27_calacs_columns():
               "ATODSAT", "SATURATE", "OVRHFLS", "OVRHUFLS"}
     needed |= {f"{p}{a}" for p in ("CCDOFST", "CCDBIAS", "ATODGN", "READNSE") for a in "ABCD"}
     assert len(needed) == 27 and needed <= names
-    assert sorted(hdul[1].data["CCDCHIP"]) == [1, 2]
+    assert sorted(hdul[1].data["CCDCHIP"]) == [1, 1, 2, 2]  # one row per era and chip
     assert hdul[0].header["FILETYPE"] == "CCD PARAMETERS"
 
 

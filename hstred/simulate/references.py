@@ -32,6 +32,7 @@ from astropy.io import fits
 
 from hstred.acs import (
     AMP_BOUNDARY_FLT,
+    AMP_NX,
     CHIP_NX,
     CHIP_NY,
     CHIPS,
@@ -42,7 +43,7 @@ from hstred.acs import (
     chip_layout,
 )
 from hstred.simulate.config import FILTERS, filter_keywords
-from hstred.simulate.detector import DEFAULT_DETECTOR, Defect, DetectorParams
+from hstred.simulate.detector import ERA_DETECTORS, Defect, DetectorParams
 from hstred.simulate.rng import label_digest
 
 __all__ = [
@@ -279,31 +280,40 @@ def bpixtab_hdul(filename: str, defects: tuple[Defect, ...], *,
 
 
 def ccdtab_hdul(filename: str, *, date: _dt.date,
-                params: DetectorParams = DEFAULT_DETECTOR) -> fits.HDUList:
-    """CCDTAB: the 27 columns calacs reads, one row per chip (full frame, gain 2)."""
+                detectors: tuple[DetectorParams, ...] = ERA_DETECTORS) -> fits.HDUList:
+    """CCDTAB: the 27 columns calacs reads; per detector set-up (era), one full-frame
+    row per chip, matched on its CCDGAIN and CCDOFSTA-D."""
     amps = "ABCD"
-    chips = [lay.chip for lay in CHIPS]
-    n = len(chips)
+    rows = [(params, lay.chip) for params in detectors for lay in CHIPS]
+    n = len(rows)
+
+    def per_row(values) -> list:
+        return [values(params) for params, _ in rows]
+
     cols = [
         fits.Column("CCDAMP", "4A", array=["ABCD"] * n),
-        fits.Column("CCDCHIP", "J", array=chips),
-        fits.Column("CCDGAIN", "E", array=[params.ccdgain] * n),
+        fits.Column("CCDCHIP", "J", array=[chip for _, chip in rows]),
+        fits.Column("CCDGAIN", "E", array=per_row(lambda p: p.ccdgain)),
         fits.Column("BINAXIS1", "J", array=[1] * n),
         fits.Column("BINAXIS2", "J", array=[1] * n),
     ]
-    cols += [fits.Column(f"CCDOFST{a}", "J", array=[params.ccdofst] * n) for a in amps]
-    cols += [fits.Column(f"CCDBIAS{a}", "E", array=[params.bias_dn[a]] * n) for a in amps]
-    cols += [fits.Column(f"ATODGN{a}", "E", array=[params.gain_e_per_dn[a]] * n) for a in amps]
-    cols += [fits.Column(f"READNSE{a}", "E", array=[params.read_noise_e[a]] * n) for a in amps]
+    cols += [fits.Column(f"CCDOFST{a}", "J", array=per_row(lambda p: p.ccdofst)) for a in amps]
+    cols += [fits.Column(f"CCDBIAS{a}", "E", array=per_row(lambda p, a=a: p.bias_dn[a]))
+             for a in amps]
+    cols += [fits.Column(f"ATODGN{a}", "E", array=per_row(lambda p, a=a: p.gain_e_per_dn[a]))
+             for a in amps]
+    cols += [fits.Column(f"READNSE{a}", "E", array=per_row(lambda p, a=a: p.read_noise_e[a]))
+             for a in amps]
     cols += [
         fits.Column("AMPX", "J", array=[CHIP_NX // 2] * n),
         fits.Column("AMPY", "J", array=[0] * n),
-        fits.Column("ATODSAT", "J", array=[params.atodsat_dn] * n),
-        fits.Column("SATURATE", "E", array=[params.saturate_e] * n),
-        fits.Column("OVRHFLS", "E", array=[params.ovrhfls_s] * n),
-        fits.Column("OVRHUFLS", "E", array=[params.ovrhufls_s] * n),
+        fits.Column("ATODSAT", "J", array=per_row(lambda p: p.atodsat_dn)),
+        fits.Column("SATURATE", "E", array=per_row(lambda p: p.saturate_e)),
+        fits.Column("OVRHFLS", "E", array=per_row(lambda p: p.ovrhfls_s)),
+        fits.Column("OVRHUFLS", "E", array=per_row(lambda p: p.ovrhufls_s)),
         fits.Column("PEDIGREE", "20A", array=[_PEDIGREE] * n),
-        fits.Column("DESCRIP", "60A", array=["simulated full-frame gain 2.0"] * n),
+        fits.Column("DESCRIP", "60A", array=per_row(
+            lambda p: f"simulated {p.era} full frame, gain {p.ccdgain:g}")),
     ]
     prim = _primary(filename=filename, filetype="CCD PARAMETERS",
                     descrip="Simulated WFC CCD parameters", date=date, nextend=1)
@@ -311,7 +321,13 @@ def ccdtab_hdul(filename: str, *, date: _dt.date,
 
 
 def oscntab_hdul(filename: str, *, date: _dt.date) -> fits.HDUList:
-    """OSCNTAB: full-frame trim, bias-section and virtual-overscan geometry (1-indexed)."""
+    """OSCNTAB: full-frame trim, bias-section and virtual-overscan geometry (1-indexed).
+
+    The virtual-overscan columns VX cover the left amplifier only: calacs fits one
+    slope in column number to them per chip (the pre-SM4 drift correction, hstcal
+    ``blevdrift.c``), and across both amplifiers the step between their bias levels
+    would be taken for that slope. Post-SM4 calibration does not use VX/VY.
+    """
     rows = []
     for lay in CHIPS:
         if lay.trimy1:  # virtual overscan before the science rows
@@ -321,7 +337,7 @@ def oscntab_hdul(filename: str, *, date: _dt.date) -> fits.HDUList:
         rows.append(dict(CCDAMP="ABCD", CCDCHIP=lay.chip, BINX=1, BINY=1, NX=RAW_NX, NY=RAW_NY,
                          TRIMX1=PRESCAN, TRIMX2=PRESCAN, TRIMY1=lay.trimy1, TRIMY2=lay.trimy2,
                          BIASSECTA1=1, BIASSECTA2=PRESCAN, BIASSECTB1=RAW_NX - PRESCAN + 1,
-                         BIASSECTB2=RAW_NX, VX1=PRESCAN + 1, VX2=RAW_NX - PRESCAN, VY1=vy[0],
+                         BIASSECTB2=RAW_NX, VX1=PRESCAN + 1, VX2=PRESCAN + AMP_NX, VY1=vy[0],
                          VY2=vy[1]))
     names = ["CCDAMP", "CCDCHIP", "BINX", "BINY", "NX", "NY", "TRIMX1", "TRIMX2", "TRIMY1",
              "TRIMY2", "BIASSECTA1", "BIASSECTA2", "BIASSECTB1", "BIASSECTB2", "VX1", "VX2",
