@@ -380,17 +380,23 @@ def _blevcorr_pre_sm4(chips, ctx):
 
 def _darktime(chips, ctx):
     primary = chips[0].primary
-    if ctx.info.darktime_s is None:
-        if _switch(primary, "DARKCORR") == PERFORM:
-            raise InputError(f"{ctx.raw_path} lacks DARKTIME in its primary header, needed to "
-                             "scale the dark; add DARKTIME (s)")
-        return chips, _Outcome()
+    history = []
+    darktime_s = ctx.info.darktime_s
+    if darktime_s is None:
+        # Raw files as first archived before 2007 may lack DARKTIME. calacs then reads 0
+        # and scales the dark by nothing; before it read the keyword it scaled the dark by
+        # EXPTIME + FLASHDUR (hstcal acs2d/dodark.c), which is what is done here.
+        darktime_s = ctx.info.exptime_s + ctx.info.flashdur_s
+        log.warning("%s: no DARKTIME in the primary header; EXPTIME + FLASHDUR = %g s used",
+                    ctx.info.rootname, darktime_s)
+        history.append(f"DARKTIME missing: EXPTIME + FLASHDUR = {darktime_s:g} s used")
     ccd = ctx.ccdpars[chips[0].chip]
     darktime = steps.compute_darktime(
-        ctx.info.darktime_s, expstart_mjd=ctx.info.expstart_mjd, flashed=ctx.info.post_flashed,
+        darktime_s, expstart_mjd=ctx.info.expstart_mjd, flashed=ctx.info.post_flashed,
         overhead_flashed_s=ccd.overhead_flashed_s, overhead_unflashed_s=ccd.overhead_unflashed_s)
     primary["DARKTIME"] = (darktime, "dark time (s) incl. CCDTAB overhead")
-    return chips, _Outcome(history=(f"DARKTIME {ctx.info.darktime_s:g} -> {darktime:g} s",))
+    history.append(f"DARKTIME {darktime_s:g} -> {darktime:g} s")
+    return chips, _Outcome(history=tuple(history))
 
 
 def _full_well_saturation(chips, ctx):
@@ -398,23 +404,37 @@ def _full_well_saturation(chips, ctx):
     path = ctx.reference("SATUFILE")
     done = (_switch(primary, "BIASCORR") == COMPLETE
             and _switch(primary, "BLEVCORR") == COMPLETE)
-    if path is None or not done:
+    # Raw files as first archived before 2007 have no SATUFILE keyword: calacs then took
+    # the full-well level from CCDTAB's SATURATE column, one value per chip.
+    from_ccdtab = path is None and "SATUFILE" not in primary
+    if not done or (path is None and not from_ccdtab):
         return chips, _Outcome(history=("No full-well saturation flags (needs SATUFILE,",
                                         "BIASCORR and BLEVCORR)"))
     out = []
     for chip in chips:
-        ref = read_reference_image(path, chip.chip, what="SATUFILE")
-        if ref.sci.shape != chip.shape:
-            raise ReferenceFileError(f"SATUFILE {path} chip {chip.chip} is {ref.sci.shape}, the "
-                                     f"raw chip {chip.shape}; use a raw-sized SATUFILE")
+        if from_ccdtab:
+            level = np.float32(ctx.ccdpars[chip.chip].saturate_e)
+            saturation = np.broadcast_to(level, chip.shape)
+        else:
+            ref = read_reference_image(path, chip.chip, what="SATUFILE")
+            if ref.sci.shape != chip.shape:
+                raise ReferenceFileError(f"SATUFILE {path} chip {chip.chip} is {ref.sci.shape}, "
+                                         f"the raw chip {chip.shape}; use a raw-sized SATUFILE")
+            saturation = ref.sci
         ltv1 = abs(int(chip.header.get("LTV1", 0)))
         ltv2 = abs(int(chip.header.get("LTV2", 0)))
         osc = ctx.oscnpars[chip.chip]
         ny = chip.shape[0] - osc.trimy[0] - osc.trimy[1]
         nx = chip.shape[1] - osc.trimx[0] - osc.trimx[1]
         region = (slice(ltv2, ltv2 + ny), slice(ltv1, ltv1 + nx))
-        dq = steps.flag_full_well_saturation(chip.sci, chip.dq, ref.sci, region=region)
+        dq = steps.flag_full_well_saturation(chip.sci, chip.dq, saturation, region=region)
         out.append(chip.replace(dq=dq))
+    if from_ccdtab:
+        levels = ", ".join(f"chip {c}: {p.saturate_e:g} e-" for c, p in ctx.ccdpars.items())
+        log.warning("%s: no SATUFILE keyword; full well from CCDTAB SATURATE (%s)",
+                    ctx.info.rootname, levels)
+        return out, _Outcome(history=("Full-well saturation (DQ 256): no SATUFILE keyword;",
+                                      f"CCDTAB SATURATE used ({levels})"))
     return out, _Outcome(history=(f"Full-well saturation (DQ 256): SATUFILE={path.name}",))
 
 
