@@ -190,3 +190,25 @@ def test_distortion_references_of_calibrated_files(tmp_path):
     bare = _write_flt(tmp_path / "j2_flt.fits", IDCTAB="N/A")
     with pytest.raises(ReferenceFileError, match="j2_flt.fits.*IDCTAB.*crds bestrefs"):
         resolve_distortion_references([bare], tmp_path)
+
+
+def test_missing_imphttab_names_the_keyword_and_bestrefs(tmp_path):
+    # Raw files as first archived before 2007 have no IMPHTTAB (photometry then came
+    # from synphot tables); the error names the keyword and how to fill it in.
+    raw = _write_raw(tmp_path / "j1_raw.fits", IMPHTTAB=None)
+    with pytest.raises(InputError) as info:
+        resolve_references([raw], tmp_path)
+    message = str(info.value)
+    assert "IMPHTTAB" in message and "PHOTCORR" in message
+    assert "crds bestrefs --update-bestrefs --files" in message
+    assert str(raw) in message
+    # With PHOTCORR off the keyword is not needed.
+    raw2 = _write_raw(tmp_path / "j2_raw.fits", IMPHTTAB=None, PHOTCORR="OMIT")
+    assert needed_references(fits.getheader(raw2))["IMPHTTAB"] is None
+
+
+def test_missing_satufile_is_optional(tmp_path):
+    raw = _write_raw(tmp_path / "j1_raw.fits", SATUFILE=None)
+    names = needed_references(fits.getheader(raw))
+    assert names["SATUFILE"] is None
+    assert names["BIASFILE"] == "ddddddddj_bia.fits"

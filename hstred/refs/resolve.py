@@ -22,6 +22,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from hstred.distortion import DISTORTION_KEYWORDS
 from hstred.errors import InputError, ReferenceFileError
 
 __all__ = [
@@ -61,8 +62,13 @@ REFERENCE_KEYWORDS: Mapping[str, tuple[str, ...]] = {
     "D2IMFILE": (),
 }
 
-#: Keywords a header may omit (the step then runs without that file).
-_OPTIONAL = frozenset({"DFLTFILE", "LFLTFILE", "FLSHFILE", "SNKCFILE", "DRKCFILE"})
+#: Keywords a header may omit (the step then runs without that file). Raw files as
+#: first archived before 2007 have no SATUFILE: full-well saturation then comes from
+#: CCDTAB's SATURATE level, as calacs did before SATUFILE existed.
+_OPTIONAL = frozenset({"DFLTFILE", "LFLTFILE", "FLSHFILE", "SNKCFILE", "DRKCFILE", "SATUFILE"})
+
+#: How to write the current best reference names into a raw file's header.
+BESTREFS_COMMAND = "crds bestrefs --update-bestrefs --files"
 
 _NOT_APPLICABLE = {"", "N/A", "NONE", "NA", "NOT APPLICABLE"}
 
@@ -81,8 +87,10 @@ def needed_references(header: fits.Header) -> dict[str, str | None]:
     """Reference keyword -> file name (None for N/A or when its steps are off).
 
     Only keywords whose calibration switches are set to PERFORM are returned with
-    a name; a keyword whose switch is PERFORM but whose value is missing from the
-    header raises :class:`InputError`.
+    a name. A keyword whose switch is PERFORM but which the header lacks (older raw
+    files may lack IMPHTTAB, for instance) raises :class:`InputError` naming the
+    keyword and the ``crds bestrefs`` command that fills it in, unless the step can
+    run without it (DFLTFILE, LFLTFILE, FLSHFILE, SNKCFILE, DRKCFILE, SATUFILE).
     """
     names: dict[str, str | None] = {}
     for key, switches in REFERENCE_KEYWORDS.items():
@@ -94,8 +102,12 @@ def needed_references(header: fits.Header) -> dict[str, str | None]:
             continue
         if key not in header:
             if key not in _OPTIONAL:
-                raise InputError(f"header has no {key} keyword although its step is PERFORM; "
-                                 "run the archive's bestrefs or set the keyword")
+                steps = "/".join(switches) or ("the distortion correction"
+                                               if key in DISTORTION_KEYWORDS
+                                               else "CCD calibration")
+                raise InputError(
+                    f"header has no {key} keyword, needed by {steps}; fill in the reference "
+                    f"keywords with: {BESTREFS_COMMAND} <raw file> (CRDS), or set {key}")
             names[key] = None
             continue
         names[key] = reference_file_name(header[key])

@@ -166,7 +166,6 @@ def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
         ("CCDOFSTD", params.ccdofst, "commanded CCD bias offset for amplifier D"),
         ("BINAXIS1", 1, "axis1 data bin size in unbinned detector pixels"),
         ("BINAXIS2", 1, "axis2 data bin size in unbinned detector pixels"),
-        ("JWROTYPE", "DS_int", "CCD readout type (dual slope integrator)"),
         ("SHUTRPOS", info.shutter, "Shutter position: A or B"),
         ("FLASHDUR", 0.0, "Exposure time in seconds: 0.1 to 409.5"),
         ("FLASHCUR", "OFF", "Post flash current (zero, low, medium, high)"),
@@ -181,6 +180,9 @@ def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
     ]
     for key, value, comment in cards:
         h[key] = (value, comment)
+    if params.jwrotype is not None:  # pre-SM4 raw files have no JWROTYPE
+        h.set("JWROTYPE", params.jwrotype, "CCD readout type (dual slope integrator)",
+              after="BINAXIS2")
     for amp in "ABCD":
         h[f"ATODGN{amp}"] = (params.gain_e_per_dn[amp], f"calibrated gain for amplifier {amp}")
     for amp in "ABCD":
