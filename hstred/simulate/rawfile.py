@@ -30,7 +30,7 @@ from astropy.io import fits
 from hstred.acs import CHIPS, RAW_NX, RAW_NY
 from hstred.simulate.config import filter_keywords
 from hstred.simulate.detector import DEFAULT_DETECTOR, DetectorParams
-from hstred.simulate.references import ReferenceSet
+from hstred.simulate.references import ReferenceSet, empty_image_hdu
 
 __all__ = [
     "RawHeaderInfo",
@@ -38,7 +38,6 @@ __all__ = [
     "primary_header",
     "raw_hdul",
     "write_fits_atomic",
-    "empty_image_hdu",
     "CALIBRATION_SWITCHES",
     "UNUSED_REFERENCES",
 ]
@@ -271,20 +270,6 @@ def _sci_hdu(data: np.ndarray, *, rootname: str, layout, wcs: dict, filter_name:
     h["MEANBLEV"] = (0.0, "average of all bias levels subtracted")
     h["MEANFLSH"] = (0.0, "Mean number of counts in post flash exposure")
     return hdu
-
-
-def empty_image_hdu(cards: list[tuple]) -> fits.ImageHDU:
-    """A data-less 16-bit image extension (NAXIS 0), as the archive writes ERR and DQ.
-
-    astropy writes BITPIX 8 for an HDU built without data, so the HDU is read
-    back from its header bytes, which keeps BITPIX 16.
-    """
-    h = fits.Header([("XTENSION", "IMAGE", "extension type"),
-                     ("BITPIX", 16, "bits per data value"),
-                     ("NAXIS", 0, "number of data array dimensions"),
-                     ("PCOUNT", 0, "number of group parameters"),
-                     ("GCOUNT", 1, "number of groups"), *cards])
-    return fits.ImageHDU.fromstring(h.tostring().encode("ascii"))
 
 
 def _empty_hdu(name: str, *, rootname: str, layout, bunit: str) -> fits.ImageHDU:

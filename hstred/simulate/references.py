@@ -63,6 +63,7 @@ __all__ = [
     "imphttab_hdul",
     "useafter",
     "reference_primary",
+    "empty_image_hdu",
 ]
 
 #: Header keyword -> CRDS file-type suffix.
@@ -148,22 +149,36 @@ def reference_primary(*, filename: str, filetype: str, descrip: str, date: _dt.d
                     nextend=0, extra=extra)
 
 
+def empty_image_hdu(cards: list[tuple]) -> fits.ImageHDU:
+    """A data-less 16-bit image extension (NAXIS 0) standing for a constant array, as the
+    archive writes ERR and DQ of raw files and of reference images.
+
+    astropy writes BITPIX 8 for an HDU built in memory without data, so the HDU is read
+    back from its header bytes, which keeps BITPIX 16.
+    """
+    h = fits.Header([("XTENSION", "IMAGE", "extension type"),
+                     ("BITPIX", 16, "bits per data value"),
+                     ("NAXIS", 0, "number of data array dimensions"),
+                     ("PCOUNT", 0, "number of group parameters"),
+                     ("GCOUNT", 1, "number of groups"), *cards])
+    return fits.ImageHDU.fromstring(h.tostring().encode("ascii"))
+
+
 def _empty_ext(name: str, extver: int, chip: int, *, npix: tuple[int, int], ltv: tuple,
                pixvalue: int = 0) -> fits.ImageHDU:
-    """An empty (NAXIS = 0) imset extension standing for a constant array, as in real
-    reference files: BITPIX 16 and an integer PIXVALUE."""
-    header = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", 16), ("NAXIS", 0), ("PCOUNT", 0),
-                          ("GCOUNT", 1), ("EXTNAME", name)])
-    header["EXTVER"] = extver
-    header["CCDCHIP"] = chip
-    header["NPIX1"] = (npix[0], "length of constant array axis 1")
-    header["NPIX2"] = (npix[1], "length of constant array axis 2")
-    header["PIXVALUE"] = (int(pixvalue), "values of pixels in constant array")
-    header["LTV1"], header["LTV2"] = ltv
-    header["LTM1_1"], header["LTM2_2"] = 1.0, 1.0
-    # Built from its header text: an ImageHDU made in memory without data always
-    # gets BITPIX 8.
-    return fits.ImageHDU.fromstring(header.tostring().encode("ascii"))
+    """An empty imset extension of a reference image: BITPIX 16, integer PIXVALUE."""
+    return empty_image_hdu([
+        ("EXTNAME", name, "extension name"),
+        ("EXTVER", extver, "extension version number"),
+        ("CCDCHIP", chip, "CCD chip (1 or 2)"),
+        ("NPIX1", npix[0], "length of constant array axis 1"),
+        ("NPIX2", npix[1], "length of constant array axis 2"),
+        ("PIXVALUE", int(pixvalue), "values of pixels in constant array"),
+        ("LTV1", float(ltv[0]), "offset in X to subsection start"),
+        ("LTV2", float(ltv[1]), "offset in Y to subsection start"),
+        ("LTM1_1", 1.0, "reciprocal of sampling rate in X"),
+        ("LTM2_2", 1.0, "reciprocal of sampling rate in Y"),
+    ])
 
 
 def _image_imsets(sci_by_chip: dict, *, bunit: str, raw_sized: bool,
