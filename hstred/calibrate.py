@@ -59,9 +59,8 @@ class CalibrateConfig:
     workers
         Processes (exposures calibrated at once); None = all cores.
     cte_iterations, cte_express
-        arCTIc forward-modelling iterations and express factor (0 = exact). The
-        defaults are the cheapest setting within the accuracy bounds of
-        :data:`hstred.cte.accuracy.ACCURACY_BOUNDS` (see ``hstred.cte.model``).
+        arCTIc forward-modelling iterations and express factor (0 = exact); the
+        defaults are set, with the reasons, in :mod:`hstred.cte.model`.
     """
 
     cte: CTEChoice = "arctic"
@@ -143,8 +142,8 @@ def _cte_function(config: CalibrateConfig):
 
 def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
     """The CTE model and setting for the headers; with the default setting, also the
-    accuracy bounds (against the exact model) it was chosen for."""
-    from hstred.cte.accuracy import ACCURACY_BOUNDS
+    bounds its differences from the exact model were measured within."""
+    from hstred.cte.accuracy import DEFAULT_SETTING_ACCURACY as measured
     from hstred.cte.model import arcticpy_version, cte_model_for_date
 
     model = cte_model_for_date(expstart_mjd)
@@ -155,9 +154,9 @@ def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
     info.pop("name", None)
     if (config.cte_express, config.cte_iterations) == (CORRECTION_EXPRESS,
                                                         CORRECTION_ITERATIONS):
-        info.update(accuracy_rms_read_noise=ACCURACY_BOUNDS.rms_read_noise,
-                    accuracy_flux_fraction=ACCURACY_BOUNDS.flux_fraction,
-                    accuracy_centroid_px=ACCURACY_BOUNDS.centroid_px)
+        info.update(accuracy_rms_read_noise=measured.rms_read_noise,
+                    accuracy_flux_fraction=measured.flux_fraction,
+                    accuracy_centroid_px=measured.centroid_px)
     return info
 
 

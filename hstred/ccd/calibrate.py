@@ -18,7 +18,7 @@ Header keywords written
 Primary: calibration switches, ATODGNA-D, READNSEA-D, CCDBIASA-D (from CCDTAB),
 DARKTIME (with the CCDTAB overhead), PCTECORR and, after CTE correction,
 CTEMODEL, CTEDATE, CTE_NIT, CTEEXPR, CTETRAPD, CTEFWELL, CTEWFPOW, ARCTICV and,
-for the default CTE setting, the accuracy it was chosen for (CTEACRMS, CTEACFLX, CTEACCEN);
+for the default CTE setting, its measured accuracy (CTEACRMS, CTEACFLX, CTEACCEN);
 FILENAME, NEXTEND, HSTREDV; HISTORY lines per step.
 SCI: BUNIT, LTV1/LTV2 = 0, CRPIX shifted by the trim, SIZAXIS1/2, MEANBLEV,
 MEANDARK, MEANFLSH (flashed data), PHOTMODE, PHOTFLAM, PHOTZPT, PHOTPLAM, PHOTBW,
@@ -762,8 +762,8 @@ def record_cte_correction(chips: Sequence[ChipData],
     CTEDATE, ``n_iterations`` -> CTE_NIT, ``express`` -> CTEEXPR,
     ``total_trap_density`` (or the sum of ``trap_densities``) -> CTETRAPD,
     ``full_well_depth`` -> CTEFWELL, ``well_fill_power`` -> CTEWFPOW,
-    ``arcticpy_version`` -> ARCTICV; the accuracy the setting was chosen for, as
-    largest differences from the exact model's correction: ``accuracy_rms_read_noise``
+    ``arcticpy_version`` -> ARCTICV; the setting's accuracy, as bounds on its measured
+    differences from the exact model's correction: ``accuracy_rms_read_noise``
     -> CTEACRMS (pixel RMS, read noises), ``accuracy_flux_fraction`` -> CTEACFLX (star
     flux, fraction), ``accuracy_centroid_px`` -> CTEACCEN (star centroid, pixels).
     Every item is also written as a HISTORY line.
@@ -782,11 +782,11 @@ def record_cte_correction(chips: Sequence[ChipData],
         "CTEWFPOW": (info.get("well_fill_power"), "CTE model well-fill power"),
         "ARCTICV": (info.get("arcticpy_version"), "arcticpy version"),
         "CTEACRMS": (info.get("accuracy_rms_read_noise"),
-                     "pixel RMS from exact model below (read noise)"),
+                     "pixel RMS diff from exact model < (read noise)"),
         "CTEACFLX": (info.get("accuracy_flux_fraction"),
-                     "star flux from exact model below (fraction)"),
+                     "star flux diff from exact model < (fraction)"),
         "CTEACCEN": (info.get("accuracy_centroid_px"),
-                     "star centroid from exact model below (pixel)"),
+                     "star centroid diff from exact model < (px)"),
     }
     for key, (value, comment) in cards.items():
         if value is None:

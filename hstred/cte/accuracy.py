@@ -1,13 +1,13 @@
 """How closely a correction setting follows the exact arCTIc model, on realistic quadrants.
 
-The calibration stage's CTE setting (express factor and iterations) was chosen
-with these measurements (``benchmarks/bench_cte_accuracy.py`` prints the map;
-``tests/test_cte_accuracy.py`` checks the default). A *test quadrant* is an
-amplifier quadrant in readout orientation (row 0 next to the serial register):
-sky, faint and bright stars, hot pixels and cosmic rays, Poisson noise, clocked
-out through the exact model (express 0) and given read noise. Its correction
-with a candidate setting is compared with the *reference*, the exact model's
-correction iterated until it no longer changes.
+``benchmarks/bench_cte_accuracy.py`` prints the map of CTE settings with these
+tools; ``tests/test_cte_accuracy.py`` checks the default setting against the
+accuracy its headers record. A *test quadrant* is an amplifier quadrant in
+readout orientation (row 0 next to the serial register): sky, faint and bright
+stars, hot pixels and cosmic rays, Poisson noise, clocked out through the exact
+model (express 0) and given read noise. Its correction with a candidate setting
+is compared with the *reference*, the exact model's correction with the same
+number of iterations.
 
 Conventions: electrons; pixel ``[row, column]``, 0-indexed; star positions are
 the true centres of their Gaussian images.
@@ -24,12 +24,12 @@ from hstred.cte.model import MJD_TO_JD, load_arcticpy
 
 __all__ = [
     "ACCURACY_BOUNDS",
+    "DEFAULT_SETTING_ACCURACY",
     "AccuracyBounds",
     "CorrectionAccuracy",
     "TestQuadrant",
     "compare_with_reference",
     "correction_iterates",
-    "exact_reference",
     "realistic_quadrant",
 ]
 
@@ -58,8 +58,16 @@ class AccuracyBounds:
                 f", centroid < {self.centroid_px:g} px of the exact model")
 
 
-#: The accuracy the calibration stage's default CTE setting was chosen for.
+#: The accuracy asked of a cheaper CTE setting; the map marks the settings within it.
 ACCURACY_BOUNDS = AccuracyBounds()
+
+#: Bounds the default setting (:data:`hstred.cte.model.CORRECTION_EXPRESS`,
+#: :data:`~hstred.cte.model.CORRECTION_ITERATIONS`) was measured within on the map's
+#: 2003, 2012 and 2024 quadrants (``bench_cte_accuracy.py --columns 16``), against the
+#: exact model with the same iterations; the worst date (2024) sets them. The FLC
+#: headers record these with the setting.
+DEFAULT_SETTING_ACCURACY = AccuracyBounds(rms_read_noise=0.5, flux_fraction=0.05,
+                                          centroid_px=0.07)
 
 #: Aperture radius (pixels) for star fluxes and centroids.
 _APERTURE_PX = 3.0
@@ -167,44 +175,23 @@ def correction_iterates(image: np.ndarray, mjd: float, *, express: int, n_iterat
     to zero (it only does that after the first of several iterations), which is
     returned here as item 0. So the list has ``n_iterations + 1`` items: the
     one-iteration result, then iterations 1.. ``n_iterations`` of a longer run.
-    Each add's wall time is appended to ``timings``; ``options`` go to ``add_cti``.
+    Each add's CPU time (seconds; arcticpy on one thread, so its wall time on an
+    idle core) is appended to ``timings``; ``options`` go to ``add_cti``.
     """
     image = np.ascontiguousarray(image, dtype=np.float64)
     estimate = image.copy()
     out = []
     for iteration in range(1, n_iterations + 1):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         trailed = _add_cti(estimate, mjd, express, **options)
         if timings is not None:
-            timings.append(time.perf_counter() - t0)
+            timings.append(time.process_time() - t0)
         estimate = estimate + (image - trailed)
         if iteration == 1:
             out.append(estimate.copy())
             estimate[estimate < 0.0] = 0.0
         out.append(estimate.copy())
     return out
-
-
-def exact_reference(image: np.ndarray, mjd: float, *, read_noise_e: float,
-                    tolerance_read_noise: float = 0.002,
-                    max_iterations: int = 12) -> tuple[np.ndarray, int]:
-    """The exact model's correction (express 0), iterated until it stops changing.
-
-    Stops when one more iteration changes no pixel by more than
-    ``tolerance_read_noise`` read noise; returns the correction and the number
-    of iterations. Raises RuntimeError when ``max_iterations`` is not enough.
-    """
-    image = np.ascontiguousarray(image, dtype=np.float64)
-    estimate = image.copy()
-    for iteration in range(1, max_iterations + 1):
-        change = image - _add_cti(estimate, mjd, express=0)
-        estimate = estimate + change
-        if iteration == 1:
-            estimate[estimate < 0.0] = 0.0
-        elif np.abs(change).max() < tolerance_read_noise * read_noise_e:
-            return estimate, iteration
-    raise RuntimeError(f"the exact CTE correction did not converge in {max_iterations} "
-                       "iterations")
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,12 @@ __all__ = [
 
 MJD_TO_JD = 2400000.5
 
-#: The correction's default express factor and iterations: the cheapest setting of the
-#: accuracy map (``benchmarks/bench_cte_accuracy.py``) within
-#: :data:`hstred.cte.accuracy.ACCURACY_BOUNDS` of the exact model on 2003, 2012 and 2024
-#: quadrants. The calibration stage and its command line take their defaults from here.
+#: The correction's default express factor and iterations; the calibration stage and its
+#: command line take their defaults from here. The accuracy map
+#: (``benchmarks/bench_cte_accuracy.py``, README) finds no express 1-5 setting within
+#: :data:`hstred.cte.accuracy.ACCURACY_BOUNDS` of the exact model in 2024 (this one
+#: included), and every cheaper setting further from it than this one, so it stays; its
+#: measured accuracy is :data:`hstred.cte.accuracy.DEFAULT_SETTING_ACCURACY`.
 CORRECTION_EXPRESS = 5
 CORRECTION_ITERATIONS = 3
 
