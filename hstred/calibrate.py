@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from hstred.cte.model import CORRECTION_EXPRESS, CORRECTION_ITERATIONS
 from hstred.errors import InputError, StageError
 from hstred.execution import Backend, LocalBackend
 from hstred.inputs import check_inputs, find_raw_files
@@ -58,14 +59,15 @@ class CalibrateConfig:
     workers
         Processes (exposures calibrated at once); None = all cores.
     cte_iterations, cte_express
-        arCTIc forward-modelling iterations and express factor (0 = exact).
+        arCTIc forward-modelling iterations and express factor (0 = exact); the
+        defaults are set, with the reasons, in :mod:`hstred.cte.model`.
     """
 
     cte: CTEChoice = "arctic"
     engine: EngineChoice = "auto"
     workers: int | None = None
-    cte_iterations: int = 3
-    cte_express: int = 5
+    cte_iterations: int = CORRECTION_ITERATIONS
+    cte_express: int = CORRECTION_EXPRESS
 
     def __post_init__(self) -> None:
         if self.cte not in ("arctic", "none"):
@@ -139,6 +141,9 @@ def _cte_function(config: CalibrateConfig):
 
 
 def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
+    """The CTE model and setting for the headers; with the default setting, also the
+    bounds its differences from the exact model were measured within."""
+    from hstred.cte.accuracy import DEFAULT_SETTING_ACCURACY as measured
     from hstred.cte.model import arcticpy_version, cte_model_for_date
 
     model = cte_model_for_date(expstart_mjd)
@@ -147,6 +152,11 @@ def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
                 n_iterations=config.cte_iterations, express=config.cte_express,
                 arcticpy_version=arcticpy_version())
     info.pop("name", None)
+    if (config.cte_express, config.cte_iterations) == (CORRECTION_EXPRESS,
+                                                        CORRECTION_ITERATIONS):
+        info.update(accuracy_rms_read_noise=measured.rms_read_noise,
+                    accuracy_flux_fraction=measured.flux_fraction,
+                    accuracy_centroid_px=measured.centroid_px)
     return info
 
 

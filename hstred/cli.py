@@ -153,10 +153,14 @@ def calibrate(
              "or 'auto' (calacs when present).")] = EngineOption.auto,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes "
                                                 "(default: all cores).")] = None,
-    cte_iterations: Annotated[int, typer.Option(min=1, help="arCTIc correction "
-                                                "iterations.")] = 3,
-    cte_express: Annotated[int, typer.Option(min=0, help="arCTIc express factor "
-                                             "(0 = exact, slower).")] = 5,
+    cte_iterations: Annotated[int | None, typer.Option(min=1, help="arCTIc correction "
+                                                       "iterations (default: the "
+                                                       "calibration stage's, see README).")]
+    = None,
+    cte_express: Annotated[int | None, typer.Option(min=0, help="arCTIc express factor "
+                                                    "(0 = exact, slower; default: the "
+                                                    "calibration stage's, see README).")]
+    = None,
     force: Annotated[bool, typer.Option("--force", help="Recalibrate exposures already "
                                         "calibrated with the same inputs and options.")]
     = False,
@@ -168,8 +172,11 @@ def calibrate(
     from hstred.calibrate import CalibrateConfig, run_calibrate
     from hstred.manifest import Manifest
 
+    # unset CTE options keep CalibrateConfig's defaults, the one place they are set
+    cte_setting = {k: v for k, v in (("cte_iterations", cte_iterations),
+                                     ("cte_express", cte_express)) if v is not None}
     config = CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers,
-                             cte_iterations=cte_iterations, cte_express=cte_express)
+                             **cte_setting)
 
     def report(timing, done, total):
         typer.echo(f"[{done}/{total}] {timing.output.name}  ccd {timing.ccd_s:.1f}s  "

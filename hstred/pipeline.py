@@ -217,7 +217,7 @@ def _report_key(manifest: Manifest, record: dict, products, calibrated) -> str:
 
 
 _CTE_KEYS = ("PCTECORR", "CTEMODEL", "CTEDATE", "CTE_NIT", "CTEEXPR", "CTETRAPD", "CTEFWELL",
-             "CTEWFPOW", "ARCTICV")
+             "CTEWFPOW", "ARCTICV", "CTEACRMS", "CTEACFLX", "CTEACCEN")
 
 
 def _cte_record(calibrated) -> dict:

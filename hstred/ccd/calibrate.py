@@ -18,7 +18,8 @@ Header keywords written
 Primary: calibration switches (EXPSCORR = COMPLETE once ACS2D has run), ATODGNA-D,
 READNSEA-D, CCDBIASA-D (from CCDTAB), BIASLEVA-D (the levels BLEVCORR removed, e-),
 DARKTIME (with the CCDTAB overhead), PCTECORR and, after CTE correction,
-CTEMODEL, CTEDATE, CTE_NIT, CTEEXPR, CTETRAPD, CTEFWELL, CTEWFPOW, ARCTICV;
+CTEMODEL, CTEDATE, CTE_NIT, CTEEXPR, CTETRAPD, CTEFWELL, CTEWFPOW, ARCTICV and,
+for the default CTE setting, its measured accuracy (CTEACRMS, CTEACFLX, CTEACCEN);
 FILENAME, NEXTEND, HSTREDV; HISTORY lines per step.
 SCI: BUNIT, LTV1/LTV2 = 0, CRPIX shifted by the trim, SIZAXIS1/2, MEANBLEV,
 MEANDARK, MEANFLSH (flashed data), PHOTMODE, PHOTFLAM, PHOTZPT, PHOTPLAM, PHOTBW,
@@ -804,7 +805,11 @@ def record_cte_correction(chips: Sequence[ChipData],
     CTEDATE, ``n_iterations`` -> CTE_NIT, ``express`` -> CTEEXPR,
     ``total_trap_density`` (or the sum of ``trap_densities``) -> CTETRAPD,
     ``full_well_depth`` -> CTEFWELL, ``well_fill_power`` -> CTEWFPOW,
-    ``arcticpy_version`` -> ARCTICV. Every item is also written as a HISTORY line.
+    ``arcticpy_version`` -> ARCTICV; the setting's accuracy, as bounds on its measured
+    differences from the exact model's correction: ``accuracy_rms_read_noise``
+    -> CTEACRMS (pixel RMS, read noises), ``accuracy_flux_fraction`` -> CTEACFLX (star
+    flux, fraction), ``accuracy_centroid_px`` -> CTEACCEN (star centroid, pixels).
+    Every item is also written as a HISTORY line.
     """
     primary = chips[0].primary.copy()
     info = dict(cte_info or {})
@@ -819,6 +824,12 @@ def record_cte_correction(chips: Sequence[ChipData],
         "CTEFWELL": (info.get("full_well_depth"), "CTE model full-well depth (e-)"),
         "CTEWFPOW": (info.get("well_fill_power"), "CTE model well-fill power"),
         "ARCTICV": (info.get("arcticpy_version"), "arcticpy version"),
+        "CTEACRMS": (info.get("accuracy_rms_read_noise"),
+                     "pixel RMS diff from exact model < (read noise)"),
+        "CTEACFLX": (info.get("accuracy_flux_fraction"),
+                     "star flux diff from exact model < (fraction)"),
+        "CTEACCEN": (info.get("accuracy_centroid_px"),
+                     "star centroid diff from exact model < (px)"),
     }
     for key, (value, comment) in cards.items():
         if value is None:
@@ -979,8 +990,8 @@ def calibrate_exposure(raw_path: Path, references: Mapping[str, Path | None], ou
         Output file, or a directory to write ``<rootname>_flt.fits`` / ``_flc.fits`` in.
     cte
         Optional per-quadrant pixel-CTE correction, e.g.
-        ``functools.partial(hstred.cte.model.remove_cte_from_quadrant, express=5,
-        n_iterations=3)``; applied after the overscan trim and before DARKCORR.
+        :func:`hstred.cte.model.remove_cte_from_quadrant` (or a ``functools.partial`` of
+        it with another setting); applied after the overscan trim and before DARKCORR.
     cte_info
         Provenance of ``cte`` for the header (see :func:`record_cte_correction`).
     """
