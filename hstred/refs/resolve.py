@@ -207,7 +207,12 @@ def resolve_references(raw_files: Iterable[Path], data_dir: Path, *,
                       if name is not None and _locate(name, paths) is None})
     if missing:
         cache = _crds_cache(data_dir)
-        if fetch and _crds_server_reachable(cache):
+        if not fetch:
+            raise ReferenceFileError(
+                f"{len(missing)} reference file(s) missing (not fetched: --no-fetch): "
+                f"{', '.join(missing)}; searched {', '.join(str(p) for p in paths)}; "
+                f"fetch them with: {_fetch_command(missing, cache)}")
+        if _crds_server_reachable(cache):
             try:
                 fetch_with_crds(missing, cache)
             except Exception as err:
@@ -222,7 +227,29 @@ def resolve_references(raw_files: Iterable[Path], data_dir: Path, *,
                 f"{', '.join(missing)}; searched {', '.join(str(p) for p in paths)}; "
                 f"fetch them with: {_fetch_command(missing, cache)}")
 
-    return [ReferenceSet(exposure=raw,
-                         paths={k: (_locate(n, paths) if n is not None else None)
-                                for k, n in names.items()})
-            for raw, names in wanted]
+    refsets = [ReferenceSet(exposure=raw,
+                            paths={k: (_locate(n, paths) if n is not None else None)
+                                   for k, n in names.items()})
+               for raw, names in wanted]
+    for path in sorted({p for r in refsets for p in r.paths.values() if p is not None}):
+        _check_readable(path, _crds_cache(data_dir))
+    return refsets
+
+
+def _check_readable(path: Path, cache: Path) -> None:
+    """Raise :class:`ReferenceFileError` unless ``path`` opens as FITS and holds every byte
+    its headers announce (a truncated download otherwise fails deep inside a stage)."""
+    from hstred.inputs import fits_damage
+
+    try:
+        with fits.open(path) as hdul:
+            hdul.verify("silentfix")
+            damage = fits_damage(hdul, path)
+    except (OSError, ValueError, IndexError, KeyError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # permissions and the like: the machine, not the file
+        damage = f"unreadable ({err})"
+    if damage:
+        raise ReferenceFileError(
+            f"{path}: damaged reference file, {damage}; delete it and fetch a fresh copy "
+            f"with: {_fetch_command([path.name], cache)}")
