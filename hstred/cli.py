@@ -103,7 +103,7 @@ def _report_errors(func):
         except HstredError as err:
             raise _fail(str(err), err.exit_code) from err
         except OSError as err:
-            problem = environment_error(err)
+            problem = environment_error(err, directory=kwargs.get("data"))
             if problem is None:
                 raise _bug(err) from err
             raise _fail(str(problem), problem.exit_code) from err
@@ -300,6 +300,17 @@ class _ConsoleFilter(logging.Filter):
         return getattr(record, "console", True)
 
 
+class _FileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.console = False
+        return True
+
+
+def _mark_file_only(logger: logging.Logger) -> None:
+    if not any(isinstance(f, _FileOnly) for f in logger.filters):
+        logger.addFilter(_FileOnly())
+
+
 def _setup_logging(data: Path, *, quiet: bool) -> Path:
     """Log to ``DIR/hstred_work/hstred.log`` (created in an existing ``data`` only) and
     warnings to the terminal unless ``quiet``."""
@@ -312,6 +323,15 @@ def _setup_logging(data: Path, *, quiet: bool) -> Path:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # astropy prints its warnings itself; they reach the log file through the root logger
+    # but are not printed a second time by the console handler below
+    astropy_log = logging.getLogger("astropy")
+    _mark_file_only(astropy_log)
+    if quiet:  # only errors on the terminal, astropy's own warnings included
+        for handler in astropy_log.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler):
+                handler.setLevel(max(handler.level, logging.ERROR))
     if not quiet:
         console = logging.StreamHandler()
         console.setLevel(logging.WARNING)

@@ -124,10 +124,13 @@ def publish_all(moves: Sequence[tuple[Path, Path]]) -> None:
             previous.unlink(missing_ok=True)
 
 
-def environment_error(err: OSError) -> RunEnvironmentError | None:
+def environment_error(err: OSError, *, directory: Path | None = None
+                      ) -> RunEnvironmentError | None:
     """The one-line :class:`RunEnvironmentError` for an ``OSError`` caused by the machine
-    (full disk, read-only file system, permission denied), else None."""
+    (full disk, read-only file system, permission denied), else None. ``directory`` is
+    named when the error does not say which file it was writing."""
     where = err.filename2 if err.errno in _SPACE and err.filename2 else err.filename
+    where = where or directory
     where = f"{where}: " if where else ""
     if err.errno in _SPACE:
         return RunEnvironmentError(f"{where}no space left on the device; hstred removed its "

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from hstred.acs import RAW_NX, RAW_NY
 from hstred.errors import InputError
@@ -162,7 +164,8 @@ def fits_damage(hdul: fits.HDUList, path: Path) -> str | None:
 
 def _read_exposure(path: Path) -> InputExposure | None:
     try:
-        with fits.open(path) as hdul:
+        with warnings.catch_warnings(), fits.open(path) as hdul:
+            warnings.simplefilter("ignore", AstropyUserWarning)  # damage is reported below
             hdul.verify("silentfix")
             header = hdul[0].header
             n_ext = len(hdul)

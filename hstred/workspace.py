@@ -141,6 +141,7 @@ def remove_leftovers(data_dir: Path) -> list[Path]:
     for directory in (work_dir(data_dir), calibrated_dir(data_dir)):
         found += directory.glob(".*.tmp")  # temporary files of earlier versions
     found += [p for p in calibrated_dir(data_dir).glob("calacs-*") if p.is_dir()]
+    found = list(dict.fromkeys(found))
     for path in found:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -14,6 +14,7 @@ lists every missing file and the command that fetches them, before any work star
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 from collections.abc import Iterable, Mapping
@@ -134,6 +135,39 @@ def _locate(name: str, paths: Iterable[Path]) -> Path | None:
     return None
 
 
+class _LogOnly(logging.Filter):
+    """CRDS's own console lines go to hstred's log file only: the terminal gets
+    hstred's one-line error when CRDS fails."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.console = False
+        return True
+
+
+class _Drop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _crds_messages_to_log():
+    crds_log = logging.getLogger("CRDS")
+    only, drop = _LogOnly(), _Drop()
+    saved = crds_log.propagate
+    handlers = list(crds_log.handlers)
+    crds_log.addFilter(only)
+    for handler in handlers:
+        handler.addFilter(drop)
+    crds_log.propagate = True
+    try:
+        yield
+    finally:
+        crds_log.propagate = saved
+        crds_log.removeFilter(only)
+        for handler in handlers:
+            handler.removeFilter(drop)
+
+
 @contextlib.contextmanager
 def _crds_environment(cache: Path):
     """CRDS settings for one call: the server (default HST's) and the cache root."""
@@ -141,7 +175,8 @@ def _crds_environment(cache: Path):
     os.environ.setdefault("CRDS_SERVER_URL", DEFAULT_CRDS_SERVER_URL)
     os.environ["CRDS_PATH"] = str(cache)
     try:
-        yield
+        with _crds_messages_to_log():
+            yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -239,10 +274,15 @@ def resolve_references(raw_files: Iterable[Path], data_dir: Path, *,
 def _check_readable(path: Path, cache: Path) -> None:
     """Raise :class:`ReferenceFileError` unless ``path`` opens as FITS and holds every byte
     its headers announce (a truncated download otherwise fails deep inside a stage)."""
+    import warnings
+
+    from astropy.utils.exceptions import AstropyUserWarning
+
     from hstred.inputs import fits_damage
 
     try:
-        with fits.open(path) as hdul:
+        with warnings.catch_warnings(), fits.open(path) as hdul:
+            warnings.simplefilter("ignore", AstropyUserWarning)  # damage is reported below
             hdul.verify("silentfix")
             damage = fits_damage(hdul, path)
     except (OSError, ValueError, IndexError, KeyError) as err:
