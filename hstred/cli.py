@@ -365,7 +365,7 @@ def drizzle(
     """
     from hstred.calibrate import calibrated_dir
     from hstred.drizzle import run_drizzle
-    from hstred.execution import make_backend
+    from hstred.execution import bind_children_to_process, make_backend
     from hstred.inputs import check_outname, find_calibrated_files
     from hstred.workspace import data_dir_lock, remove_leftovers
 
@@ -373,6 +373,7 @@ def drizzle(
     check_outname(outname)
     config = _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                              min_matches, max_rms, drop_unaligned, singles, workers=workers)
+    bind_children_to_process()
     with data_dir_lock(data):
         remove_leftovers(data)
         own = calibrated_dir(data)

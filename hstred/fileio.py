@@ -57,9 +57,35 @@ def atomic_path(path: Path, *, fsync: bool = False) -> Iterator[Path]:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno is None and _disk_full(err):
+            # numpy's and astropy's "Not enough (free) space" errors carry no errno (and
+            # would lose their cause on the way back from a worker process): name the file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _disk_full(err: BaseException) -> bool:
+    """True when ``err`` or an exception in its chain says the disk is full."""
+    cause = _cause_with_errno(err)
+    if cause is not None:
+        return cause.errno in _SPACE
+    return "space" in str(err).lower()
+
+
+def _cause_with_errno(err: BaseException) -> OSError | None:
+    """The first exception in ``err``'s chain that is an OSError with an errno."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -129,6 +155,7 @@ def environment_error(err: OSError, *, directory: Path | None = None
     """The one-line :class:`RunEnvironmentError` for an ``OSError`` caused by the machine
     (full disk, read-only file system, permission denied), else None. ``directory`` is
     named when the error does not say which file it was writing."""
+    err = _cause_with_errno(err) or err
     where = err.filename2 if err.errno in _SPACE and err.filename2 else err.filename
     where = where or directory
     where = f"{where}: " if where else ""

@@ -34,7 +34,7 @@ from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.calibrate import CalibrateConfig, CalibrateResult, run_calibrate
 from hstred.drizzle import DrizzleConfig, product_paths, run_drizzle
 from hstred.errors import InputError
-from hstred.execution import Backend, make_backend
+from hstred.execution import Backend, bind_children_to_process, make_backend
 from hstred.fileio import atomic_write_text, check_destinations
 from hstred.inputs import check_inputs, check_outname, check_raw_layout, find_inputs
 from hstred.manifest import Manifest, software_versions
@@ -160,6 +160,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     data_dir = existing_data_dir(data_dir)
     backend = backend or make_backend(workers=config.workers, scheduler=config.scheduler)
     backend.check()
+    bind_children_to_process()  # AstroDrizzle's worker processes end with the run
     with data_dir_lock(data_dir, command=f"hstred run {outname}"):
         remove_leftovers(data_dir)
         return _run_locked(data_dir, outname, config, force=force, from_stage=from_stage,

@@ -108,3 +108,22 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path):
     removed = remove_leftovers(tmp_path)
     assert sorted(removed) == sorted([staging, old_staging, partial])
     assert all(p.exists() for p in keep) and not any(p.exists() for p in removed)
+
+
+def test_a_full_disk_reported_without_errno_is_still_named(tmp_path):
+    target = tmp_path / "a_flt.fits"
+    with pytest.raises(OSError) as info, atomic_path(target):
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as exc:  # what astropy's free-space check raises instead
+            raise OSError("Not enough space on disk: " + str(exc)) from None
+    assert info.value.errno == 28 and info.value.filename == str(target)
+    assert str(environment_error(info.value)).startswith(f"{target}: no space left")
+    assert os.listdir(tmp_path) == []
+
+
+def test_numpys_full_disk_error_without_errno_is_named(tmp_path):
+    target = tmp_path / "a_flt.fits"
+    with pytest.raises(OSError) as info, atomic_path(target):
+        raise OSError("Not enough free space to write 33554432 bytes after offset 83943360")
+    assert info.value.errno == 28 and info.value.filename == str(target)
