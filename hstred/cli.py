@@ -367,6 +367,7 @@ def drizzle(
     from hstred.drizzle import run_drizzle
     from hstred.execution import bind_children_to_process, make_backend
     from hstred.inputs import check_outname, find_calibrated_files
+    from hstred.quality import check_exposure_quality
     from hstred.workspace import data_dir_lock, remove_leftovers
 
     _setup_logging(data, quiet=False)
@@ -381,6 +382,7 @@ def drizzle(
         if not inputs:
             raise InputError(f"{data}: no calibrated *_flc.fits/*_flt.fits; run hstred "
                              "calibrate first or put archive FLC/FLT files there")
+        check_exposure_quality(inputs, good_bits=config.good_bits)
         result = run_drizzle(data, outname, config, inputs=inputs,
                              backend=make_backend(workers=workers))
     for product in result.products:
