@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Literal
 
 from hstred.cte.model import CORRECTION_EXPRESS, CORRECTION_ITERATIONS
-from hstred.errors import InputError, StageError
+from hstred.errors import HstredError, InputError, StageError
 from hstred.execution import Backend, LocalBackend
-from hstred.inputs import check_inputs, find_raw_files
+from hstred.inputs import check_inputs, check_raw_layout, find_raw_files
 from hstred.manifest import Manifest, software_versions
 from hstred.refs import ReferenceSet, resolve_references
+from hstred.workspace import calibrated_dir
 
 __all__ = [
     "CalibrateConfig",
@@ -106,11 +107,6 @@ class CalibrateResult:
     wall_s: float
     references: tuple[ReferenceSet, ...] = field(default=())
     skipped: tuple[str, ...] = field(default=())  # rootnames found finished in the manifest
-
-
-def calibrated_dir(data_dir: Path) -> Path:
-    """Where calibrated exposures go: ``DIR/hstred_work/calibrated``."""
-    return Path(data_dir) / "hstred_work" / "calibrated"
 
 
 def calacs_available() -> bool:
@@ -200,8 +196,13 @@ def _worker_task(args) -> tuple[ExposureTiming, Path]:
     from hstred.cte.model import load_arcticpy
 
     load_arcticpy()  # its OpenMP runtime must be loaded for the limit to reach it
-    with threadpool_limits(limits=threads, user_api="openmp"):
-        return calibrate_one(raw, references, out_dir, config, engine), raw
+    try:
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            return calibrate_one(raw, references, out_dir, config, engine), raw
+    except HstredError as err:
+        if str(raw) in str(err) or Path(raw).name in str(err):
+            raise
+        raise type(err)(f"{raw}: {err}") from err
 
 
 def _exposure_key(manifest: Manifest, raw: Path, references: dict, config: CalibrateConfig,
@@ -232,7 +233,9 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     t_start = time.perf_counter()
     data_dir = Path(data_dir)
     raws = [Path(p) for p in raw_files] if raw_files is not None else find_raw_files(data_dir)
-    raws = [e.path for e in check_inputs(raws, allow_mixed_targets=allow_mixed_targets)]
+    exposures = check_inputs(raws, allow_mixed_targets=allow_mixed_targets)
+    check_raw_layout(exposures)
+    raws = [e.path for e in exposures]
     engine = _choose_engine(config.engine)
     refsets = resolve_references(raws, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else calibrated_dir(data_dir)
@@ -260,7 +263,8 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     timings: list[ExposureTiming] = []
     for timing, raw in backend.imap_unordered(_worker_task, tasks):
         if not timing.output.is_file():
-            raise StageError(f"calibration of {raw} did not write {timing.output}")
+            raise StageError(f"{raw}: calibration did not write {timing.output}; see "
+                             f"{Path(data_dir) / 'hstred_work' / 'hstred.log'}")
         if manifest is not None:
             manifest.record("calibrate", timing.rootname, keys[raw], [timing.output],
                             info={"input": str(raw), "seconds": round(timing.total_s, 3),

@@ -31,9 +31,7 @@ ERR and DQ also receive the SCI WCS keywords they lack.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +55,7 @@ from hstred.ccd.reffiles import (
     read_reference_image,
 )
 from hstred.errors import InputError, ReferenceFileError, StageError
+from hstred.fileio import atomic_path
 
 __all__ = [
     "CCD_STEPS",
@@ -962,15 +961,8 @@ def write_calibrated(chips: Sequence[ChipData], out_path: Path, *,
         hdus.append(fits.ImageHDU(chip.sci.astype(np.float32, copy=False), header=sci_header))
         hdus.append(fits.ImageHDU(chip.err.astype(np.float32, copy=False), header=err_header))
         hdus.append(fits.ImageHDU(chip.dq.astype(np.int16, copy=False), header=dq_header))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are ordinary readable files
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out_path
 
 

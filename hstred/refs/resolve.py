@@ -14,6 +14,7 @@ lists every missing file and the command that fetches them, before any work star
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 from collections.abc import Callable, Iterable, Mapping
@@ -152,6 +153,39 @@ def _locate(name: str, paths: Iterable[Path]) -> Path | None:
     return None
 
 
+class _LogOnly(logging.Filter):
+    """CRDS's own console lines go to hstred's log file only: the terminal gets
+    hstred's one-line error when CRDS fails."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.console = False
+        return True
+
+
+class _Drop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _crds_messages_to_log():
+    crds_log = logging.getLogger("CRDS")
+    only, drop = _LogOnly(), _Drop()
+    saved = crds_log.propagate
+    handlers = list(crds_log.handlers)
+    crds_log.addFilter(only)
+    for handler in handlers:
+        handler.addFilter(drop)
+    crds_log.propagate = True
+    try:
+        yield
+    finally:
+        crds_log.propagate = saved
+        crds_log.removeFilter(only)
+        for handler in handlers:
+            handler.removeFilter(drop)
+
+
 @contextlib.contextmanager
 def _crds_environment(cache: Path):
     """CRDS settings for one call: the server (default HST's) and the cache root."""
@@ -159,7 +193,8 @@ def _crds_environment(cache: Path):
     os.environ.setdefault("CRDS_SERVER_URL", DEFAULT_CRDS_SERVER_URL)
     os.environ["CRDS_PATH"] = str(cache)
     try:
-        yield
+        with _crds_messages_to_log():
+            yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -253,7 +288,12 @@ def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
                       if name is not None and _locate(name, paths) is None})
     if missing:
         cache = _crds_cache(data_dir)
-        if fetch and _crds_server_reachable(cache):
+        if not fetch:
+            raise ReferenceFileError(
+                f"{len(missing)} reference file(s) missing (not fetched: --no-fetch): "
+                f"{', '.join(missing)}; searched {', '.join(str(p) for p in paths)}; "
+                f"fetch them with: {_fetch_command(missing, cache)}")
+        if _crds_server_reachable(cache):
             try:
                 fetch_with_crds(missing, cache)
             except Exception as err:
@@ -268,7 +308,34 @@ def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
                 f"{', '.join(missing)}; searched {', '.join(str(p) for p in paths)}; "
                 f"fetch them with: {_fetch_command(missing, cache)}")
 
-    return [ReferenceSet(exposure=raw,
-                         paths={k: (_locate(n, paths) if n is not None else None)
-                                for k, n in names.items()})
-            for raw, names in wanted]
+    refsets = [ReferenceSet(exposure=raw,
+                            paths={k: (_locate(n, paths) if n is not None else None)
+                                   for k, n in names.items()})
+               for raw, names in wanted]
+    for path in sorted({p for r in refsets for p in r.paths.values() if p is not None}):
+        _check_readable(path, _crds_cache(data_dir))
+    return refsets
+
+
+def _check_readable(path: Path, cache: Path) -> None:
+    """Raise :class:`ReferenceFileError` unless ``path`` opens as FITS and holds every byte
+    its headers announce (a truncated download otherwise fails deep inside a stage)."""
+    import warnings
+
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    from hstred.inputs import fits_damage
+
+    try:
+        with warnings.catch_warnings(), fits.open(path) as hdul:
+            warnings.simplefilter("ignore", AstropyUserWarning)  # damage is reported below
+            hdul.verify("silentfix")
+            damage = fits_damage(hdul, path)
+    except (OSError, ValueError, IndexError, KeyError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # permissions and the like: the machine, not the file
+        damage = f"unreadable ({err})"
+    if damage:
+        raise ReferenceFileError(
+            f"{path}: damaged reference file, {damage}; delete it and fetch a fresh copy "
+            f"with: {_fetch_command([path.name], cache)}")
