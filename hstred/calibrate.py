@@ -114,7 +114,7 @@ def calacs_available() -> bool:
     return all(shutil.which(p) is not None for p in ("acsccd.e", "acs2d.e"))
 
 
-def _choose_engine(engine: EngineChoice) -> str:
+def choose_engine(engine: EngineChoice) -> str:
     if engine == "auto":
         return "calacs" if calacs_available() else "native"
     if engine == "calacs" and not calacs_available():
@@ -205,8 +205,9 @@ def _worker_task(args) -> tuple[ExposureTiming, Path]:
         raise type(err)(f"{raw}: {err}") from err
 
 
-def _exposure_key(manifest: Manifest, raw: Path, references: dict, config: CalibrateConfig,
-                  engine: str) -> str:
+def exposure_key(manifest: Manifest, raw: Path, references: dict, config: CalibrateConfig,
+                 engine: str) -> str:
+    """The calibration stage's cache key of one exposure."""
     params = asdict(config)
     params.pop("workers")  # parallelism does not change the output
     return manifest.make_key(raw=manifest.hash_file(raw),
@@ -236,7 +237,7 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     exposures = check_inputs(raws, allow_mixed_targets=allow_mixed_targets)
     check_raw_layout(exposures)
     raws = [e.path for e in exposures]
-    engine = _choose_engine(config.engine)
+    engine = choose_engine(config.engine)
     refsets = resolve_references(raws, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else calibrated_dir(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +246,7 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     todo: list[tuple[ReferenceSet, str]] = []
     for refset in refsets:
         root = refset.exposure.name.split("_")[0].lower()
-        key = (_exposure_key(manifest, refset.exposure, dict(refset.paths), config, engine)
+        key = (exposure_key(manifest, refset.exposure, dict(refset.paths), config, engine)
                if manifest is not None else "")
         entry = manifest.lookup("calibrate", root, key) if manifest and not force else None
         if entry is not None:

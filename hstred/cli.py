@@ -67,6 +67,7 @@ app = _OneLineErrors(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[arcsec]" is a unit, not markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -437,23 +438,111 @@ def run_command(
     the visits and drizzles each filter onto one grid. Finished work recorded in
     DIR/hstred_work/manifest.json is not redone.
     """
-    from hstred.calibrate import CalibrateConfig
     from hstred.inputs import check_outname
-    from hstred.pipeline import PipelineConfig
 
     check_outname(outname)  # before anything is created
     _setup_logging(data, quiet=quiet)
-    config = PipelineConfig(
+    config = _pipeline_config(
+        cte=cte, engine=engine, workers=workers, scheduler=scheduler, kernel=kernel,
+        pixel_scale=pixel_scale, pixfrac=pixfrac, weight_type=weight_type, north_up=north_up,
+        fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
+        drop_unaligned=drop_unaligned, singles=singles,
+        allow_mixed_targets=allow_mixed_targets)
+    result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
+                                quiet=quiet)
+    if not quiet:
+        _print_summary(result)
+
+
+def _pipeline_config(*, cte, engine, workers, scheduler, kernel, pixel_scale, pixfrac,
+                     weight_type, north_up, fit_geometry, min_matches, max_rms, drop_unaligned,
+                     singles, allow_mixed_targets):
+    """PipelineConfig from the options of ``run`` (which ``plan`` shares)."""
+    from hstred.calibrate import CalibrateConfig
+    from hstred.pipeline import PipelineConfig
+
+    return PipelineConfig(
         calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 workers=workers),
         workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
 
-    result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
-                                quiet=quiet)
-    if not quiet:
-        _print_summary(result)
+
+#: ``run`` options that do not change what a run would do.
+_NOT_PLANNED = ("quiet",)
+
+
+def _plan(outname: str | None = None, **options) -> None:
+    """Show what hstred run would do, per filter and visit, and write nothing.
+
+    Takes run's options: which exposures are calibrated already and which would be (and
+    why), which references are found or missing, and, given OUTNAME, whether the drizzle
+    stage's products would be reused or redone.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from hstred.plan import RUN, make_plan
+
+    data = options.pop("data")
+    force = options.pop("force")
+    from_stage = options.pop("from_stage")
+    config = _pipeline_config(**options)
+    plan = make_plan(data, config, outname, force=force, from_stage=from_stage)
+    console = Console(width=max(Console().width, 120))
+    table = Table(title=f"{plan.data_dir.resolve()}: target {', '.join(plan.targets)}")
+    for column in ("filter", "visit", "exposure", "date (UT)", "exptime [s]", "references",
+                   "calibration"):
+        table.add_column(column)
+    for filt, visits in plan.by_filter_and_visit().items():
+        for visit, exposures in visits.items():
+            for e in exposures:
+                n_refs = sum(1 for n, _p in e.references.values() if n)
+                lost = e.missing_references
+                refs = (f"{n_refs} found" if not lost else f"{len(lost)} of {n_refs} missing")
+                state = f"{e.calibrate}: {e.reason}" if e.reason else e.calibrate
+                table.add_row(filt, visit, e.exposure.rootname, e.date,
+                              f"{e.exposure.exptime_s:g}", refs if e.references else "-",
+                              state)
+    console.print(table, markup=False)
+    todo = plan.to_calibrate
+    if plan.from_raw:
+        console.print(f"calibrate: {len(todo)} of {len(plan.exposures)} exposure(s) to "
+                      f"calibrate with the {plan.engine} engine (cte "
+                      f"{config.calibrate.cte}), {len(plan.exposures) - len(todo)} cached",
+                      markup=False)
+    if plan.missing_references:
+        console.print("missing references (fetched through CRDS at run time when a server "
+                      f"answers): {', '.join(plan.missing_references)}", markup=False)
+    if plan.drizzle is None:
+        console.print("drizzle: give OUTNAME to see whether its products would be redone",
+                      markup=False)
+        return
+    d = plan.drizzle
+    state = f"run ({d.reason})" if d.state == RUN else "cached: products reused"
+    console.print(f"drizzle {d.outname}: {state}; {len(plan.by_filter_and_visit())} "
+                  "filter(s) onto one grid", markup=False)
+    for product, exists in d.products:
+        console.print(f"  {product}  {'exists' if exists else 'to be written'}",
+                      markup=False)
+
+
+def _plan_signature():
+    """``plan`` takes ``run``'s options (one declaration of each), OUTNAME optional."""
+    import inspect
+
+    run_sig = inspect.signature(run_command, eval_str=True)
+    params = [p for name, p in run_sig.parameters.items() if name not in _NOT_PLANNED]
+    params[0] = params[0].replace(
+        annotation=Annotated[str | None, typer.Argument(
+            help="Product name stem of the run to plan (shows its drizzle stage).")],
+        default=None)
+    return inspect.Signature(params), {p.name: p.annotation for p in params}
+
+
+_plan.__signature__, _plan.__annotations__ = _plan_signature()
+app.command("plan")(_report_errors(_plan))
 
 
 def _run_with_progress(data, outname, config, *, force, from_stage, quiet):

@@ -83,8 +83,9 @@ class PipelineResult:
     warnings: tuple[str, ...]
 
 
-def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig,
-                 distortion: dict) -> str:
+def drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig,
+                distortion: dict) -> str:
+    """The drizzle stage's cache key of one OUTNAME."""
     params = config.to_dict()
     params.pop("num_cores")  # parallelism does not change the products
     inputs = list(inputs)
@@ -246,7 +247,7 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
     # Exposures without a distortion solution need their IDCTAB/NPOLFILE/D2IMFILE:
     # resolved (or reported missing) before any drizzle.
     distortion = distortion_references(calibrated, data_dir)
-    key = _drizzle_key(manifest, calibrated, outname, config.drizzle, distortion)
+    key = drizzle_key(manifest, calibrated, outname, config.drizzle, distortion)
     entry = None if "drizzle" in redo else manifest.lookup("drizzle", outname, key)
     if entry is not None:
         drizzle_record = entry["result"]

@@ -79,6 +79,8 @@ def _called_with(proc: subprocess.CompletedProcess) -> tuple[str, str, list[str]
     (["simulate", "/data/x", "--visits", "1"], ["simulate", "/data/x", "--visits", "1"]),
     (["calibrate", "--data", "/data", "--cte", "none"],
      ["calibrate", "--data", "/data", "--cte", "none"]),
+    (["plan"], ["plan"]),  # the subcommand, not a reduction into plan_* products
+    (["plan", "abell2744", "--cte", "none"], ["plan", "abell2744", "--cte", "none"]),
     (["run", "simulate"], ["run", "simulate"]),
     (["hstred", "refs", "--no-fetch"], ["refs", "--no-fetch"]),
     (["hstred"], ["--help"]),

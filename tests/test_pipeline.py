@@ -180,3 +180,51 @@ def test_report_renders_in_headless_chromium(reduced, tmp_path):
     pixels = imread(shot)[..., :3]
     assert pixels.std() > 0.05  # not a blank page
     assert (pixels.mean(axis=2) < 0.5).mean() > 0.01  # images and text drawn
+
+
+def _listing(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in directory.rglob("*")}
+
+
+def test_plan_before_and_after_a_run_writes_nothing(reduced, sim_program_two_visits, tmp_path):
+    from hstred.calibrate import CalibrateConfig
+    from hstred.drizzle import DrizzleConfig
+    from hstred.pipeline import PipelineConfig
+    from hstred.plan import CACHED, RUN, make_plan
+
+    plan_args = ["--cte", "none"]
+    # before: a fresh copy of the program, nothing calibrated
+    src, _config, _result = sim_program_two_visits
+    fresh = _copy_program(src, tmp_path / "fresh")
+    before = _listing(fresh)
+    result = CliRunner().invoke(app, ["plan", OUTNAME, "--data", str(fresh), *plan_args])
+    assert result.exit_code == 0, result.output
+    assert "run: not calibrated yet" in result.output
+    assert f"drizzle {OUTNAME}: run (after calibrating 2 exposure(s))" in result.output
+    assert _listing(fresh) == before  # no hstred_work, no log, no lock
+
+    # after: the reduced directory, with the options of its run
+    data = reduced[0]
+    before = _listing(data)
+    result = CliRunner().invoke(app, ["plan", OUTNAME, "--data", str(data), *plan_args])
+    assert result.exit_code == 0, result.output
+    assert f"drizzle {OUTNAME}: cached" in result.output
+    assert "0 cached" not in result.output and "2 cached" in result.output
+    config = PipelineConfig(calibrate=CalibrateConfig(cte="none"))
+    plan = make_plan(data, config, OUTNAME)
+    assert [e.calibrate for e in plan.exposures] == [CACHED, CACHED]
+    assert plan.drizzle.state == CACHED and all(exists for _p, exists in plan.drizzle.products)
+    # changed options: what would be redone, and why
+    plan = make_plan(data, PipelineConfig(calibrate=CalibrateConfig(cte="none"),
+                                          drizzle=DrizzleConfig(pixfrac=0.9)), OUTNAME)
+    assert [e.calibrate for e in plan.exposures] == [CACHED, CACHED]
+    assert plan.drizzle.state == RUN and "options" in plan.drizzle.reason
+    plan = make_plan(data, PipelineConfig(calibrate=CalibrateConfig(cte="arctic")), OUTNAME)
+    assert {e.calibrate for e in plan.exposures} == {RUN}
+    assert all("options" in e.reason for e in plan.exposures)
+    assert plan.drizzle.state == RUN
+    plan = make_plan(data, config, OUTNAME, from_stage="drizzle")
+    assert [e.calibrate for e in plan.exposures] == [CACHED, CACHED]
+    assert plan.drizzle.state == RUN and plan.drizzle.reason == "redone on request"
+    assert _listing(data) == before

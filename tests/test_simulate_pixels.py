@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.table import Table
 
 from hstred.acs import AMP_BOUNDARY_RAW, PRESCAN, RAW_NX, chip_layout, raw_to_trimmed
+from hstred.ccd.calibrate import ExposureInfo
+from hstred.ccd.reffiles import read_ccd_parameters
 from hstred.simulate import detector as det
 from hstred.simulate.references import CRDS_SUBDIR
 
@@ -129,18 +130,20 @@ def test_prescan_holds_the_bias_level_of_each_amplifier(sim_program_small):
     truth = json.loads(result.truth_json.read_text())
     exp = truth["visits"][0]["exposures"][0]
     h = fits.getheader(result.raw_files[0], 0)
-    ccd = Table.read(_ref(out, h, "CCDTAB"), hdu=1)
+    info = ExposureInfo.from_header(h, result.raw_files[0])
     with fits.open(result.raw_files[0]) as raw, fits.open(_ref(out, h, "BIASFILE")) as bias:
         for chip in (1, 2):
             lay = chip_layout(chip)
             data = _sci(raw, chip).data.astype(float)
             superbias = _sci(bias, chip).data
-            row = ccd[(ccd["CCDCHIP"] == chip)][0]
+            # The CCDTAB holds one row per chip and detector set-up; calacs's selection.
+            ccd = read_ccd_parameters(_ref(out, h, "CCDTAB"), ccdamp=info.ccdamp, chip=chip,
+                                      ccdgain=info.ccdgain, ccdofst=info.ccdofst)
             for amp, cols in zip(lay.amps, (slice(0, PRESCAN), slice(RAW_NX - PRESCAN, RAW_NX)),
                                  strict=True):
                 prescan = data[lay.science_rows, cols]
                 level = np.median(prescan)
-                assert level == pytest.approx(row[f"CCDBIAS{amp}"], abs=6.0)
+                assert level == pytest.approx(ccd.bias_dn[amp], abs=6.0)
                 expected = np.median(superbias[lay.science_rows, cols]) + \
                     exp["bias_offsets_dn"][amp]
                 assert level == pytest.approx(expected, abs=0.6)

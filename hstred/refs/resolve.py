@@ -145,7 +145,8 @@ class ReferenceSet:
         return {k: (p.name if p is not None else None) for k, p in self.paths.items()}
 
 
-def _locate(name: str, paths: Iterable[Path]) -> Path | None:
+def locate_reference(name: str, paths: Iterable[Path]) -> Path | None:
+    """The first ``directory / name`` that is a file, in search order; None when none is."""
     for directory in paths:
         candidate = directory / name
         if candidate.is_file():
@@ -285,7 +286,7 @@ def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
 
     paths = search_paths(data_dir)
     missing = sorted({name for _raw, names in wanted for name in names.values()
-                      if name is not None and _locate(name, paths) is None})
+                      if name is not None and locate_reference(name, paths) is None})
     if missing:
         cache = _crds_cache(data_dir)
         if not fetch:
@@ -301,7 +302,7 @@ def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
                     f"CRDS could not deliver {len(missing)} reference file(s) "
                     f"({', '.join(missing)}): {err}") from err
             paths = search_paths(data_dir) + [cache / _CACHE_SUBDIR]
-            missing = [n for n in missing if _locate(n, paths) is None]
+            missing = [n for n in missing if locate_reference(n, paths) is None]
         if missing:
             raise ReferenceFileError(
                 f"{len(missing)} reference file(s) missing and no CRDS server reachable: "
@@ -309,7 +310,7 @@ def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
                 f"fetch them with: {_fetch_command(missing, cache)}")
 
     refsets = [ReferenceSet(exposure=raw,
-                            paths={k: (_locate(n, paths) if n is not None else None)
+                            paths={k: (locate_reference(n, paths) if n is not None else None)
                                    for k, n in names.items()})
                for raw, names in wanted]
     for path in sorted({p for r in refsets for p in r.paths.values() if p is not None}):
