@@ -250,7 +250,7 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
                if manifest is not None else "")
         entry = manifest.lookup("calibrate", root, key) if manifest and not force else None
         if entry is not None:
-            done[root] = Path(next(iter(entry["outputs"])))
+            done[root] = manifest.outputs("calibrate", root)[0]
         else:
             todo.append((refset, key))
 

@@ -2,8 +2,10 @@
 
 ``DIR/hstred_work/manifest.json`` holds, per stage and per unit of work (an
 exposure for calibration, a filter set for drizzling), a *key* — the content
-hashes of every input file, the stage parameters and the software versions — and
-the outputs written with their hashes. A unit is done when its key matches and its
+hashes of every input file, the stage parameters, the software versions and the digest
+of hstred's own code — and the outputs written with their hashes. Paths inside the data
+directory are stored relative to it, so the host and a container that mounts the
+directory elsewhere (``/data``) share finished work. A unit is done when its key matches and its
 outputs still exist with the recorded hashes. The manifest is rewritten
 atomically after every finished unit, so a run killed at any point resumes with
 the units that completed.
@@ -14,6 +16,7 @@ unchanged file is not read again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,11 +42,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of hstred's own reduction code (every ``.py`` file of the package but the
+    simulator's), so that a code change without a version bump redoes the work."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith("simulate/"):
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def software_versions() -> dict[str, str]:
-    """Versions of hstred and the libraries that shape its products."""
+    """Versions of hstred (and the digest of its code) and the libraries that shape its
+    products."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
+    out = {"hstred-code": code_digest()}
     for dist in ("hstred", "numpy", "scipy", "astropy", "arcticpy-no-gsl", "drizzlepac",
                  "stwcs", "tweakwcs", "photutils", "crds"):
         try:
@@ -62,6 +80,10 @@ class Manifest:
 
     def __init__(self, work_dir: Path):
         self.path = Path(work_dir) / "manifest.json"
+        # Outputs are stored relative to the data directory (the work directory's parent),
+        # so a run on the host and one in a container (the directory mounted at /data)
+        # share finished work.
+        self.root = Path(work_dir).resolve().parent
         self._lock = threading.Lock()
         self._data = {"format": _FORMAT, "hashes": {}, "stages": {}}
         if self.path.is_file():
@@ -77,12 +99,13 @@ class Manifest:
         path = Path(path).resolve()
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
-        cached = self._data["hashes"].get(str(path))
+        stored = self._stored(path)
+        cached = self._data["hashes"].get(stored)
         if cached and cached["stamp"] == stamp:
             return cached["sha256"]
         digest = file_sha256(path)
         with self._lock:
-            self._data["hashes"][str(path)] = {"stamp": stamp, "sha256": digest}
+            self._data["hashes"][stored] = {"stamp": stamp, "sha256": digest}
         return digest
 
     def hash_many(self, paths: Iterable[Path]) -> list[str]:
@@ -111,7 +134,7 @@ class Manifest:
         if not entry or entry.get("key") != key:
             return None
         for out, digest in entry.get("outputs", {}).items():
-            path = Path(out)
+            path = self._path(out)
             if not path.is_file() or self.hash_file(path) != digest:
                 return None
         return entry
@@ -120,12 +143,27 @@ class Manifest:
                info: Mapping | None = None) -> None:
         """Record a finished unit and save the manifest at once."""
         outputs = list(outputs)
-        entry = {"key": key, "outputs": {str(Path(p).resolve()): d for p, d in
+        entry = {"key": key, "outputs": {self._stored(p): d for p, d in
                                          zip(outputs, self.hash_many(outputs), strict=True)}}
         entry.update(info or {})
         with self._lock:
             self._data["stages"].setdefault(stage, {})[unit] = entry
         self.save()
+
+    def outputs(self, stage: str, unit: str) -> list[Path]:
+        """The recorded outputs of ``unit`` of ``stage`` (empty when none is recorded)."""
+        entry = self._data["stages"].get(stage, {}).get(unit) or {}
+        return [self._path(p) for p in entry.get("outputs", {})]
+
+    def _stored(self, path: Path) -> str:
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def _path(self, stored: str) -> Path:
+        return self.root / stored  # an absolute ``stored`` stays as it is
 
     def forget(self, stage: str) -> None:
         with self._lock:

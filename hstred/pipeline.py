@@ -189,8 +189,8 @@ def _destinations(data_dir: Path, outname: str, exposures, config: PipelineConfi
 def _drizzle_cached(manifest: Manifest, outname: str) -> bool:
     """True when a finished drizzle of OUTNAME is recorded with its products intact (the
     calibration it used may still change: the drizzle stage checks again)."""
-    entry = manifest.entries("drizzle").get(outname)
-    return bool(entry) and all(Path(p).is_file() for p in entry.get("outputs", {}))
+    outputs = manifest.outputs("drizzle", outname)
+    return bool(outputs) and all(p.is_file() for p in outputs)
 
 
 def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: bool,

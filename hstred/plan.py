@@ -167,9 +167,8 @@ def make_plan(data_dir: Path, config: PipelineConfig, outname: str | None = None
             plan = _calibration_plan(manifest, exp, config.calibrate, engine, search,
                                      "calibrate" in redo)
             exposures.append(plan)
-            entry = manifest.entries("calibrate").get(exp.rootname)
             if plan.calibrate == CACHED:
-                calibrated.append(Path(next(iter(entry["outputs"]))))
+                calibrated.append(manifest.outputs("calibrate", exp.rootname)[0])
         calibrated.sort(key=lambda p: p.name)  # as the calibration stage returns them
     else:
         for exp in inputs:
