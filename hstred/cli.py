@@ -165,16 +165,16 @@ def _progress(message: str) -> None:
 def simulate(
     directory: Annotated[Path, typer.Argument(help="Directory to write the program into "
                                               "(created if needed).", file_okay=False)],
-    visits: Annotated[int, typer.Option(min=1, max=99, help="Number of visits.")] = 2,
-    exposures: Annotated[int, typer.Option(min=1, max=20,
-                                           help="Exposures per visit and filter.")] = 2,
+    # limits: SimulationConfig's, the one place they are checked
+    visits: Annotated[int, typer.Option(help="Number of visits.")] = 2,
+    exposures: Annotated[int, typer.Option(help="Exposures per visit and filter.")] = 2,
     filters: Annotated[str, typer.Option(help="Comma-separated ACS/WFC filters.")]
     = "F606W,F814W",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, identical files.")] = 1,
     date: Annotated[str, typer.Option(help="ISO date of the first visit (YYYY-MM-DD).")]
     = "2024-06-01",
-    sources: Annotated[int, typer.Option(min=1, help="Number of stars and galaxies.")] = 400,
-    exptime: Annotated[float, typer.Option(min=1.0, help="Exposure time per exposure [s].")]
+    sources: Annotated[int, typer.Option(help="Number of stars and galaxies.")] = 400,
+    exptime: Annotated[float, typer.Option(help="Exposure time per exposure [s].")]
     = 500.0,
     no_cte: Annotated[bool, typer.Option("--no-cte", help="Do not add CTE trails.")] = False,
     truth_images: Annotated[bool, typer.Option(
@@ -275,7 +275,7 @@ NorthOpt = Annotated[bool, typer.Option("--north-up/--no-north-up", help="Orient
                                         "grid north up.")]
 FitOpt = Annotated[str, typer.Option("--fit-geometry", help="Visit alignment fit: rscale, "
                                      "shift, rshift or general.")]
-MatchesOpt = Annotated[int, typer.Option("--min-matches", min=3, help="Fewest matched sources "
+MatchesOpt = Annotated[int, typer.Option("--min-matches", help="Fewest matched sources "
                                          "a visit needs to pass alignment.")]
 RmsOpt = Annotated[float, typer.Option("--max-rms", help="Largest alignment fit RMS a visit "
                                        "may have [arcsec].")]

@@ -98,3 +98,20 @@ def test_plan_takes_runs_options():
         return {o for p in command.params for o in p.opts}
 
     assert options("plan") == options("run") - {"--quiet", "-q"}
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["simulate", "{tmp}/sim", "--visits", "0"], "visits"),
+    (["simulate", "{tmp}/sim", "--exptime", "0.1"], "exptime"),
+    (["run", "X", "--data", "{tmp}", "--min-matches", "2"], "--min-matches"),
+    (["plan", "X", "--data", "{tmp}", "--pixfrac", "1.5"], "--pixfrac"),
+])
+def test_option_limits_come_from_the_configs(tmp_path, args, named):
+    """A limit is checked once, by the stage's config: the CLI gives the same one-line
+    error (exit 2) as the library, before any work."""
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hstred: error: ") and named in lines[0]
+    assert not (tmp_path / "sim").exists()

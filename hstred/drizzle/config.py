@@ -16,6 +16,8 @@ KERNELS = ("square", "point", "turbo", "gaussian", "tophat", "lanczos2", "lanczo
 WEIGHT_TYPES = ("ERR", "EXP")
 #: tweakwcs fit geometries.
 FIT_GEOMETRIES = ("shift", "rshift", "rscale", "general")
+#: Fewest matched sources a visit may be required to have (--min-matches).
+MIN_MATCHES = 3
 SKY_METHODS = ("localmin", "globalmin", "match", "globalmin+match")
 
 
@@ -128,6 +130,11 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
             f"--pixel-scale {config.pixel_scale_arcsec} arcsec is implausible for ACS/WFC; "
             "give it in arcsec per pixel (e.g. 0.03)"
         )
+    if isinstance(config.min_matches, int) and not isinstance(config.min_matches, bool) and (
+            config.min_matches < MIN_MATCHES):
+        raise InputError(f"--min-matches must be at least {MIN_MATCHES} (a fit of shift, "
+                         "rotation and scale needs that many stars to be checked), got "
+                         f"{config.min_matches}")
     for name in ("min_matches", "num_cores", "good_bits"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < (
