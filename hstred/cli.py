@@ -562,9 +562,11 @@ def _run_with_progress(data, outname, config, *, force, from_stage, quiet):
 
     if quiet:
         return run_pipeline(data, outname, config, force=force, from_stage=from_stage)
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(),
+    # The console keeps the stderr of now: AstroDrizzle's output capture swaps
+    # sys.stderr for a log file while it runs, and the display must go on meanwhile.
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<34}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=Console(stderr=True))
+                        TimeRemainingColumn(), console=Console(file=sys.stderr))
     tasks: dict[str, int] = {}
 
     def on_stage(stage, state):
@@ -578,9 +580,14 @@ def _run_with_progress(data, outname, config, *, force, from_stage, quiet):
         progress.update(tasks["calibrate"], total=total, completed=done,
                         description=f"calibrate {timing.rootname}")
 
+    def on_drizzle_step(step, done, total):
+        progress.update(tasks["drizzle"], total=total, completed=done,
+                        description=f"drizzle: {step}")
+
     with progress:
         return run_pipeline(data, outname, config, force=force, from_stage=from_stage,
-                            on_stage=on_stage, on_exposure=on_exposure)
+                            on_stage=on_stage, on_exposure=on_exposure,
+                            on_drizzle_step=on_drizzle_step)
 
 
 def _print_summary(result) -> None:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from hstred.errors import RunEnvironmentError
 
-__all__ = ["Backend", "LocalBackend", "DaskBackend", "make_backend", "bind_children_to_process"]
+__all__ = ["Backend", "LocalBackend", "DaskBackend", "make_backend", "bind_children_to_process",
+           "run_in_child"]
 
 _PR_SET_PDEATHSIG = 1
 _bound = False
@@ -77,6 +78,21 @@ def _init_worker(parent_pid: int, log_files: Sequence[str]) -> None:
         root.addHandler(handler)
     if log_files:
         root.setLevel(logging.INFO)
+
+
+def run_in_child(func: Callable, *args):
+    """``func(*args)`` in a fresh local process (``spawn``), its result or exception
+    returned here; the process dies with the run and logs into its log.
+
+    For long calls into C code that holds the GIL (AstroDrizzle's final drizzle): this
+    process stays responsive (its progress display keeps moving) and does not hold the
+    call's memory. The child is not a daemon, so the call may start processes itself.
+    """
+    bind_children_to_process()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker,
+                             initargs=(os.getpid(), _log_files())) as pool:
+        return pool.submit(func, *args).result()
 
 
 class Backend:

@@ -156,11 +156,14 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
                  force: bool = False, from_stage: str | None = None,
                  backend: Backend | None = None,
                  on_exposure: Callable | None = None,
-                 on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
+                 on_stage: Callable[[str, str], None] | None = None,
+                 on_drizzle_step: Callable[[str, int, int], None] | None = None
+                 ) -> PipelineResult:
     """Reduce the exposures in ``data_dir`` to ``DIR/OUTNAME_FILTER_drz_{sci,wht}.fits``.
 
     ``force`` redoes every stage; ``from_stage`` redoes that stage and those after it.
-    ``on_stage(stage, state)`` is called with state 'start', 'done' or 'cached'.
+    ``on_stage(stage, state)`` is called with state 'start', 'done' or 'cached';
+    ``on_drizzle_step(step, done, total)`` as the drizzle stage's sub-steps advance.
     """
     config = config if config is not None else PipelineConfig()
     check_outname(outname)
@@ -173,7 +176,8 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     with data_dir_lock(data_dir, command=f"hstred run {outname}"):
         remove_leftovers(data_dir)
         return _run_locked(data_dir, outname, config, force=force, from_stage=from_stage,
-                           backend=backend, on_exposure=on_exposure, on_stage=on_stage)
+                           backend=backend, on_exposure=on_exposure, on_stage=on_stage,
+                           on_drizzle_step=on_drizzle_step)
 
 
 def _destinations(data_dir: Path, outname: str, exposures, config: PipelineConfig):
@@ -194,8 +198,8 @@ def _drizzle_cached(manifest: Manifest, outname: str) -> bool:
 
 
 def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: bool,
-                from_stage: str | None, backend: Backend, on_exposure, on_stage
-                ) -> PipelineResult:
+                from_stage: str | None, backend: Backend, on_exposure, on_stage,
+                on_drizzle_step=None) -> PipelineResult:
     t0 = time.perf_counter()
     work = work_dir(data_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -264,7 +268,7 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
         try:
             result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
                                  work_dir=drizzle_work, backend=backend,
-                                 distortion=distortion)
+                                 distortion=distortion, progress=on_drizzle_step)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 shutil.rmtree(drizzle_work, ignore_errors=True)  # give the space back

@@ -23,7 +23,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +65,7 @@ from hstred.drizzle.runner import (
 )
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
-from hstred.execution import Backend, LocalBackend
+from hstred.execution import Backend, LocalBackend, run_in_child
 from hstred.fileio import check_destinations, publish_all
 from hstred.inputs import check_outname, find_calibrated_files
 from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
@@ -164,8 +164,17 @@ def _drizzle_visit(task: _VisitTask):
     return task.name, out, catalog
 
 
+#: ``progress(step, done, total)``: the drizzle stage's sub-steps as they advance.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _no_progress(step: str, done: int, total: int) -> None:
+    return None
+
+
 def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig,
-                    backend: Backend) -> tuple[list[VisitImage], dict]:
+                    backend: Backend, progress: ProgressCallback = _no_progress
+                    ) -> tuple[list[VisitImage], dict]:
     """Drizzle every visit group (several at once on ``backend``) and catalog it; with
     ERR weights, also write the background errors of its working copies.
 
@@ -186,8 +195,11 @@ def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig,
                                 detection_nsigma=config.detection_nsigma,
                                 background_errors=errors))
     runner = backend if parallel else LocalBackend(workers=1)
-    done = {name: (out, catalog) for name, out, catalog in
-            runner.imap_unordered(_drizzle_visit, tasks)}
+    done = {}
+    progress("visits", 0, len(tasks))
+    for name, out, catalog in runner.imap_unordered(_drizzle_visit, tasks):
+        done[name] = (out, catalog)
+        progress("visits", len(done), len(tasks))
     images = [VisitImage(name=g.name, sci=done[g.name][0].sci, wht=done[g.name][0].wht,
                          chips=_chips(g.exposures, copies)) for g in plan.groups]
     return images, {name: catalog for name, (_out, catalog) in done.items()}
@@ -308,18 +320,69 @@ class _FinalContext:
             self.moves.append((staged, dst))
 
 
+@dataclass(frozen=True)
+class _FinalTask:
+    """One AstroDrizzle call onto the common grid, run in a child process
+    (:func:`run_in_child`): the grid travels as its exact numbers."""
+
+    inputs: tuple[Path, ...]
+    output: str
+    run_dir: Path
+    grid: dict  # ctype, crval, crpix, cd, radesys, pixel_shape
+    config: DrizzleConfig
+    single: bool
+    expected_chips: int
+
+
+def _grid_numbers(grid: WCS) -> dict:
+    return {"ctype": list(grid.wcs.ctype), "crval": [float(v) for v in grid.wcs.crval],
+            "crpix": [float(v) for v in grid.wcs.crpix], "cd": grid.wcs.cd.tolist(),
+            "radesys": grid.wcs.radesys, "pixel_shape": tuple(grid.pixel_shape)}
+
+
+def _grid_from_numbers(numbers: dict) -> WCS:
+    grid = WCS(naxis=2)
+    grid.wcs.ctype = numbers["ctype"]
+    grid.wcs.crval = numbers["crval"]
+    grid.wcs.crpix = numbers["crpix"]
+    grid.wcs.cd = numbers["cd"]
+    grid.wcs.radesys = numbers["radesys"]
+    grid.pixel_shape = numbers["pixel_shape"]
+    grid.wcs.set()
+    return grid
+
+
+def _run_final(task: _FinalTask):
+    c, grid = task.config, _grid_from_numbers(task.grid)
+    if task.single:
+        pars = single_parameters(grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                                 weight_type=c.weight_type, good_bits=c.good_bits,
+                                 sky_method=c.sky_method, sky_measured=True)
+    else:
+        pars = final_parameters(len(task.inputs), grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                                weight_type=c.weight_type, num_cores=c.num_cores,
+                                good_bits=c.good_bits, sky_method=c.sky_method,
+                                sky_measured=True)
+    return run_astrodrizzle(list(task.inputs), task.output, run_dir=task.run_dir,
+                            parameters=pars, expected_chips=task.expected_chips)
+
+
+def _final_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], output: str,
+                   run_dir: Path, *, single: bool):
+    # In a child process: the final drizzle holds the whole grid and long stretches of
+    # AstroDrizzle's C code hold the GIL, which would freeze this process's display.
+    return run_in_child(_run_final, _FinalTask(
+        inputs=tuple(ctx.copies[e.rootname] for e in exposures), output=output,
+        run_dir=run_dir, grid=_grid_numbers(ctx.grid), config=ctx.config, single=single,
+        expected_chips=sum(len(e.extvers) for e in exposures)))
+
+
 def _drizzle_filter(ctx: _FinalContext, filt: str,
                     exposures: Sequence[CalibratedExposure]) -> DrizzleProduct:
     """Final drizzle of one filter on the common grid (cosmic rays re-found over all of
     its aligned exposures)."""
-    c = ctx.config
-    pars = final_parameters(len(exposures), ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
-                            weight_type=c.weight_type, num_cores=c.num_cores,
-                            good_bits=c.good_bits, sky_method=c.sky_method, sky_measured=True)
-    out = run_astrodrizzle([ctx.copies[e.rootname] for e in exposures],
-                           f"{ctx.outname}_{filt}", run_dir=ctx.work / "final" / filt,
-                           parameters=pars,
-                           expected_chips=sum(len(e.extvers) for e in exposures))
+    out = _final_drizzle(ctx, exposures, f"{ctx.outname}_{filt}", ctx.work / "final" / filt,
+                         single=False)
     exptime = float(fits.getval(out.sci, "EXPTIME"))
     sci_dst, wht_dst = product_paths(ctx.data_dir, ctx.outname, filt)
     ctx.stage(out, sci_dst, wht_dst, kind="FILTER", rootnames=[e.rootname for e in exposures])
@@ -329,13 +392,8 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
 
 def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> SingleProduct:
     """One exposure alone on the common grid, with the cosmic-ray flags of its filter."""
-    c = ctx.config
-    pars = single_parameters(ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
-                             weight_type=c.weight_type, good_bits=c.good_bits,
-                             sky_method=c.sky_method, sky_measured=True)
-    out = run_astrodrizzle([ctx.copies[e.rootname]], e.rootname,
-                           run_dir=ctx.work / "singles" / e.rootname, parameters=pars,
-                           expected_chips=len(e.extvers))
+    out = _final_drizzle(ctx, [e], e.rootname, ctx.work / "singles" / e.rootname,
+                         single=True)
     exptime = float(fits.getval(out.sci, "EXPTIME"))
     if abs(exptime - e.exptime_s) > 1e-6 * e.exptime_s:
         raise StageError(f"{out.sci.name}: EXPTIME {exptime} differs from the exposure's "
@@ -357,6 +415,7 @@ def run_drizzle(
     backend: Backend | None = None,
     distortion: dict[str, ReferenceSet] | None = None,
     fetch_references: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> DrizzleResult:
     """Align and drizzle the calibrated ACS/WFC exposures of a program.
 
@@ -384,6 +443,9 @@ def run_drizzle(
         The distortion references of the inputs without a distortion solution, as
         :func:`distortion_references` returns them (resolved here when not given,
         fetching through CRDS when ``fetch_references`` and a server answers).
+    progress : callable, optional
+        ``progress(step, done, total)`` as the sub-steps advance: "working copies",
+        "visits", "alignment", then "filter F606W" (and "singles F606W") for each filter.
 
     Returns
     -------
@@ -430,12 +492,17 @@ def run_drizzle(
     else:
         work = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}drizzle-", dir=data_dir))
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{outname}-staging-", dir=data_dir))
+    step = progress or _no_progress
     try:
+        step("working copies", 0, len(plan.exposures))
         copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
+        step("working copies", len(plan.exposures), len(plan.exposures))
         visit_images, catalogs = _drizzle_visits(plan, copies, work, config,
-                                                 backend or LocalBackend(workers=1))
+                                                 backend or LocalBackend(workers=1), step)
+        step("alignment", 0, 1)
         solutions, reference, kept = _align(plan, visit_images, catalogs, copies, config,
                                             messages)
+        step("alignment", 1, 1)
         grid = _output_grid(kept, copies, plan, reference, config)
         nx, ny = grid.pixel_shape
         log.info("output grid %d x %d at %.4f\"/pixel", nx, ny, config.pixel_scale_arcsec)
@@ -446,6 +513,7 @@ def run_drizzle(
         products: list[DrizzleProduct] = []
         singles: list[SingleProduct] = []
         for filt in plan.filters:
+            step(f"filter {filt}", 0, 1)
             exposures = [e for g in kept if g.filter == filt for e in g.exposures]
             if not exposures:
                 messages.append(f"filter {filt}: every visit was dropped; no product")
@@ -454,8 +522,12 @@ def run_drizzle(
                 messages.append(f"filter {filt}: a single exposure; cosmic rays cannot be "
                                 "rejected")
             products.append(_drizzle_filter(ctx, filt, exposures))
+            step(f"filter {filt}", 1, 1)
             if config.singles:
-                singles.extend(_drizzle_single(ctx, filt, e) for e in exposures)
+                for i, e in enumerate(exposures):
+                    step(f"singles {filt}", i, len(exposures))
+                    singles.append(_drizzle_single(ctx, filt, e))
+                step(f"singles {filt}", len(exposures), len(exposures))
         if not products:
             raise QualityGateError("no filter has an aligned visit left; nothing was drizzled")
         publish_all(ctx.moves)
