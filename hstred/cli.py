@@ -402,6 +402,7 @@ def drizzle(
 @app.command("run")
 @_report_errors
 def run_command(
+    ctx: typer.Context,
     outname: OutnameArg,
     data: DataOption = Path("."),
     cte: Annotated[CTEOption, typer.Option(help="Pixel CTE correction (arctic or none).")]
@@ -431,6 +432,9 @@ def run_command(
     = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on the "
                                         "terminal.")] = False,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="Replay the options of a run: its OUTNAME_run.json. Options given "
+        "here as well override it; workers and scheduler are this machine's.")] = None,
 ) -> None:
     """Reduce a directory of raw ACS/WFC exposures end to end.
 
@@ -443,6 +447,7 @@ def run_command(
     check_outname(outname)  # before anything is created
     _setup_logging(data, quiet=quiet)
     config = _pipeline_config(
+        ctx, config_file=config_file,
         cte=cte, engine=engine, workers=workers, scheduler=scheduler, kernel=kernel,
         pixel_scale=pixel_scale, pixfrac=pixfrac, weight_type=weight_type, north_up=north_up,
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
@@ -454,23 +459,58 @@ def run_command(
         _print_summary(result)
 
 
-def _pipeline_config(*, cte, engine, workers, scheduler, kernel, pixel_scale, pixfrac,
-                     weight_type, north_up, fit_geometry, min_matches, max_rms, drop_unaligned,
-                     singles, allow_mixed_targets):
-    """PipelineConfig from the options of ``run`` (which ``plan`` shares)."""
+#: ``run`` options -> (section of PipelineConfig, field) they set; workers and scheduler
+#: are execution settings, never replayed from a record.
+_SCIENCE_OPTIONS = {
+    "cte": ("calibrate", "cte"), "engine": ("calibrate", "engine"),
+    "kernel": ("drizzle", "kernel"), "pixel_scale": ("drizzle", "pixel_scale_arcsec"),
+    "pixfrac": ("drizzle", "pixfrac"), "weight_type": ("drizzle", "weight_type"),
+    "north_up": ("drizzle", "north_up"), "fit_geometry": ("drizzle", "fit_geometry"),
+    "min_matches": ("drizzle", "min_matches"), "max_rms": ("drizzle", "max_rms_arcsec"),
+    "drop_unaligned": ("drizzle", "drop_unaligned"), "singles": ("drizzle", "singles"),
+    "allow_mixed_targets": (None, "allow_mixed_targets"),
+}
+
+
+def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, scheduler,
+                     kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
+                     min_matches, max_rms, drop_unaligned, singles, allow_mixed_targets):
+    """PipelineConfig from the options of ``run`` (which ``plan`` shares); with
+    ``--config``, the recorded run's science options, overridden by those given here."""
+    import dataclasses
+
     from hstred.calibrate import CalibrateConfig
     from hstred.pipeline import PipelineConfig
 
-    return PipelineConfig(
+    given = PipelineConfig(
         calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 workers=workers),
         workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
+    if config_file is None:
+        return given
+    recorded = PipelineConfig.from_record(config_file)
+    sections = {"calibrate": dataclasses.asdict(recorded.calibrate),
+                "drizzle": dataclasses.asdict(recorded.drizzle)}
+    top = {"allow_mixed_targets": recorded.allow_mixed_targets}
+    for name, (section, field) in _SCIENCE_OPTIONS.items():
+        # (typer carries its own copy of click: the source is compared by name)
+        source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+        if source in ("DEFAULT", "DEFAULT_MAP"):
+            continue  # not given: the record's value
+        target = sections[section] if section else top
+        source = getattr(given, section) if section else given
+        target[field] = getattr(source, field)
+    sections["calibrate"]["workers"] = given.calibrate.workers
+    sections["drizzle"]["num_cores"] = given.drizzle.num_cores
+    return PipelineConfig(calibrate=CalibrateConfig(**sections["calibrate"]),
+                          drizzle=dataclasses.replace(given.drizzle, **sections["drizzle"]),
+                          workers=workers, scheduler=scheduler, **top)
 
 
 #: ``run`` options that do not change what a run would do.
-_NOT_PLANNED = ("quiet",)
+_NOT_PLANNED = ("quiet",)  # plan shares run's other parameters, its context included
 
 
 def _plan(outname: str | None = None, **options) -> None:
@@ -488,7 +528,7 @@ def _plan(outname: str | None = None, **options) -> None:
     data = options.pop("data")
     force = options.pop("force")
     from_stage = options.pop("from_stage")
-    config = _pipeline_config(**options)
+    config = _pipeline_config(options.pop("ctx"), **options)
     plan = make_plan(data, config, outname, force=force, from_stage=from_stage)
     console = Console(width=max(Console().width, 120))
     table = Table(title=f"{plan.data_dir.resolve()}: target {', '.join(plan.targets)}")
@@ -533,11 +573,10 @@ def _plan_signature():
     import inspect
 
     run_sig = inspect.signature(run_command, eval_str=True)
-    params = [p for name, p in run_sig.parameters.items() if name not in _NOT_PLANNED]
-    params[0] = params[0].replace(
-        annotation=Annotated[str | None, typer.Argument(
-            help="Product name stem of the run to plan (shows its drizzle stage).")],
-        default=None)
+    optional = Annotated[str | None, typer.Argument(
+        help="Product name stem of the run to plan (shows its drizzle stage).")]
+    params = [p.replace(annotation=optional, default=None) if name == "outname" else p
+              for name, p in run_sig.parameters.items() if name not in _NOT_PLANNED]
     return inspect.Signature(params), {p.name: p.annotation for p in params}
 
 

@@ -23,6 +23,7 @@ import errno
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -56,6 +57,8 @@ __all__ = ["STAGES", "PipelineConfig", "PipelineResult", "work_dir", "run_pipeli
 log = logging.getLogger(__name__)
 
 STAGES = ("calibrate", "drizzle")
+#: The run record's format (``OUTNAME_run.json`` key ``schema``).
+RECORD_SCHEMA = "hstred-run/2"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,32 @@ class PipelineConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_record(cls, path: Path) -> PipelineConfig:
+        """The science options of the run recorded in ``path`` (an ``OUTNAME_run.json``);
+        execution settings (workers, scheduler) are not taken: they belong to the machine."""
+        path = Path(path)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(f"--config {path}: no such file; give an OUTNAME_run.json "
+                             "that hstred run wrote") from None
+        except (OSError, ValueError) as err:
+            raise InputError(f"--config {path}: not readable as a run record ({err}); give an "
+                             "OUTNAME_run.json that hstred run wrote") from None
+        config = record.get("config") if isinstance(record, dict) else None
+        if not isinstance(config, dict) or not {"calibrate", "drizzle"} <= set(config):
+            raise InputError(f"--config {path} holds no run options; give an OUTNAME_run.json "
+                             "that hstred run wrote")
+        calibrate = {k: v for k, v in config["calibrate"].items() if k != "workers"}
+        drizzle = {k: v for k, v in config["drizzle"].items() if k != "num_cores"}
+        try:
+            return cls(calibrate=CalibrateConfig(**calibrate), drizzle=DrizzleConfig(**drizzle),
+                       allow_mixed_targets=bool(config.get("allow_mixed_targets", False)))
+        except TypeError as err:
+            raise InputError(f"--config {path}: options this hstred does not know ({err}); "
+                             "the record comes from another version") from None
 
 
 @dataclass(frozen=True)
@@ -283,6 +312,7 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
 
     products = tuple(Path(p[k]) for p in drizzle_record["products"] for k in ("sci", "wht"))
     record = {
+        "schema": RECORD_SCHEMA,
         "hstred_version": __version__,
         "software": software_versions(),
         "outname": outname,
@@ -291,8 +321,13 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
         "execution": backend.describe(),
         "inputs": [str(p.name) for p in (raws or calibrated)],
         "calibrated": [str(p) for p in calibrated],
+        "engine": calibration.engine if calibration else None,
+        "crds": {"context": os.environ.get("CRDS_CONTEXT"),
+                 "server": os.environ.get("CRDS_SERVER_URL")},
         "references": ({r.exposure.name: r.names() for r in calibration.references}
                        if calibration else {}),
+        "reference_sha256": _reference_hashes(manifest, calibration, distortion),
+        "warnings": list(drizzle_record.get("warnings", ())),
         "cte": _cte_record(calibrated),
         "drizzle": drizzle_record,
         "skipped": skipped,
@@ -321,6 +356,16 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
     return PipelineResult(products=products, run_record=run_record, report=report,
                           calibrated=tuple(calibrated), skipped=skipped, timings_s=timings,
                           warnings=tuple(drizzle_record.get("warnings", ())))
+
+
+def _reference_hashes(manifest: Manifest, calibration: CalibrateResult | None,
+                      distortion: dict) -> dict[str, str]:
+    """SHA-256 of every reference file the run used, by file name."""
+    paths = {p for r in (calibration.references if calibration else ()) for p in r.paths.values()
+             if p is not None}
+    paths |= {p for r in distortion.values() for p in r.paths.values() if p is not None}
+    paths = sorted(paths, key=lambda p: p.name)
+    return dict(zip((p.name for p in paths), manifest.hash_many(paths), strict=True))
 
 
 #: Run-record entries that describe how a run went rather than what it produced.

@@ -115,3 +115,45 @@ def test_option_limits_come_from_the_configs(tmp_path, args, named):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hstred: error: ") and named in lines[0]
     assert not (tmp_path / "sim").exists()
+
+
+def test_config_replays_a_record_and_given_options_override_it(tmp_path, monkeypatch):
+    """``--config OUTNAME_run.json``: the recorded science options, those given on the
+    command line on top; workers are this machine's."""
+    import json
+
+    import hstred.plan
+    from hstred.calibrate import CalibrateConfig
+    from hstred.drizzle import DrizzleConfig
+    from hstred.pipeline import PipelineConfig
+
+    recorded = PipelineConfig(calibrate=CalibrateConfig(cte="none", workers=7),
+                              drizzle=DrizzleConfig(pixfrac=0.6, kernel="gaussian",
+                                                    num_cores=7), allow_mixed_targets=True)
+    record = tmp_path / "X_run.json"
+    record.write_text(json.dumps({"schema": "hstred-run/2", "config": recorded.to_dict()}))
+    seen = []
+
+    def capture(data_dir, config, outname=None, **kwargs):
+        seen.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(hstred.plan, "make_plan", capture)
+    for extra in ([], ["--pixfrac", "0.9", "--workers", "1"]):
+        CliRunner().invoke(app, ["plan", "X", "--data", str(tmp_path), "--config", str(record),
+                                 *extra])
+    replayed, overridden = seen
+    assert replayed.calibrate.cte == "none" and replayed.drizzle.kernel == "gaussian"
+    assert replayed.drizzle.pixfrac == 0.6 and replayed.allow_mixed_targets
+    assert replayed.calibrate.workers is None  # not the recorded machine's 7
+    assert overridden.drizzle.pixfrac == 0.9 and overridden.drizzle.kernel == "gaussian"
+    assert overridden.calibrate.workers == 1 and overridden.drizzle.num_cores == 1
+    for bad, message in (("{}", "holds no run options"), ("not json", "not readable"),
+                         (None, "no such file")):
+        path = tmp_path / "bad.json"
+        path.unlink(missing_ok=True)
+        if bad is not None:
+            path.write_text(bad)
+        result = CliRunner().invoke(app, ["plan", "--data", str(tmp_path), "--config",
+                                          str(path)])
+        assert result.exit_code == 2 and message in result.stderr, result.output

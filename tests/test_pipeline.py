@@ -113,6 +113,8 @@ def _kill_when(proc: subprocess.Popen, condition, timeout_s: float = 600) -> Non
 
 def test_sigkill_then_resume_matches_uninterrupted_run(reduced, sim_program_two_visits,
                                                        tmp_path):
+    """Killed twice, then resumed with ``--config`` (the uninterrupted run's record):
+    finished exposures are kept and the products are those of the uninterrupted run."""
     full, _checksums, _seconds = reduced
     src, _config, _result = sim_program_two_visits
     data = _copy_program(src, tmp_path / "killed")
@@ -134,10 +136,20 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reduced, sim_program_two_
     proc = subprocess.Popen(cmd, start_new_session=True)
     _kill_when(proc, lambda: (data / "hstred_work" / "drizzle").exists())
     assert not list(data.glob(f"{OUTNAME}_*_drz_sci.fits"))  # no partial products
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # resumed with the uninterrupted run's options replayed from its record
+    replay = [sys.executable, "-m", "hstred", "run", OUTNAME, "--data", str(data), "--config",
+              str(full / f"{OUTNAME}_run.json"), "--workers", "1", "--quiet"]
+    result = subprocess.run(replay, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     record = json.loads((data / f"{OUTNAME}_run.json").read_text())
     assert first_done <= set(record["skipped"]["calibrate"])
+    expected = json.loads((full / f"{OUTNAME}_run.json").read_text())
+    assert record["schema"] == expected["schema"] == "hstred-run/2"
+    for key in ("references", "reference_sha256", "engine"):
+        assert record[key] == expected[key]
+    named = {n for refs in record["references"].values() for n in refs.values() if n}
+    assert named and named <= set(record["reference_sha256"])
+    assert all(len(v) == 64 for v in record["reference_sha256"].values())
     for suffix in ("sci", "wht"):
         a = fits.getdata(full / f"{OUTNAME}_F814W_drz_{suffix}.fits")
         b = fits.getdata(data / f"{OUTNAME}_F814W_drz_{suffix}.fits")
