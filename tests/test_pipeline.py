@@ -73,7 +73,11 @@ def test_products_record_and_report(reduced):
         assert d["files"]["IDCTAB"] == record["references"][f"{d['rootname']}_raw.fits"]["IDCTAB"]
     assert fits.getval(sci, "DSTWCSN") == d["wcsname"]
     assert (data / f"{OUTNAME}_report.html").is_file()
-    assert "<h2>Distortion</h2>" in (data / f"{OUTNAME}_report.html").read_text()
+    page = (data / f"{OUTNAME}_report.html").read_text()
+    assert "<h2>Distortion</h2>" in page and "<h2>Warnings</h2>" in page
+    assert "<h2>References</h2>" in page
+    assert all(digest in page for digest in record["reference_sha256"].values())
+    assert record["schema"] == "hstred-run/2" and record["engine"] == "native"
     assert (data / "hstred_work" / "hstred.log").is_file()
     # inputs are never modified
     assert {p.name: _sha(p) for p in data.glob("*_raw.fits")} == checksums

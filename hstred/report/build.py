@@ -213,7 +213,10 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
                 offsets, before, after, text = profile
                 figures.plot_cte_profile(offsets, before, after, files / "cte_profile.png",
                                          title="CTE trail through a bright star")
-                sections.append(f"<h2>CTE correction</h2><p>{html.escape(text)}.</p>"
+                sections.append(f"<h2>CTE correction</h2><p>{html.escape(text)}. The "
+                                "trailed curve is not the raw exposure: it is the arCTIc "
+                                "model's readout applied to the corrected image, i.e. the "
+                                "trail the correction removed.</p>"
                                 f"<img src='{final_files.name}/cte_profile.png'>")
 
         rows = exposure_rows(calibrated, drizzle_work)
@@ -222,6 +225,24 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
             ("date", "date (UT)", ""), ("exptime_s", "exptime [s]", ".1f"),
             ("sky_e", "sky [e-]", ".1f"), ("cr_fraction", "CR fraction", ".4f"),
             ("cte_trap_density", "CTE traps/px", ".3f"), ("pctecorr", "PCTECORR", "")]))
+
+        warnings = record.get("warnings") or []
+        sections.insert(0, "<h2>Warnings</h2>" + (
+            "<ul>" + "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings) + "</ul>"
+            if warnings else "<p>none</p>"))
+
+        references = record.get("references") or {}
+        digests = record.get("reference_sha256") or {}
+        names = sorted({(k, n) for refs in references.values() for k, n in refs.items() if n})
+        if names:
+            crds = record.get("crds") or {}
+            sections.append(
+                "<h2>References</h2><p>CRDS context: "
+                f"{html.escape(str(crds.get('context') or 'not pinned (CRDS_CONTEXT unset)'))}"
+                ".</p>" + _table([{"keyword": k, "file": n, "sha256": digests.get(n, "")}
+                                  for k, n in names],
+                                 [("keyword", "keyword", ""), ("file", "file", ""),
+                                  ("sha256", "SHA-256", "")]))
 
         versions = ", ".join(f"{k} {v}" for k, v in record.get("software", {}).items())
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in record.get("timings_s", {}).items())

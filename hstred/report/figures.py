@@ -112,7 +112,7 @@ def plot_cte_profile(offsets: np.ndarray, before: np.ndarray, after: np.ndarray,
     amplifier (where trails go).
     """
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    ax.step(offsets, before, where="mid", label="before correction (trailed)")
+    ax.step(offsets, before, where="mid", label="corrected image re-trailed by the arCTIc model")
     ax.step(offsets, after, where="mid", label="after arCTIc correction")
     ax.set_yscale("symlog", linthresh=max(1.0, float(np.nanmax(np.abs(after))) / 1e3))
     ax.set_xlabel("pixels from the star, away from the readout amplifier")
