@@ -13,6 +13,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from hstred.acs import quadrants
+from hstred.inputs import filter_name
 from hstred.report import figures
 
 __all__ = ["write_report", "exposure_rows", "cte_profile"]
@@ -52,11 +53,10 @@ def exposure_rows(calibrated: list[Path], drizzle_work: Path | None) -> list[dic
             found = sorted(drizzle_work.glob(f"**/{path.name}"))
             copy = found[0] if found else None
         sky, cr = _sky_and_cr(path, copy)
-        filters = [str(header.get(k, "")) for k in ("FILTER1", "FILTER2")]
         rows.append({
             "rootname": root,
             "visit": root[:6],
-            "filter": "+".join(f for f in filters if f and not f.upper().startswith("CLEAR")),
+            "filter": filter_name(header.get("FILTER1", ""), header.get("FILTER2", "")),
             "date": Time(float(header["EXPSTART"]), format="mjd").isot[:19],
             "exptime_s": float(header.get("EXPTIME", 0.0)),
             "sky_e": sky,
