@@ -8,6 +8,9 @@ UV_VERSION  := 0.13.8
 UV          := $(BOOTSTRAP)/bin/uv
 DEMO_DIR    ?= demo
 PYTEST_ARGS ?=
+# Test files run two at a time (pytest-xdist), each file whole on one worker so its
+# simulated programs are made once; TEST_WORKERS=0 runs them in this process, one by one.
+TEST_WORKERS ?= 2
 
 # Never download a Python interpreter: use the machine's python3.
 export UV_PYTHON_DOWNLOADS := never
@@ -44,7 +47,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	touch $@
 
 test: install
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install
 	@if ls $(DEMO_DIR)/*_raw.fits >/dev/null 2>&1; then \
