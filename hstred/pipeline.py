@@ -79,9 +79,14 @@ def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig
     ref_digests = dict(zip((p.name for p in references), manifest.hash_many(references),
                            strict=True))
     applied = {name: refs.names() for name, refs in sorted(distortion.items())}
+    extra = {}
+    catalog = Path(config.reference_catalog) if config.reference_catalog else None
+    if catalog is not None and catalog.is_file():
+        # The tie depends on the catalog's content, not only on its name.
+        extra["reference_catalog"] = manifest.hash_many([catalog])[0]
     return manifest.make_key(inputs=digests, outname=outname, params=params,
                              distortion={"files": ref_digests, "applied": applied},
-                             software=software_versions())
+                             software=software_versions(), **extra)
 
 
 def _check_outname(outname: str) -> None:
@@ -154,7 +159,8 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         drizzle_work = work / "drizzle"
         shutil.rmtree(drizzle_work, ignore_errors=True)
         result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
-                             work_dir=drizzle_work, backend=backend, distortion=distortion)
+                             work_dir=drizzle_work, backend=backend, distortion=distortion,
+                             catalog_dir=work / "catalogs")
         drizzle_record = result.to_dict()
         outputs = [p.sci for p in result.products] + [p.wht for p in result.products]
         outputs += [s.sci for s in result.singles] + [s.wht for s in result.singles]
