@@ -80,7 +80,8 @@ def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig
                            strict=True))
     applied = {name: refs.names() for name, refs in sorted(distortion.items())}
     extra = {}
-    catalog = Path(config.reference_catalog) if config.reference_catalog else None
+    named = config.reference_catalog.strip()
+    catalog = Path(named) if named and named.lower() != "gaia" else None
     if catalog is not None and catalog.is_file():
         # The tie depends on the catalog's content, not only on its name.
         extra["reference_catalog"] = manifest.hash_many([catalog])[0]

@@ -217,3 +217,27 @@ def test_cli_gaia_cone_saved_and_reused(program, tmp_path, monkeypatch):
                         catalog_dir=catalogs)
     assert again.absolute.catalog == str(saved[0])
     assert again.absolute.n_matches == result.absolute.n_matches
+
+
+def test_drizzle_stage_key_follows_the_catalog_content(tmp_path):
+    """A changed catalog file redoes the drizzle stage; an unchanged one does not."""
+    from hstred.manifest import Manifest
+    from hstred.pipeline import _drizzle_key
+
+    manifest = Manifest(tmp_path / "work")
+    inputs = [tmp_path / "a_flc.fits"]
+    inputs[0].write_bytes(b"x" * 100)
+    cat = tmp_path / "cat.csv"
+    Table({"ra": [1.0], "dec": [2.0]}).write(cat)
+    config = DrizzleConfig(reference_catalog=str(cat))
+
+    def key(c):
+        return _drizzle_key(manifest, inputs, "out", c, {})
+
+    first = key(config)
+    assert key(config) == first
+    Table({"ra": [1.0], "dec": [2.5]}).write(cat, overwrite=True)
+    assert key(config) != first
+    assert key(DrizzleConfig()) != key(config)
+    assert key(DrizzleConfig(reference_catalog="gaia")) == key(DrizzleConfig(
+        reference_catalog="gaia"))
