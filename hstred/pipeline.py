@@ -8,8 +8,11 @@ A readable list of stages over one working directory ``DIR/hstred_work``:
 3. ``drizzle``: per-visit drizzle, alignment, final per-filter products; skipped
    when its calibrated inputs, options and software are unchanged and the products
    are intact;
-4. the run record ``DIR/OUTNAME_run.json`` (provenance, alignment, timings) and the
-   QA report ``DIR/OUTNAME_report.html``.
+4. the run record ``DIR/OUTNAME_run.json`` (provenance, alignment and, with a reference
+   catalog, the absolute tie under ``drizzle.absolute``: catalog file, epoch handling,
+   matches, RMS, shift, rotation, scale and every residual; timings) and the QA report
+   ``DIR/OUTNAME_report.html``. A Gaia cone fetched for ``reference_catalog = "gaia"``
+   is kept in ``DIR/hstred_work/catalogs`` for offline reruns.
 """
 
 from __future__ import annotations
