@@ -119,7 +119,8 @@ def simulate(
         raise InputError(str(err)) from err
     result = simulate_program(directory, config, progress=_progress)
     typer.echo(f"wrote {len(result.raw_files)} raw files, references in "
-               f"{result.reference_dir}, truth in {result.truth_catalog}")
+               f"{result.reference_dir}, truth in {result.truth_catalog}, Gaia-like catalog "
+               f"in {result.gaia_catalog}")
 
 
 @app.command()
