@@ -24,11 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hstred.errors import InputError, StageError
+from hstred.cte.model import CORRECTION_EXPRESS, CORRECTION_ITERATIONS
+from hstred.errors import HstredError, InputError, StageError
 from hstred.execution import Backend, LocalBackend
-from hstred.inputs import check_inputs, find_raw_files
+from hstred.inputs import check_inputs, check_raw_layout, find_raw_files
 from hstred.manifest import Manifest, software_versions
 from hstred.refs import ReferenceSet, resolve_references
+from hstred.workspace import calibrated_dir
 
 __all__ = [
     "CalibrateConfig",
@@ -58,14 +60,15 @@ class CalibrateConfig:
     workers
         Processes (exposures calibrated at once); None = all cores.
     cte_iterations, cte_express
-        arCTIc forward-modelling iterations and express factor (0 = exact).
+        arCTIc forward-modelling iterations and express factor (0 = exact); the
+        defaults are set, with the reasons, in :mod:`hstred.cte.model`.
     """
 
     cte: CTEChoice = "arctic"
     engine: EngineChoice = "auto"
     workers: int | None = None
-    cte_iterations: int = 3
-    cte_express: int = 5
+    cte_iterations: int = CORRECTION_ITERATIONS
+    cte_express: int = CORRECTION_EXPRESS
 
     def __post_init__(self) -> None:
         if self.cte not in ("arctic", "none"):
@@ -106,11 +109,6 @@ class CalibrateResult:
     skipped: tuple[str, ...] = field(default=())  # rootnames found finished in the manifest
 
 
-def calibrated_dir(data_dir: Path) -> Path:
-    """Where calibrated exposures go: ``DIR/hstred_work/calibrated``."""
-    return Path(data_dir) / "hstred_work" / "calibrated"
-
-
 def calacs_available() -> bool:
     """True when hstcal's acsccd.e and acs2d.e are on PATH."""
     return all(shutil.which(p) is not None for p in ("acsccd.e", "acs2d.e"))
@@ -139,6 +137,9 @@ def _cte_function(config: CalibrateConfig):
 
 
 def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
+    """The CTE model and setting for the headers; with the default setting, also the
+    bounds its differences from the exact model were measured within."""
+    from hstred.cte.accuracy import DEFAULT_SETTING_ACCURACY as measured
     from hstred.cte.model import arcticpy_version, cte_model_for_date
 
     model = cte_model_for_date(expstart_mjd)
@@ -147,6 +148,11 @@ def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
                 n_iterations=config.cte_iterations, express=config.cte_express,
                 arcticpy_version=arcticpy_version())
     info.pop("name", None)
+    if (config.cte_express, config.cte_iterations) == (CORRECTION_EXPRESS,
+                                                        CORRECTION_ITERATIONS):
+        info.update(accuracy_rms_read_noise=measured.rms_read_noise,
+                    accuracy_flux_fraction=measured.flux_fraction,
+                    accuracy_centroid_px=measured.centroid_px)
     return info
 
 
@@ -190,8 +196,13 @@ def _worker_task(args) -> tuple[ExposureTiming, Path]:
     from hstred.cte.model import load_arcticpy
 
     load_arcticpy()  # its OpenMP runtime must be loaded for the limit to reach it
-    with threadpool_limits(limits=threads, user_api="openmp"):
-        return calibrate_one(raw, references, out_dir, config, engine), raw
+    try:
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            return calibrate_one(raw, references, out_dir, config, engine), raw
+    except HstredError as err:
+        if str(raw) in str(err) or Path(raw).name in str(err):
+            raise
+        raise type(err)(f"{raw}: {err}") from err
 
 
 def _exposure_key(manifest: Manifest, raw: Path, references: dict, config: CalibrateConfig,
@@ -222,7 +233,9 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     t_start = time.perf_counter()
     data_dir = Path(data_dir)
     raws = [Path(p) for p in raw_files] if raw_files is not None else find_raw_files(data_dir)
-    raws = [e.path for e in check_inputs(raws, allow_mixed_targets=allow_mixed_targets)]
+    exposures = check_inputs(raws, allow_mixed_targets=allow_mixed_targets)
+    check_raw_layout(exposures)
+    raws = [e.path for e in exposures]
     engine = _choose_engine(config.engine)
     refsets = resolve_references(raws, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else calibrated_dir(data_dir)
@@ -250,7 +263,8 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     timings: list[ExposureTiming] = []
     for timing, raw in backend.imap_unordered(_worker_task, tasks):
         if not timing.output.is_file():
-            raise StageError(f"calibration of {raw} did not write {timing.output}")
+            raise StageError(f"{raw}: calibration did not write {timing.output}; see "
+                             f"{Path(data_dir) / 'hstred_work' / 'hstred.log'}")
         if manifest is not None:
             manifest.record("calibrate", timing.rootname, keys[raw], [timing.output],
                             info={"input": str(raw), "seconds": round(timing.total_s, 3),

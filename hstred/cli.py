@@ -9,15 +9,25 @@ exception family to documented exit statuses:
 2     bad input files or options (InputError)
 3     calibration reference files missing or unusable (ReferenceFileError)
 4     a processing stage failed (StageError)
-5     a product failed a quality gate (QualityGateError)
+5     a product or an exposure failed a quality gate (QualityGateError)
+6     the environment: permissions, disk space, network, Dask scheduler
+      (RunEnvironmentError, and the operating system's own such errors)
+7     another hstred run holds the data directory (DataDirBusyError)
+130   interrupted (Ctrl-C); finished work is kept and a re-run resumes
 ====  ===============================================
+
+Every failure is one line on stderr (``hstred: error: ...``) naming the file or
+option and the fix, and the same line goes to the log; only a bug prints a
+traceback, which the log keeps too.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +36,32 @@ import typer
 from hstred import __version__
 from hstred.errors import HstredError, InputError
 
-app = typer.Typer(
+
+class _OneLineErrors(typer.Typer):
+    """The console entry: a bad option or argument is one line on stderr (exit 2), like
+    every other failure, instead of click's usage block."""
+
+    def __call__(self, *args, **kwargs):
+        if "standalone_mode" in kwargs:
+            return super().__call__(*args, **kwargs)
+        try:
+            code = super().__call__(*args, standalone_mode=False, **kwargs)
+        except Exception as err:
+            # click's usage errors (typer ships its own copy of click): they format
+            # their message and carry their exit status
+            if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):
+                raise
+            if type(err).__name__ == "NoArgsIsHelpError":
+                err.show()
+                sys.exit(err.exit_code)
+            where = getattr(getattr(err, "ctx", None), "command_path", None) or "hstred"
+            message = " ".join(err.format_message().split()).rstrip(".")
+            typer.echo(f"hstred: error: {message}; see '{where} --help'", err=True)
+            sys.exit(err.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = _OneLineErrors(
     name="hstred",
     help="Reduce HST ACS/WFC raw exposures to aligned, drizzled, weak-lensing-quality images.",
     no_args_is_help=True,
@@ -35,19 +70,56 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+log = logging.getLogger("hstred")
+
+#: Exit status of a run interrupted with Ctrl-C (SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+_FILE_ONLY = {"console": False}  # log records the terminal already shows
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    if logging.getLogger().handlers:  # else logging's last resort would print it again
+        log.error(message, extra=_FILE_ONLY)
+    typer.echo(f"hstred: error: {message}", err=True)
+    return typer.Exit(code)
+
 
 def _report_errors(func):
-    """Turn hstred errors into one line on stderr and the documented exit code."""
+    """Turn failures into one line on stderr (and in the log) and the documented exit code;
+    a bug keeps its traceback (stderr and log) and exits 1."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from hstred.fileio import environment_error
+
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise _fail("interrupted; finished work is recorded: run the same command again "
+                        "to resume", EXIT_INTERRUPTED) from None
         except HstredError as err:
-            typer.echo(f"hstred: error: {err}", err=True)
-            raise typer.Exit(err.exit_code) from err
+            raise _fail(str(err), err.exit_code) from err
+        except OSError as err:
+            problem = environment_error(err, directory=kwargs.get("data"))
+            if problem is None:
+                raise _bug(err) from err
+            raise _fail(str(problem), problem.exit_code) from err
+        except Exception as err:
+            raise _bug(err) from err
 
     return wrapper
+
+
+def _bug(err: BaseException) -> typer.Exit:
+    text = "".join(traceback.format_exception(err))
+    if logging.getLogger().handlers:
+        log.error("internal error:\n%s", text, extra=_FILE_ONLY)
+    typer.echo(text.rstrip(), err=True)
+    return _fail(f"internal error (a bug), {type(err).__name__}: {err}; please report it with "
+                 "the traceback above", 1)
 
 
 def _version_callback(value: bool) -> None:
@@ -154,10 +226,14 @@ def calibrate(
              "or 'auto' (calacs when present).")] = EngineOption.auto,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes "
                                                 "(default: all cores).")] = None,
-    cte_iterations: Annotated[int, typer.Option(min=1, help="arCTIc correction "
-                                                "iterations.")] = 3,
-    cte_express: Annotated[int, typer.Option(min=0, help="arCTIc express factor "
-                                             "(0 = exact, slower).")] = 5,
+    cte_iterations: Annotated[int | None, typer.Option(min=1, help="arCTIc correction "
+                                                       "iterations (default: the "
+                                                       "calibration stage's, see README).")]
+    = None,
+    cte_express: Annotated[int | None, typer.Option(min=0, help="arCTIc express factor "
+                                                    "(0 = exact, slower; default: the "
+                                                    "calibration stage's, see README).")]
+    = None,
     force: Annotated[bool, typer.Option("--force", help="Recalibrate exposures already "
                                         "calibrated with the same inputs and options.")]
     = False,
@@ -168,16 +244,23 @@ def calibrate(
     """
     from hstred.calibrate import CalibrateConfig, run_calibrate
     from hstred.manifest import Manifest
+    from hstred.workspace import data_dir_lock, remove_leftovers
 
+    _setup_logging(data, quiet=False)
+    # unset CTE options keep CalibrateConfig's defaults, the one place they are set
+    cte_setting = {k: v for k, v in (("cte_iterations", cte_iterations),
+                                     ("cte_express", cte_express)) if v is not None}
     config = CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers,
-                             cte_iterations=cte_iterations, cte_express=cte_express)
+                             **cte_setting)
 
     def report(timing, done, total):
         typer.echo(f"[{done}/{total}] {timing.output.name}  ccd {timing.ccd_s:.1f}s  "
                    f"cte {timing.cte_s:.1f}s  2d {timing.two_d_s:.1f}s", err=True)
 
-    result = run_calibrate(data, config, progress=report, force=force,
-                           manifest=Manifest(Path(data) / "hstred_work"))
+    with data_dir_lock(data):
+        remove_leftovers(data)
+        result = run_calibrate(data, config, progress=report, force=force,
+                               manifest=Manifest(Path(data) / "hstred_work"))
     typer.echo(f"calibrated {len(result.timings)} exposures ({len(result.skipped)} already "
                f"done) with the {result.engine} engine in {result.wall_s:.1f}s -> "
                f"{result.outputs[0].parent}")
@@ -237,20 +320,48 @@ def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geo
                          singles=singles, num_cores=workers or os.cpu_count() or 1, **tie)
 
 
-def _setup_logging(data: Path, *, quiet: bool) -> Path:
-    import logging
+class _ConsoleFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "console", True)
 
-    log_path = Path(data) / "hstred_work" / "hstred.log"
+
+class _FileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.console = False
+        return True
+
+
+def _mark_file_only(logger: logging.Logger) -> None:
+    if not any(isinstance(f, _FileOnly) for f in logger.filters):
+        logger.addFilter(_FileOnly())
+
+
+def _setup_logging(data: Path, *, quiet: bool) -> Path:
+    """Log to ``DIR/hstred_work/hstred.log`` (created in an existing ``data`` only) and
+    warnings to the terminal unless ``quiet``."""
+    from hstred.workspace import existing_data_dir, work_dir
+
+    log_path = work_dir(existing_data_dir(data)) / "hstred.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # astropy prints its warnings itself; they reach the log file through the root logger
+    # but are not printed a second time by the console handler below
+    astropy_log = logging.getLogger("astropy")
+    _mark_file_only(astropy_log)
+    if quiet:  # only errors on the terminal, astropy's own warnings included
+        for handler in astropy_log.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler):
+                handler.setLevel(max(handler.level, logging.ERROR))
     if not quiet:
         console = logging.StreamHandler()
         console.setLevel(logging.WARNING)
         console.setFormatter(logging.Formatter("hstred: %(levelname)s: %(message)s"))
+        console.addFilter(_ConsoleFilter())
         root.addHandler(console)
     return log_path
 
@@ -281,21 +392,28 @@ def drizzle(
     """
     from hstred.calibrate import calibrated_dir
     from hstred.drizzle import run_drizzle
-    from hstred.execution import make_backend
-    from hstred.inputs import find_calibrated_files
+    from hstred.execution import bind_children_to_process, make_backend
+    from hstred.inputs import check_outname, find_calibrated_files
+    from hstred.quality import check_exposure_quality
+    from hstred.workspace import data_dir_lock, remove_leftovers
 
     _setup_logging(data, quiet=False)
+    check_outname(outname)
     config = _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                              min_matches, max_rms, drop_unaligned, singles, workers=workers,
                              reference_catalog=reference_catalog,
                              allow_relative=allow_relative)
-    own = calibrated_dir(data)
-    inputs = find_calibrated_files(own) if own.is_dir() else find_calibrated_files(data)
-    if not inputs:
-        raise InputError(f"{data}: no calibrated *_flc.fits/*_flt.fits; run hstred calibrate "
-                         "first or put archive FLC/FLT files there")
-    result = run_drizzle(data, outname, config, inputs=inputs,
-                         backend=make_backend(workers=workers))
+    bind_children_to_process()
+    with data_dir_lock(data):
+        remove_leftovers(data)
+        own = calibrated_dir(data)
+        inputs = find_calibrated_files(own) if own.is_dir() else find_calibrated_files(data)
+        if not inputs:
+            raise InputError(f"{data}: no calibrated *_flc.fits/*_flt.fits; run hstred "
+                             "calibrate first or put archive FLC/FLT files there")
+        check_exposure_quality(inputs, good_bits=config.good_bits)
+        result = run_drizzle(data, outname, config, inputs=inputs,
+                             backend=make_backend(workers=workers))
     for product in result.products:
         typer.echo(f"{product.filter}: {product.sci}  {product.wht}")
     for warning in result.warnings:
@@ -344,8 +462,10 @@ def run_command(
     DIR/hstred_work/manifest.json is not redone.
     """
     from hstred.calibrate import CalibrateConfig
+    from hstred.inputs import check_outname
     from hstred.pipeline import PipelineConfig
 
+    check_outname(outname)  # before anything is created
     _setup_logging(data, quiet=quiet)
     config = PipelineConfig(
         calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),

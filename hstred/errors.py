@@ -12,6 +12,8 @@ __all__ = [
     "ReferenceFileError",
     "StageError",
     "QualityGateError",
+    "RunEnvironmentError",
+    "DataDirBusyError",
 ]
 
 
@@ -40,6 +42,19 @@ class StageError(HstredError):
 
 
 class QualityGateError(HstredError):
-    """A product failed a quality gate (e.g. alignment matches or RMS)."""
+    """A product or an exposure failed a quality gate (alignment, no usable pixels)."""
 
     exit_code = 5
+
+
+class RunEnvironmentError(HstredError):
+    """The machine cannot run the work: permissions, disk space, network, a missing
+    Dask scheduler."""
+
+    exit_code = 6
+
+
+class DataDirBusyError(HstredError):
+    """Another hstred process holds the data directory's lock."""
+
+    exit_code = 7

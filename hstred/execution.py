@@ -8,22 +8,84 @@ Local workers are fresh processes (``spawn``): libraries with OpenMP or thread
 pools are never forked mid-flight. On Dask, every worker process runs the same
 hstred version; `hstred run --scheduler tcp://host:8786` connects to a cluster
 started by ``dask scheduler`` / ``dask worker`` or dask-jobqueue.
+
+When a unit fails, the units already running finish and are yielded (so the caller
+records them) before the failure is raised; locally, units not yet started are
+cancelled (a Dask client cannot tell queued tasks from running ones: all finish).
+Local worker processes, and every process forked below this one (AstroDrizzle's
+parallel steps), die with the process that started them (Linux ``PR_SET_PDEATHSIG``):
+a killed run leaves no orphan writing files. Local workers log to the run's log file.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-__all__ = ["Backend", "LocalBackend", "DaskBackend", "make_backend"]
+from hstred.errors import RunEnvironmentError
+
+__all__ = ["Backend", "LocalBackend", "DaskBackend", "make_backend", "bind_children_to_process"]
+
+_PR_SET_PDEATHSIG = 1
+_bound = False
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent ends (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: children may outlive us
+        pass
+
+
+def bind_children_to_process() -> None:
+    """Every process forked from now on by this process (and by its children) is killed
+    when its parent ends."""
+    global _bound
+    if not _bound:
+        os.register_at_fork(after_in_child=_die_with_parent)
+        _bound = True
+
+
+def _log_files() -> list[str]:
+    return [h.baseFilename for h in logging.getLogger().handlers
+            if isinstance(h, logging.FileHandler)]
+
+
+def _init_worker(parent_pid: int, log_files: Sequence[str]) -> None:
+    """Start of a local worker process: die with the run, log into the run's log."""
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the run ended before this worker started
+        os._exit(1)
+    bind_children_to_process()
+    root = logging.getLogger()
+    for path in log_files:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"))
+        root.addHandler(handler)
+    if log_files:
+        root.setLevel(logging.INFO)
 
 
 class Backend:
     """Maps work over tasks; ``slots`` is how many tasks run at once."""
 
     slots: int = 1
+
+    def check(self) -> None:
+        """Raise :class:`RunEnvironmentError` when the backend cannot run work."""
 
     def imap_unordered(self, func: Callable, tasks: Sequence) -> Iterator:
         raise NotImplementedError
@@ -47,17 +109,34 @@ class LocalBackend(Backend):
             for task in tasks:
                 yield func(task)
             return
+        bind_children_to_process()
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
-                                   mp_context=multiprocessing.get_context("spawn"))
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(os.getpid(), _log_files()))
         try:
             futures = [pool.submit(func, task) for task in tasks]
+            failure: BaseException | None = None
             for future in as_completed(futures):
-                yield future.result()
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is None:
+                    yield future.result()
+                elif failure is None:
+                    failure = error
+                    for other in futures:  # what has not started will not
+                        other.cancel()
+            if failure is not None:
+                raise failure
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def describe(self) -> str:
         return f"local ({self.workers} worker process{'es' if self.workers > 1 else ''})"
+
+
+_CONNECT_TIMEOUT_S = 10
 
 
 @dataclass
@@ -69,10 +148,38 @@ class DaskBackend(Backend):
 
     def _client(self):
         if self.client is None:
+            self.check()
             from distributed import Client
 
-            self.client = Client(self.address)
+            try:
+                self.client = Client(self.address, timeout=_CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError) as err:
+                raise self._unreachable(str(err)) from err
         return self.client
+
+    def _unreachable(self, why: str) -> RunEnvironmentError:
+        return RunEnvironmentError(f"--scheduler {self.address}: no Dask scheduler answered "
+                                   f"({why}); start one ('dask scheduler') and its workers, "
+                                   "fix the address, or leave out --scheduler to run locally")
+
+    def check(self) -> None:
+        """Raise :class:`RunEnvironmentError` at once when nothing listens at the address."""
+        if self.client is not None or self.address is None:
+            return
+        import socket
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.address if "://" in self.address else f"tcp://{self.address}")
+        try:
+            host, port = parts.hostname, parts.port or 8786
+        except ValueError as err:
+            raise self._unreachable(str(err)) from err
+        if parts.scheme not in ("tcp", "tls") or not host:
+            raise self._unreachable("not a tcp://HOST:PORT or tls://HOST:PORT address")
+        try:
+            socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S).close()
+        except OSError as err:
+            raise self._unreachable(err.strerror or str(err)) from err
 
     @property
     def slots(self) -> int:  # type: ignore[override]
@@ -85,11 +192,20 @@ class DaskBackend(Backend):
         client = self._client()
         # pure=False: a task's result depends on files, not only on its arguments.
         futures = client.map(func, list(tasks), pure=False)
+        failure: BaseException | None = None
         try:
             for future in dask_completed(futures):
+                if future.status == "cancelled":
+                    continue
+                if future.status == "error":
+                    # the client cannot tell queued tasks from running ones: all finish
+                    failure = failure or future.exception()
+                    continue
                 yield future.result()
         finally:
             client.cancel(futures)
+        if failure is not None:
+            raise failure
 
     def describe(self) -> str:
         return f"dask ({self.address or 'client'})"
@@ -99,8 +215,6 @@ def make_backend(*, workers: int | None = None, scheduler: str | None = None) ->
     """A Dask backend for ``scheduler``, else a local pool of ``workers`` (default: cores)."""
     if scheduler:
         return DaskBackend(address=scheduler)
-    import os
-
     return LocalBackend(workers=workers or os.cpu_count() or 1)
 
 

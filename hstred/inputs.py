@@ -1,26 +1,68 @@
 """Finding and checking the input files of a reduction.
 
-Checks, before any work: every file is a readable FITS file; non-HST files are
-ignored with a warning; instrument and detector are ACS/WFC; exposure times are
-positive; rootnames are unique; all exposures share one target (unless mixed
-targets are allowed explicitly).
+Checks, before any work, from headers and file structure only:
+
+* every file is a complete, readable FITS file; non-HST files are ignored with a warning;
+* instrument and detector are ACS/WFC; EXPTIME is present and positive; rootnames are
+  unique; all exposures share one target (unless mixed targets are allowed explicitly);
+* raw files (:func:`check_raw_layout`) are full-frame, four-amplifier readouts with two
+  imsets (SCI, ERR, DQ with EXTVER 1 and 2) whose SCI arrays are 4144 x 2068 16-bit
+  integers;
+* a directory holds either raw files or calibrated files of the same exposures, not a mix;
+* OUTNAME (:func:`check_outname`) is a plain file-name stem.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import re
+import warnings
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
+from hstred.acs import RAW_NX, RAW_NY
 from hstred.errors import InputError
+from hstred.workspace import existing_data_dir
 
-__all__ = ["InputExposure", "find_raw_files", "find_calibrated_files", "check_inputs"]
+__all__ = ["InputExposure", "find_raw_files", "find_calibrated_files", "find_inputs",
+           "check_inputs", "check_raw_layout", "check_outname", "fits_damage",
+           "filter_name"]
 
 log = logging.getLogger(__name__)
+
+_OUTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_outname(outname: str) -> str:
+    """``outname`` when it is a plain file-name stem (letters, digits, ``_ . + -``, not
+    starting with ``.`` or ``-``, at most 100 characters); :class:`InputError` otherwise."""
+    if not isinstance(outname, str) or not _OUTNAME.fullmatch(outname):
+        raise InputError(f"OUTNAME {outname!r} must be a plain file-name stem of letters, "
+                         "digits, '_', '.', '+' or '-' (no spaces or '/'), e.g. ABELL1689")
+    return outname
+
+
+def filter_name(filter1: str, filter2: str) -> str:
+    """The spectral element of an ACS/WFC exposure from FILTER1/FILTER2.
+
+    CLEAR* (and empty/N/A) positions are ignored; two real elements are joined with ``-``.
+
+    >>> filter_name("F606W", "CLEAR2L")
+    'F606W'
+    >>> filter_name("CLEAR1L", "F814W")
+    'F814W'
+    """
+    names = []
+    for value in (filter1, filter2):
+        value = str(value or "").strip().upper()
+        if value and not value.startswith("CLEAR") and value != "N/A":
+            names.append(value)
+    return "-".join(names)
 
 
 @dataclass(frozen=True)
@@ -30,7 +72,7 @@ class InputExposure:
     path: Path
     rootname: str
     target: str
-    exptime_s: float
+    exptime_s: float | None  # None: no EXPTIME keyword
     expstart_mjd: float
     filters: tuple[str, str]
     instrument: str
@@ -43,9 +85,8 @@ class InputExposure:
 
     @property
     def filter(self) -> str:
-        """The science filter: FILTER1/FILTER2 with CLEAR* dropped."""
-        names = [f for f in self.filters if f and not f.upper().startswith("CLEAR")]
-        return "+".join(names) if names else "CLEAR"
+        """The science filter: FILTER1/FILTER2 with CLEAR* dropped (see :func:`filter_name`)."""
+        return filter_name(*self.filters) or "CLEAR"
 
 
 def find_raw_files(data_dir: Path) -> list[Path]:
@@ -53,7 +94,7 @@ def find_raw_files(data_dir: Path) -> list[Path]:
 
     Raises :class:`InputError` when the directory does not exist or holds none.
     """
-    data_dir = _existing_dir(data_dir)
+    data_dir = existing_data_dir(data_dir)
     raws = sorted(data_dir.glob("*_raw.fits"))
     if not raws:
         raise InputError(f"{data_dir}: no *_raw.fits files found; put the archive's raw "
@@ -63,40 +104,91 @@ def find_raw_files(data_dir: Path) -> list[Path]:
 
 def find_calibrated_files(data_dir: Path) -> list[Path]:
     """Archive-calibrated ``*_flc.fits`` (preferred) or ``*_flt.fits`` files, one per rootname."""
-    data_dir = _existing_dir(data_dir)
+    data_dir = existing_data_dir(data_dir)
     chosen: dict[str, Path] = {}
     for path in sorted(data_dir.glob("*_flt.fits")) + sorted(data_dir.glob("*_flc.fits")):
         chosen[path.name.rsplit("_", 1)[0]] = path  # _flc overrides _flt
     return [chosen[k] for k in sorted(chosen)]
 
 
-def _existing_dir(data_dir: Path) -> Path:
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise InputError(f"{data_dir}: no such directory; pass --data DIR with the input files")
-    return data_dir
+def find_inputs(data_dir: Path) -> tuple[str, list[Path]]:
+    """``('raw', raw files)`` or, without raws, ``('calibrated', _flc/_flt files)``.
+
+    Calibrated files beside the raws of the same exposures are ignored (with a log line);
+    calibrated files of other exposures raise :class:`InputError`, since they would
+    otherwise be left out silently.
+    """
+    data_dir = existing_data_dir(data_dir)
+    raws = sorted(data_dir.glob("*_raw.fits"))
+    calibrated = find_calibrated_files(data_dir)
+    if not raws:
+        if not calibrated:
+            raise InputError(f"{data_dir}: no *_raw.fits, *_flc.fits or *_flt.fits files; "
+                             "put the exposures there or pass --data DIR")
+        return "calibrated", calibrated
+    roots = {p.name.rsplit("_", 1)[0] for p in raws}
+    others = [p.name for p in calibrated if p.name.rsplit("_", 1)[0] not in roots]
+    if others:
+        raise InputError(f"{data_dir}: holds raw files and calibrated files of other exposures "
+                         f"({', '.join(others)}); hstred reduces either raws or _flc/_flt "
+                         "files: put the missing raws there, or the two kinds in separate "
+                         "directories")
+    if calibrated:
+        log.info("%s: calibrated files of the raw exposures ignored (%s)", data_dir,
+                 ", ".join(p.name for p in calibrated))
+    return "raw", raws
+
+
+def fits_damage(hdul: fits.HDUList, path: Path) -> str | None:
+    """What is wrong with an open FITS file's structure (an extension's data running past
+    the end of the file), or None when it is complete."""
+    size = Path(path).stat().st_size
+    for i, hdu in enumerate(hdul):
+        info = hdul.fileinfo(i)
+        if info is None:
+            continue
+        header = hdu.header
+        naxes = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(header.get("NAXIS", 0)) + 1)]
+        n = 1
+        for axis in naxes:
+            n *= axis
+        nbytes = abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * (
+            int(header.get("PCOUNT", 0)) + (n if naxes else 0))
+        end = int(info["datLoc"]) + nbytes
+        if end > size:
+            name = header.get("EXTNAME", "PRIMARY" if i == 0 else str(i))
+            return (f"truncated: extension {i} ({name}) needs bytes up to {end} but the file "
+                    f"has {size}")
+    return None
 
 
 def _read_exposure(path: Path) -> InputExposure | None:
     try:
-        with fits.open(path) as hdul:
+        with warnings.catch_warnings(), fits.open(path) as hdul:
+            warnings.simplefilter("ignore", AstropyUserWarning)  # damage is reported below
             hdul.verify("silentfix")
             header = hdul[0].header
             n_ext = len(hdul)
-    except (OSError, ValueError) as err:
+            damage = fits_damage(hdul, path)
+    except (OSError, ValueError, IndexError, KeyError) as err:
+        if isinstance(err, OSError) and getattr(err, "errno", None) is not None:
+            raise  # permissions and the like: the machine, not the file's content
         raise InputError(f"{path}: unreadable or truncated FITS file ({err}); replace it with "
                          "a complete copy from the archive") from err
+    if damage:
+        raise InputError(f"{path}: {damage}; replace it with a complete copy from the archive")
     if str(header.get("TELESCOP", "")).strip().upper() != "HST":
         log.warning("%s: not an HST file (TELESCOP=%r); ignored", path, header.get("TELESCOP"))
         return None
     if n_ext < 7:
         raise InputError(f"{path}: {n_ext - 1} extensions; a full-frame ACS/WFC file has 6 "
                          "(SCI/ERR/DQ for two chips): replace it with a complete copy")
+    exptime = header.get("EXPTIME")
     return InputExposure(
         path=path,
         rootname=str(header.get("ROOTNAME", path.name.split("_")[0])).strip().lower(),
         target=str(header.get("TARGNAME", "")).strip().upper(),
-        exptime_s=float(header.get("EXPTIME", 0.0)),
+        exptime_s=None if exptime is None else float(exptime),
         expstart_mjd=float(header.get("EXPSTART", 0.0)),
         filters=(str(header.get("FILTER1", "")).strip().upper(),
                  str(header.get("FILTER2", "")).strip().upper()),
@@ -115,17 +207,63 @@ def check_inputs(paths: Sequence[Path], *, allow_mixed_targets: bool = False
                    if (e.instrument, e.detector) != ("ACS", "WFC")]
     if unsupported:
         raise InputError(f"only ACS/WFC is supported: remove {', '.join(unsupported)}")
-    no_time = [f"{e.path.name} (EXPTIME={e.exptime_s:g})" for e in exposures if e.exptime_s <= 0]
+    no_time = [f"{e.path.name} (no EXPTIME keyword)" if e.exptime_s is None
+               else f"{e.path.name} (EXPTIME={e.exptime_s:g})"
+               for e in exposures if e.exptime_s is None or e.exptime_s <= 0]
     if no_time:
-        raise InputError(f"exposure time must be > 0: remove {', '.join(no_time)}")
-    duplicates = [r for r, n in Counter(e.rootname for e in exposures).items() if n > 1]
+        raise InputError(f"exposure time must be > 0: remove {', '.join(no_time)} or replace "
+                         "it with an intact copy from the archive")
+    by_root: dict[str, list[Path]] = defaultdict(list)
+    for e in exposures:
+        by_root[e.rootname].append(e.path)
+    duplicates = [f"{root} in {' and '.join(str(p) for p in files)}"
+                  for root, files in sorted(by_root.items()) if len(files) > 1]
     if duplicates:
-        raise InputError(f"duplicate rootnames {', '.join(sorted(duplicates))}: keep one file "
-                         "per exposure")
+        raise InputError(f"duplicate rootname {'; '.join(duplicates)}: keep one file per "
+                         "exposure")
     targets = sorted({e.target for e in exposures})
     if len(targets) > 1 and not allow_mixed_targets:
-        counts = Counter(e.target for e in exposures)
+        counts = {t: sum(e.target == t for e in exposures) for t in targets}
         listing = ", ".join(f"{t or '<none>'} ({counts[t]})" for t in targets)
         raise InputError(f"inputs cover {len(targets)} targets: {listing}; reduce one target "
                          "per directory or pass --allow-mixed-targets")
     return exposures
+
+
+def _raw_layout_problem(hdul: fits.HDUList) -> str | None:
+    primary = hdul[0].header
+    subarray = primary.get("SUBARRAY", False)
+    if subarray not in (False, "F", "False", "NO"):
+        return (f"SUBARRAY={subarray!r}: a subarray readout; hstred reduces full-frame "
+                "exposures only")
+    amps = str(primary.get("CCDAMP", "")).strip().upper()
+    if amps != "ABCD":
+        return (f"CCDAMP={amps!r}: hstred reduces the four-amplifier (ABCD) full-frame "
+                "readout only")
+    found = {(str(h.header.get("EXTNAME", "")).strip().upper(), int(h.header.get("EXTVER", 1)))
+             for h in hdul[1:]}
+    missing = [f"{n},{v}" for v in (1, 2) for n in ("SCI", "ERR", "DQ") if (n, v) not in found]
+    if missing:
+        listed = ", ".join(f"{n},{v}" for n, v in sorted(found)) or "none"
+        return (f"no {' '.join(missing)} extension (found {listed}); a raw ACS/WFC file holds "
+                "SCI, ERR and DQ for EXTVER 1 and 2")
+    for extver in (1, 2):
+        h = hdul["SCI", extver].header
+        shape = (h.get("NAXIS1"), h.get("NAXIS2"))
+        if h.get("BITPIX") != 16 or shape != (RAW_NX, RAW_NY):
+            return (f"SCI,{extver} is {shape[0]} x {shape[1]} with BITPIX {h.get('BITPIX')}; "
+                    f"a raw ACS/WFC SCI array is {RAW_NX} x {RAW_NY} 16-bit integers "
+                    "(BITPIX 16), as the archive delivers it")
+    return None
+
+
+def check_raw_layout(exposures: Sequence[InputExposure]) -> None:
+    """Check the structure of raw files from their headers (no pixel is read): full frame,
+    four amplifiers, two imsets, 4144 x 2068 16-bit SCI arrays. Raises :class:`InputError`
+    naming the first offending file and what the archive's files look like."""
+    for e in exposures:
+        with fits.open(e.path) as hdul:
+            problem = _raw_layout_problem(hdul)
+        if problem:
+            raise InputError(f"{e.path}: {problem}; replace it with the archive's raw file or "
+                             "remove it from the directory")

@@ -13,12 +13,19 @@ A readable list of stages over one working directory ``DIR/hstred_work``:
    matches, RMS, shift, rotation, scale and every residual; timings) and the QA report
    ``DIR/OUTNAME_report.html``. A Gaia cone fetched for ``reference_catalog = "gaia"``
    is kept in ``DIR/hstred_work/catalogs`` for offline reruns.
+
+Before any work, under the data directory's lock (:mod:`hstred.workspace`): leftovers
+of killed runs are removed; the inputs' headers and structure, the references, the
+product destinations and the free space are checked. Calibrated exposures pass the
+data-quality gates (:mod:`hstred.quality`) before anything is drizzled.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -26,14 +33,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hstred._version import __version__
+from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.calibrate import CalibrateConfig, CalibrateResult, run_calibrate
-from hstred.drizzle import DrizzleConfig, run_drizzle
+from hstred.drizzle import DrizzleConfig, product_paths, run_drizzle
 from hstred.drizzle.stage import distortion_references
 from hstred.errors import InputError
-from hstred.execution import Backend, make_backend
-from hstred.inputs import check_inputs, find_calibrated_files
-from hstred.manifest import Manifest, atomic_write_text, software_versions
+from hstred.execution import Backend, bind_children_to_process, make_backend
+from hstred.fileio import atomic_write_text, check_destinations
+from hstred.inputs import check_inputs, check_outname, check_raw_layout, find_inputs
+from hstred.manifest import Manifest, software_versions
+from hstred.quality import check_exposure_quality
+from hstred.refs import resolve_references
 from hstred.report import write_report
+from hstred.workspace import (
+    check_free_space,
+    data_dir_lock,
+    drizzle_work_dir,
+    existing_data_dir,
+    remove_leftovers,
+    work_dir,
+)
 
 __all__ = ["STAGES", "PipelineConfig", "PipelineResult", "work_dir", "run_pipeline"]
 
@@ -67,10 +86,6 @@ class PipelineResult:
     warnings: tuple[str, ...]
 
 
-def work_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "hstred_work"
-
-
 def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig,
                  distortion: dict) -> str:
     params = config.to_dict()
@@ -93,9 +108,55 @@ def _drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig
                              software=software_versions(), **extra)
 
 
-def _check_outname(outname: str) -> None:
-    if not outname or "/" in outname or outname.startswith((".", "-")):
-        raise InputError(f"OUTNAME {outname!r} must be a plain file-name stem, e.g. ABELL1689")
+#: Bytes of one calibrated exposure: two 4096 x 2048 chips of float32 SCI and ERR, int16 DQ.
+CALIBRATED_BYTES = 2 * CHIP_NX * CHIP_NY * (4 + 4 + 2)
+#: Side (arcsec) of a north-up box holding one ACS/WFC field at any roll: the field's
+#: diagonal, distortion included (a 2-exposure program measured 291" x 269").
+_FIELD_ARCSEC = 300.0
+
+
+def _grid_pixels(exposures, scale_arcsec: float) -> float:
+    """Pixels of an output grid covering ``exposures`` (their pointings' spread plus one
+    field), from the primary headers' RA_TARG/DEC_TARG."""
+    from astropy.io import fits
+
+    ras, decs = [], []
+    for e in exposures:
+        header = fits.getheader(e.path, 0)
+        if "RA_TARG" in header and "DEC_TARG" in header:
+            ras.append(float(header["RA_TARG"]))
+            decs.append(float(header["DEC_TARG"]))
+    spread = 0.0
+    if ras:
+        cos_dec = math.cos(math.radians(sum(decs) / len(decs)))
+        spread = 3600.0 * max((max(ras) - min(ras)) * cos_dec, max(decs) - min(decs))
+    return ((spread + _FIELD_ARCSEC) / scale_arcsec) ** 2
+
+
+def space_needed(exposures, *, n_calibrate: int, drizzle: bool, config: PipelineConfig) -> float:
+    """Bytes a run writes on the data directory's disk at its peak (an upper estimate).
+
+    Calibration: one calibrated file per exposure still to do. Drizzle: a working copy of
+    every exposure; the visit images and each filter's separate drizzles (float32 science
+    and weight per exposure at 0.05"/pixel); the blotted images (float32, raw chip size);
+    the final science and weight images of every filter (and of every exposure with
+    ``--singles``) at the output scale, staged beside the products and published over
+    the previous ones.
+    """
+    need = n_calibrate * CALIBRATED_BYTES
+    if drizzle and exposures:
+        n = len(exposures)
+        by_filter: dict[str, int] = {}
+        for e in exposures:
+            by_filter[e.filter] = by_filter.get(e.filter, 0) + 1
+        separate = _grid_pixels(exposures, 0.05) * 8
+        final = _grid_pixels(exposures, config.drizzle.pixel_scale_arcsec) * 8
+        need += n * CALIBRATED_BYTES  # working copies
+        need += n * separate + max(by_filter.values()) * (separate + CALIBRATED_BYTES // 2)
+        need += 2 * len(by_filter) * final
+        if config.drizzle.singles:
+            need += 2 * n * final
+    return need * 1.1
 
 
 def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = None,
@@ -110,23 +171,67 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     ``on_stage(stage, state)`` is called with state 'start', 'done' or 'cached'.
     """
     config = config if config is not None else PipelineConfig()
-    _check_outname(outname)
+    check_outname(outname)
     if from_stage is not None and from_stage not in STAGES:
         raise InputError(f"--from must be one of {', '.join(STAGES)}, not {from_stage!r}")
+    data_dir = existing_data_dir(data_dir)
+    backend = backend or make_backend(workers=config.workers, scheduler=config.scheduler)
+    backend.check()
+    bind_children_to_process()  # AstroDrizzle's worker processes end with the run
+    with data_dir_lock(data_dir, command=f"hstred run {outname}"):
+        remove_leftovers(data_dir)
+        return _run_locked(data_dir, outname, config, force=force, from_stage=from_stage,
+                           backend=backend, on_exposure=on_exposure, on_stage=on_stage)
+
+
+def _destinations(data_dir: Path, outname: str, exposures, config: PipelineConfig):
+    files = [*(p for f in sorted({e.filter for e in exposures})
+               for p in product_paths(data_dir, outname, f)),
+             data_dir / f"{outname}_run.json", data_dir / f"{outname}_report.html"]
+    if config.drizzle.singles:
+        files += [data_dir / "singles" / f"{e.rootname}_drz_{k}.fits"
+                  for e in exposures for k in ("sci", "wht")]
+    return files, [data_dir / f"{outname}_report_files"]
+
+
+def _drizzle_cached(manifest: Manifest, outname: str) -> bool:
+    """True when a finished drizzle of OUTNAME is recorded with its products intact (the
+    calibration it used may still change: the drizzle stage checks again)."""
+    entry = manifest.entries("drizzle").get(outname)
+    return bool(entry) and all(Path(p).is_file() for p in entry.get("outputs", {}))
+
+
+def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: bool,
+                from_stage: str | None, backend: Backend, on_exposure, on_stage
+                ) -> PipelineResult:
     t0 = time.perf_counter()
-    data_dir = Path(data_dir)
     work = work_dir(data_dir)
     work.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(work)
     redo = set(STAGES) if force else (set(STAGES[STAGES.index(from_stage):])
                                      if from_stage else set())
     notify = on_stage or (lambda stage, state: None)
-    backend = backend or make_backend(workers=config.workers, scheduler=config.scheduler)
     timings: dict[str, float] = {}
     started: dict[str, float] = {}  # epoch seconds at which each stage began
     skipped: dict[str, object] = {}
 
-    raws = sorted(data_dir.glob("*_raw.fits"))
+    # Everything that can be checked before work, is.
+    kind, paths = find_inputs(data_dir)
+    exposures = check_inputs(paths, allow_mixed_targets=config.allow_mixed_targets)
+    raws = [e.path for e in exposures] if kind == "raw" else []
+    if raws:
+        check_raw_layout(exposures)
+        resolve_references(raws, data_dir)
+    files, directories = _destinations(data_dir, outname, exposures, config)
+    check_destinations(files, directories=directories)
+    drizzle_later = "drizzle" in redo or not _drizzle_cached(manifest, outname)
+    n_calibrate = len(raws) if (raws and "calibrate" in redo) else sum(
+        1 for e in exposures if raws and not manifest.entries("calibrate").get(e.rootname))
+    check_free_space(data_dir, space_needed(exposures, n_calibrate=n_calibrate,
+                                            drizzle=drizzle_later, config=config),
+                     what=f"{n_calibrate} calibrated exposure(s)"
+                     + (f" and drizzling {len(exposures)}" if drizzle_later else ""))
+
     calibration: CalibrateResult | None = None
     if raws:
         notify("calibrate", "start")
@@ -141,15 +246,12 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         calibrated = list(calibration.outputs)
         notify("calibrate", "cached" if not calibration.timings else "done")
     else:
-        calibrated = find_calibrated_files(data_dir)
-        if not calibrated:
-            raise InputError(f"{data_dir}: no *_raw.fits, *_flc.fits or *_flt.fits files; "
-                             "put the exposures there or pass --data DIR")
-        check_inputs(calibrated, allow_mixed_targets=config.allow_mixed_targets)
+        calibrated = list(paths)
 
     notify("drizzle", "start")
     started["drizzle"] = time.time()
     t = time.perf_counter()
+    drizzle_work = drizzle_work_dir(data_dir, outname)
     # Exposures without a distortion solution need their IDCTAB/NPOLFILE/D2IMFILE:
     # resolved (or reported missing) before any drizzle.
     distortion = distortion_references(calibrated, data_dir)
@@ -160,11 +262,22 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         skipped["drizzle"] = True
         notify("drizzle", "cached")
     else:
-        drizzle_work = work / "drizzle"
+        by_root = {e.rootname: e.path for e in exposures}
+        sources = {p.name: by_root.get(p.name.split("_")[0].lower(), p) for p in calibrated}
+        check_exposure_quality(calibrated, good_bits=config.drizzle.good_bits, sources=sources)
+        check_free_space(data_dir, space_needed(exposures, n_calibrate=0, drizzle=True,
+                                                config=config),
+                         what=f"drizzling {len(exposures)} exposure(s)")
         shutil.rmtree(drizzle_work, ignore_errors=True)
-        result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
-                             work_dir=drizzle_work, backend=backend, distortion=distortion,
-                             catalog_dir=work / "catalogs")
+        try:
+            result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
+                                 work_dir=drizzle_work, backend=backend,
+                                 distortion=distortion,
+                                 catalog_dir=work / "catalogs")
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                shutil.rmtree(drizzle_work, ignore_errors=True)  # give the space back
+            raise
         drizzle_record = result.to_dict()
         outputs = [p.sci for p in result.products] + [p.wht for p in result.products]
         outputs += [s.sci for s in result.singles] + [s.wht for s in result.singles]
@@ -199,7 +312,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
         skipped["report"] = True
         notify("report", "cached")
     else:
-        report = write_report(data_dir, outname, record, drizzle_work=work / "drizzle")
+        report = write_report(data_dir, outname, record, drizzle_work=drizzle_work)
         figures = sorted((data_dir / f"{outname}_report_files").glob("*.png"))
         manifest.record("report", outname, report_key, [report, *figures])
         skipped["report"] = False
@@ -227,7 +340,7 @@ def _report_key(manifest: Manifest, record: dict, products, calibrated) -> str:
 
 
 _CTE_KEYS = ("PCTECORR", "CTEMODEL", "CTEDATE", "CTE_NIT", "CTEEXPR", "CTETRAPD", "CTEFWELL",
-             "CTEWFPOW", "ARCTICV")
+             "CTEWFPOW", "ARCTICV", "CTEACRMS", "CTEACFLX", "CTEACCEN")
 
 
 def _cte_record(calibrated) -> dict:

@@ -49,3 +49,19 @@ def sim_program_late_cte(tmp_path_factory):
     config = SimulationConfig(visits=1, exposures=1, filters=("F606W",), seed=21,
                               date="2025-06-01", sources=900, cte=True, truth_images=True)
     yield from _simulate(tmp_path_factory, "sim_late_cte", config)
+
+
+@pytest.fixture(scope="session")
+def sim_program_pre_sm4(tmp_path_factory):
+    """The small CTE-free program in May 2004: pre-SM4 gain-1 electronics."""
+    config = SimulationConfig(**{**SMALL_CONFIG.to_dict(), "filters": ("F606W",),
+                                 "date": "2004-05-01"})
+    yield from _simulate(tmp_path_factory, "sim_pre_sm4", config)
+
+
+@pytest.fixture(scope="session")
+def sim_program_pre_sm4_cte(tmp_path_factory):
+    """A March 2005 exposure with CTE trails (the arCTIc release times before July 2006)."""
+    config = SimulationConfig(visits=1, exposures=1, filters=("F814W",), seed=31,
+                              date="2005-03-01", sources=300, cte=True, truth_images=True)
+    yield from _simulate(tmp_path_factory, "sim_pre_sm4_cte", config)

@@ -13,7 +13,7 @@ from hstred.align.refcat import (
     gaia_cone_file,
     read_reference_catalog,
 )
-from hstred.errors import InputError
+from hstred.errors import InputError, RunEnvironmentError
 
 MAS = 1.0 / 3.6e6
 
@@ -161,7 +161,7 @@ def test_gaia_without_a_server_names_the_file_to_supply(tmp_path, monkeypatch):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(Gaia, "launch_job_async", no_server)
-    with pytest.raises(InputError) as info:
+    with pytest.raises(RunEnvironmentError) as info:
         fetch_gaia_cone(10.0, -30.0, 3.0, directory=tmp_path)
     text = str(info.value)
     assert "\n" not in text and "did not answer" in text

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from hstred.acs import quadrants
 from hstred.calibrate import CalibrateConfig, run_calibrate
 from hstred.cli import app
+from hstred.cte.accuracy import DEFAULT_SETTING_ACCURACY
 from hstred.manifest import Manifest
 
 pytestmark = pytest.mark.slow
@@ -117,6 +118,10 @@ def test_cte_provenance_in_header(late):
     assert header["CTE_NIT"] == 3 and header["CTEEXPR"] == 5
     assert 4.2 < header["CTETRAPD"] < 4.8
     assert header["ARCTICV"] == "2.6"
+    # the accuracy the default setting was measured within, against the exact model
+    assert header["CTEACRMS"] == DEFAULT_SETTING_ACCURACY.rms_read_noise
+    assert header["CTEACFLX"] == DEFAULT_SETTING_ACCURACY.flux_fraction
+    assert header["CTEACCEN"] == DEFAULT_SETTING_ACCURACY.centroid_px
     assert fits.getval(outputs["none"], "PCTECORR", 0) in ("OMIT", "SKIPPED")
 
 

@@ -148,7 +148,7 @@ def _raw_primary(expstart, *, jwrotype="CLAMP"):
           "BINAXIS2": 1, "FLASHDUR": 0.0, "FLASHSTA": "NOT PERFORMED", "JWROTYPE": jwrotype,
           "FILTER1": "F606W", "FILTER2": "CLEAR2L", "TARGNAME": "FIELD", "OBSTYPE": "IMAGING"})
     for switch in ("DQICORR", "BIASCORR", "BLEVCORR", "SINKCORR", "DARKCORR", "FLSHCORR",
-                   "FLATCORR", "PHOTCORR", "PCTECORR"):
+                   "FLATCORR", "PHOTCORR", "PCTECORR", "EXPSCORR"):
         h[switch] = "PERFORM"
     h["ATODCORR"] = "OMIT"
     return h
@@ -290,6 +290,11 @@ def test_primary_keywords(calibrated):
         assert h[f"CCDBIAS{a}"] == pytest.approx(LEVEL_DN[a])
     assert h["DARKTIME"] == pytest.approx(DARKTIME_S + OVRHUFLS_S)
     assert any("DESTRIPE" in str(line) for line in h["HISTORY"])
+    # As calacs: the individual exposure is done, and each amplifier's measured bias
+    # level (what BLEVCORR removed, in electrons) is in BIASLEVA-D.
+    assert h["EXPSCORR"] == "COMPLETE"
+    for a in "ABCD":
+        assert h[f"BIASLEV{a}"] == pytest.approx(LEVEL_DN[a] * GAIN[a], abs=0.1), a
     assert "HSTREDV" in h
 
 
@@ -456,6 +461,9 @@ def _check_pre_sm4_and_bias_shift(tmp_path):
         h = hdul[0].header
         assert h["DARKTIME"] == pytest.approx(DARKTIME_S)  # no overhead before SM4
         assert any("pre-SM4" in str(line) for line in h["HISTORY"])
+        assert h["EXPSCORR"] == "COMPLETE"
+        for a in "ABCD":
+            assert h[f"BIASLEV{a}"] == pytest.approx(LEVEL_DN[a] * GAIN[a], abs=0.2), a
         for v, chip in ((1, 2), (2, 1)):
             sci = hdul["SCI", v].data
             dq = hdul["DQ", v].data
@@ -472,3 +480,51 @@ def _check_pre_sm4_and_bias_shift(tmp_path):
             # by a fraction of an electron (DSI sensitivity x DC ratio x signal).
             sci = hdul["SCI", v].data
             assert abs(np.median(sci) - SKY_E) < 1.0
+
+
+def _raw_copy(calibrated, name: str, *, delete=(), **values) -> Path:
+    """A copy of the synthetic raw file with primary keywords deleted or set."""
+    path = calibrated["dir"] / name / "jtest01aq_raw.fits"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with fits.open(calibrated["raw"]) as hdul:
+        for key in delete:
+            del hdul[0].header[key]
+        hdul[0].header.update(values)
+        hdul.writeto(path)
+    return path
+
+
+def test_missing_darktime_falls_back_to_exptime_plus_flashdur(calibrated):
+    # Older raws lack DARKTIME: calacs before it read the keyword scaled the dark by
+    # EXPTIME + FLASHDUR (plus, after SM4, the CCDTAB overhead).
+    raw = _raw_copy(calibrated, "nodarktime", delete=("DARKTIME",))
+    out = calibrate_exposure(raw, calibrated["refs"], raw.parent)
+    with fits.open(out) as hdul:
+        h = hdul[0].header
+        assert h["DARKCORR"] == "COMPLETE"
+        exptime = fits.getval(raw, "EXPTIME")
+        assert h["DARKTIME"] == pytest.approx(exptime + 0.0 + OVRHUFLS_S)
+        assert any("DARKTIME missing" in str(line) for line in h["HISTORY"])
+        assert hdul["SCI", 1].header["MEANDARK"] == pytest.approx(
+            DARK_E_PER_S * (exptime + OVRHUFLS_S), rel=1e-3)
+
+
+def test_missing_satufile_keyword_uses_ccdtab_saturate(calibrated):
+    # Older raws lack SATUFILE: full well comes from CCDTAB SATURATE, one level per chip.
+    raw = calibrated["raw"]
+    assert "SATUFILE" not in fits.getheader(raw, 0)
+    refs = dict(calibrated["refs"], SATUFILE=None)
+    out = calibrate_exposure(raw, refs, calibrated["dir"] / "nosatufile" / "x_flt.fits")
+    with fits.open(out) as hdul:
+        dq = {hdul["SCI", v].header["CCDCHIP"]: hdul["DQ", v].data for v in (1, 2)}
+        history = [str(line) for line in hdul[0].header["HISTORY"]]
+    chip, pix = FULLWELL_PIXEL
+    assert dq[chip][pix] & 256
+    assert not (dq[2][1200:1300, 3500:3600] & 256).any()
+    assert any("CCDTAB SATURATE used" in line for line in history)
+    # A SATUFILE set to N/A is a choice, not an omission: no full-well flags.
+    raw_na = _raw_copy(calibrated, "satna", SATUFILE="N/A")
+    na = calibrate_exposure(raw_na, refs, raw_na.parent)
+    with fits.open(na) as hdul:
+        dq_na = {hdul["SCI", v].header["CCDCHIP"]: hdul["DQ", v].data for v in (1, 2)}
+    assert not dq_na[chip][pix] & 256

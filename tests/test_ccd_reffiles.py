@@ -182,3 +182,69 @@ def test_photometry_unknown_obsmode_raises(imphttab):
 def test_photmode_to_obsmode():
     assert reffiles.photmode_to_obsmode("ACS WFC1 F606W MJD#56000.5000") == (
         "acs,wfc1,f606w,mjd#", {"mjd#": 56000.5})
+
+
+def test_bad_pixel_rows_archive_layout(tmp_path):
+    # Archive BPIXTAB: extension 'BPX', int16 columns, integer CCDGAIN, one-letter
+    # CCDAMP rows (single-amplifier readouts) and CCDCHIP -999 for every chip.
+    def i16(values):
+        return np.array(values, np.int16)
+
+    cols = [fits.Column("PIX1", "I", array=i16([1, 2, 3, 4, 5])),
+            fits.Column("PIX2", "I", array=i16([1, 1, 1, 1, 1])),
+            fits.Column("LENGTH", "I", array=i16([1, 1, 1, 1, 1])),
+            fits.Column("AXIS", "I", array=i16([1, 1, 1, 2, 1])),
+            fits.Column("VALUE", "I", array=i16([4, 8, 16, 32, 64])),
+            fits.Column("CCDCHIP", "I", array=i16([-999, 1, 1, 2, 1])),
+            fits.Column("CCDAMP", "4A", array=["ABCD", "A", "ABCD", "ABCD", "ANY"]),
+            fits.Column("CCDGAIN", "I", array=i16([-999, -999, 2, 1, 1]))]
+    path = tmp_path / "bpx.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.BinTableHDU.from_columns(cols, name="BPX")]).writeto(path)
+    rows = reffiles.read_bad_pixel_rows(path, ccdamp="ABCD", chip=1, ccdgain=2.0)
+    assert [r.value for r in rows] == [4, 16]
+    assert all(isinstance(r.pix1, int) and isinstance(r.value, int) for r in rows)
+    # An amplifier-A readout (CCDAMP 'A') takes the one-letter row, and gain 1 the
+    # integer-gain rows of gain 1, but not the full-frame rows; 'ANY' matches every amp.
+    rows_a = reffiles.read_bad_pixel_rows(path, ccdamp="A", chip=1, ccdgain=1.0)
+    assert [r.value for r in rows_a] == [8, 64]
+    rows_chip2 = reffiles.read_bad_pixel_rows(path, ccdamp="ABCD", chip=2, ccdgain=1.0)
+    assert [r.value for r in rows_chip2] == [4, 32]
+
+
+def _archive_imphttab(path, *, grid, flam):
+    """IMPHTTAB as the archive serves it: lower-case columns, 'PD()' arrays."""
+    hdus = [fits.PrimaryHDU(header=fits.Header([("NEXTEND", 3), ("PHOTZPT", -21.1),
+                                                 ("PARNUM", 1)]))]
+    for name, scale in (("PHOTFLAM", 1.0), ("PHOTPLAM", 1e23), ("PHOTBW", 1e22)):
+        lower = name.lower()
+        cols = [
+            fits.Column("obsmode", "40A", array=["acs,wfc1,f606w", "acs,wfc1,f606w,mjd#"]),
+            fits.Column("datacol", "12A", array=[name, f"{name}1"]),
+            fits.Column(lower, "D", array=[7e-20 * scale, 0.0]),
+            fits.Column(f"{lower}1", "PD()",
+                        array=np.array([np.zeros(0), np.array(flam) * scale], dtype=object)),
+            fits.Column("nelem1", "J", array=[0, len(grid)]),
+            fits.Column("par1names", "12A", array=["", "MJD#"]),
+            fits.Column("par1values", "PD()",
+                        array=np.array([np.zeros(0), np.array(grid)], dtype=object)),
+            fits.Column("pedigree", "20A", array=["INFLIGHT", "INFLIGHT"]),
+            fits.Column("descrip", "60A", array=["", ""]),
+        ]
+        hdus.append(fits.BinTableHDU.from_columns(cols, name=name))
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+def test_photometry_archive_layout(tmp_path):
+    path = _archive_imphttab(tmp_path / "imp.fits", grid=[52334.0, 54000.0, 58000.0],
+                             flam=[1.0e-19, 1.1e-19, 1.3e-19])
+    v = reffiles.read_photometry(path, "ACS WFC1 F606W MJD#56000.0000")
+    assert v.photflam == pytest.approx(1.2e-19)
+    assert v.photplam == pytest.approx(1.2e4) and v.photbw == pytest.approx(1.2e3)
+    early = reffiles.read_photometry(path, "ACS WFC1 F606W MJD#53167.0")
+    assert early.photflam == pytest.approx(1.05e-19)
+    fixed = reffiles.read_photometry(path, "ACS WFC1 F606W")
+    assert fixed.photflam == pytest.approx(7e-20)
+    outside = reffiles.read_photometry(path, "ACS WFC1 F606W MJD#52000.0")
+    assert outside.extrapolated and outside.photflam == -9999.0

@@ -171,7 +171,7 @@ def test_cli_gaia_without_a_server_names_the_file_to_supply(program, tmp_path, m
         (data / p.name).symlink_to(p)
     res = CliRunner().invoke(app, ["drizzle", "out", "--data", str(data),
                                    "--reference-catalog", "gaia"])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 6, res.output
     line = [x for x in res.output.splitlines() if x.startswith("hstred: error:")]
     assert len(line) == 1 and "Gaia archive did not answer" in line[0]
     assert str(data / "hstred_work" / "catalogs" / "gaiadr3_") in line[0]

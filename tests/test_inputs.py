@@ -42,8 +42,16 @@ def test_mixed_targets_listed_unless_allowed(tmp_path):
 
 def test_zero_exposure_time_names_the_file(tmp_path):
     paths = [_write(tmp_path / "jd7101aaq_raw.fits", EXPTIME=0.0)]
-    with pytest.raises(InputError, match="jd7101aaq_raw.fits"):
+    with pytest.raises(InputError, match=r"jd7101aaq_raw.fits \(EXPTIME=0\)"):
         check_inputs(paths)
+
+
+def test_missing_exposure_time_is_not_reported_as_zero(tmp_path):
+    path = _write(tmp_path / "jd7101aaq_raw.fits")
+    with fits.open(path, mode="update") as hdul:
+        del hdul[0].header["EXPTIME"]
+    with pytest.raises(InputError, match=r"jd7101aaq_raw.fits \(no EXPTIME keyword\)"):
+        check_inputs([path])
 
 
 def test_unsupported_detector(tmp_path):
@@ -56,7 +64,8 @@ def test_duplicate_rootnames(tmp_path):
     (tmp_path / "a").mkdir()
     paths = [_write(tmp_path / "jd7101aaq_raw.fits"),
              _write(tmp_path / "a" / "jd7101aaq_raw.fits")]
-    with pytest.raises(InputError, match="duplicate rootnames jd7101aaq"):
+    with pytest.raises(InputError, match=r"duplicate rootname jd7101aaq in \S+/jd7101aaq_raw"
+                                         r".fits and \S+/a/jd7101aaq_raw.fits"):
         check_inputs(paths)
 
 

@@ -66,7 +66,14 @@ def test_products_record_and_report(reduced):
     assert {"numpy", "astropy", "drizzlepac", "arcticpy-no-gsl"} <= set(record["software"])
     assert len(record["references"]) == 2
     assert record["drizzle"]["solutions"]
+    # the camera's distortion, applied with stwcs from the simulated references
+    assert len(record["drizzle"]["distortion"]) == 2
+    for d in record["drizzle"]["distortion"]:
+        assert d["applied"] and d["wcsname"].startswith("IDC_")
+        assert d["files"]["IDCTAB"] == record["references"][f"{d['rootname']}_raw.fits"]["IDCTAB"]
+    assert fits.getval(sci, "DSTWCSN") == d["wcsname"]
     assert (data / f"{OUTNAME}_report.html").is_file()
+    assert "<h2>Distortion</h2>" in (data / f"{OUTNAME}_report.html").read_text()
     assert (data / "hstred_work" / "hstred.log").is_file()
     # inputs are never modified
     assert {p.name: _sha(p) for p in data.glob("*_raw.fits")} == checksums

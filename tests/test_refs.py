@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 
@@ -60,7 +61,7 @@ def _write_raw(path: Path, **overrides) -> Path:
 def _populate(directory: Path, names) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (directory / name).write_bytes(b"x")
+        fits.PrimaryHDU().writeto(directory / name)
 
 
 def test_needed_references_reads_jref_names_and_switches(tmp_path):
@@ -190,3 +191,48 @@ def test_distortion_references_of_calibrated_files(tmp_path):
     bare = _write_flt(tmp_path / "j2_flt.fits", IDCTAB="N/A")
     with pytest.raises(ReferenceFileError, match="j2_flt.fits.*IDCTAB.*crds bestrefs"):
         resolve_distortion_references([bare], tmp_path)
+
+
+def test_missing_imphttab_names_the_keyword_and_bestrefs(tmp_path):
+    # Raw files as first archived before 2007 have no IMPHTTAB (photometry then came
+    # from synphot tables); the error names the keyword and how to fill it in.
+    raw = _write_raw(tmp_path / "j1_raw.fits", IMPHTTAB=None)
+    with pytest.raises(InputError) as info:
+        resolve_references([raw], tmp_path)
+    message = str(info.value)
+    assert "IMPHTTAB" in message and "PHOTCORR" in message
+    assert "crds bestrefs --update-bestrefs --files" in message
+    assert str(raw) in message
+    # With PHOTCORR off the keyword is not needed.
+    raw2 = _write_raw(tmp_path / "j2_raw.fits", IMPHTTAB=None, PHOTCORR="OMIT")
+    assert needed_references(fits.getheader(raw2))["IMPHTTAB"] is None
+
+
+def test_missing_satufile_is_optional(tmp_path):
+    raw = _write_raw(tmp_path / "j1_raw.fits", SATUFILE=None)
+    names = needed_references(fits.getheader(raw))
+    assert names["SATUFILE"] is None
+    assert names["BIASFILE"] == "ddddddddj_bia.fits"
+
+
+def test_truncated_reference_is_named_with_the_fetch_command(tmp_path):
+    raw = _write_raw(tmp_path / "j1_raw.fits")
+    cache = tmp_path / "crds" / "references" / "hst" / "acs"
+    _populate(cache, REFS.values())
+    bias = cache / REFS["BIASFILE"]
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((64, 64), np.float32))]).writeto(
+        bias, overwrite=True)
+    bias.write_bytes(bias.read_bytes()[:2880 * 2 + 4000])  # the image cut short
+    with pytest.raises(ReferenceFileError,
+                       match=r"ddddddddj_bia.fits: damaged reference file, truncated.*"
+                             r"crds sync --files ddddddddj_bia.fits"):
+        resolve_references([raw], tmp_path)
+
+
+def test_no_fetch_says_so_instead_of_blaming_the_server(tmp_path):
+    raw = _write_raw(tmp_path / "j1_raw.fits")
+    cache = tmp_path / "crds" / "references" / "hst" / "acs"
+    _populate(cache, [n for k, n in REFS.items() if k != "BIASFILE"])
+    with pytest.raises(ReferenceFileError, match=r"not fetched: --no-fetch") as info:
+        resolve_references([raw], tmp_path, fetch=False)
+    assert "reachable" not in str(info.value)

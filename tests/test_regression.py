@@ -29,6 +29,7 @@ import pytest
 from astropy.io import fits
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
+from hstred.drizzle.stage import distortion_references
 from hstred.pipeline import PipelineConfig, run_pipeline
 from hstred.simulate import SimulationConfig, simulate_program
 
@@ -199,7 +200,9 @@ def test_changed_drizzle_default_fails_the_regression(reduction, request, num_re
     changed = reduction["root"] / "changed"
     changed.mkdir()
     result = run_drizzle(changed, "CHANGED", DrizzleConfig(pixfrac=0.9), inputs=calibrated,
-                         work_dir=reduction["root"] / "changed_work")
+                         work_dir=reduction["root"] / "changed_work",
+                         distortion=distortion_references(calibrated, reduction["data"],
+                                                          fetch=False))
     sci, wht = result.product(FILTER).sci, result.product(FILTER).wht
     with pytest.raises(AssertionError) as failure:
         check_provenance(data_regression, num_regression, sci)

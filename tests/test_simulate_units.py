@@ -16,7 +16,7 @@ from hstred.simulate import psf as psfmod
 from hstred.simulate import references as refs
 from hstred.simulate import wcs as w
 from hstred.simulate.catalog import draw_truth_catalog
-from hstred.simulate.config import FILTERS, filter_keywords, validate_config
+from hstred.simulate.config import FILTERS, era_of_date, filter_keywords, validate_config
 from hstred.simulate.plan import plan_program
 from hstred.simulate.rawfile import mjd_to_datetime
 from hstred.simulate.rng import rng_for
@@ -27,12 +27,98 @@ from hstred.simulate.rng import rng_for
 @pytest.mark.parametrize("changes", [
     {"visits": 0}, {"visits": 100}, {"exposures": 0}, {"filters": ()},
     {"filters": ("F999W",)}, {"filters": ("F606W", "F606W")}, {"filters": "F606W"},
-    {"seed": -1}, {"date": "yesterday"}, {"date": "2005-01-01"}, {"sources": 0},
+    {"seed": -1}, {"date": "yesterday"}, {"date": "2008-01-01"}, {"date": "2002-02-28"},
+    {"date": "2041-01-01"}, {"sources": 0},
     {"exptime_s": 0.0}, {"program": "D71"}, {"program": "d7"}, {"target": "a b"},
 ])
 def test_invalid_configuration_raises_input_error(changes):
     with pytest.raises(InputError):
         validate_config(SimulationConfig(**changes))
+
+
+@pytest.mark.parametrize("date, era", [
+    ("2002-03-01", "pre-SM4"), ("2004-05-01", "pre-SM4"), ("2007-01-26", "pre-SM4"),
+    ("2007-01-27", None), ("2009-05-31", None), ("2009-06-01", "post-SM4"),
+    ("2040-12-31", "post-SM4"), ("2002-02-28", None)])
+def test_simulated_eras(date, era):
+    import datetime
+
+    assert era_of_date(datetime.date.fromisoformat(date)) == era
+    if era is None:
+        with pytest.raises(InputError) as info:
+            validate_config(SimulationConfig(date=date))
+        message = str(info.value)
+        assert "\n" not in message and date in message
+        assert "2002-03-01 to 2007-01-26" in message and "2009-06-01" in message
+    else:
+        validate_config(SimulationConfig(date=date))
+
+
+def test_gap_message_names_the_failure():
+    with pytest.raises(InputError, match="out of service from 2007-01-27"):
+        validate_config(SimulationConfig(date="2008-06-01"))
+
+
+def test_program_must_stay_in_one_era():
+    # Visits follow 10-40 days apart: three visits from 2007-01-20 run into the gap.
+    with pytest.raises(InputError, match="visit 2 would fall on 2007-"):
+        plan_program(SimulationConfig(date="2007-01-20", visits=3, exposures=1,
+                                      filters=("F606W",)))
+    plan = plan_program(SimulationConfig(date="2006-12-01", visits=2, exposures=1,
+                                         filters=("F606W",)))
+    assert len(plan.visits) == 2
+
+
+def test_detector_set_up_by_era():
+    pre = det.detector_for_date(53126.0)   # 2004-05-01
+    post = det.detector_for_date(60000.0)
+    assert pre is det.PRE_SM4_DETECTOR and post is det.DEFAULT_DETECTOR
+    assert det.detector_for_date(54962.0) is det.DEFAULT_DETECTOR  # SM4 boundary
+    # Pre-SM4: gain 1, offset 3, no JWROTYPE, no DSI/cross-talk, no stripes, no DARKTIME
+    # overhead; the bias level drifts and the superbias holds no amplifier level.
+    assert (pre.ccdgain, pre.ccdofst, pre.jwrotype) == (1.0, 3, None)
+    assert not pre.dual_slope_integrator and pre.stripe_rms_e == 0.0
+    assert (pre.ovrhufls_s, pre.ovrhfls_s) == (0.0, 0.0)
+    assert pre.bias_row_drift_e > 0 and pre.bias_column_drift_e > 0
+    assert not pre.superbias_holds_level
+    assert all(0.9 < g < 1.1 for g in pre.gain_e_per_dn.values())
+    # At gain 1 the A-to-D converter saturates before the full well.
+    assert pre.atodsat_dn * max(pre.gain_e_per_dn.values()) < pre.saturate_e
+    assert (post.ccdgain, post.jwrotype, post.dual_slope_integrator) == (2.0, "DS_int", True)
+    assert post.atodsat_dn * min(post.gain_e_per_dn.values()) > post.saturate_e
+
+
+def test_bias_drift_is_linear_and_shared_by_the_amplifiers():
+    drift = det.bias_drift(rng_for(1, "drift-test"), params=det.PRE_SM4_DETECTOR)
+    assert drift.shape == (RAW_NY, RAW_NX)
+    rows = drift[:, 0]
+    cols = drift[0, :]
+    np.testing.assert_allclose(np.diff(rows), np.diff(rows)[0], atol=1e-12)
+    np.testing.assert_allclose(np.diff(cols), np.diff(cols)[0], atol=1e-12)
+    # No step between the amplifiers: one plane over the chip.
+    plane = rows[:, None] + cols[None, :] - drift[0, 0]
+    np.testing.assert_allclose(drift, plane, atol=1e-9)
+    assert np.all(det.bias_drift(rng_for(1, "x"), params=det.DEFAULT_DETECTOR) == 0.0)
+
+
+def test_superbias_without_amplifier_levels_before_sm4():
+    frame = det.bias_frame(3, 1, det.PRE_SM4_DETECTOR)
+    sb = det.superbias(frame, 1, params=det.PRE_SM4_DETECTOR)
+    assert abs(np.median(sb[:, :100])) < 2.0 and abs(np.median(sb[:, -100:])) < 2.0
+    assert np.median(frame[:, :100]) == pytest.approx(det.PRE_SM4_DETECTOR.bias_dn["A"], abs=3)
+    post = det.bias_frame(3, 1)
+    assert det.superbias(post, 1) is post
+
+
+def test_ccdtab_has_a_row_per_era_and_chip(tmp_path):
+    path = tmp_path / "x_ccd.fits"
+    refs.ccdtab_hdul("x_ccd.fits", date=mjd_to_datetime(60000).date()).writeto(path)
+    data = fits.getdata(path, 1)
+    keys = sorted((float(r["CCDGAIN"]), int(r["CCDOFSTA"]), int(r["CCDCHIP"])) for r in data)
+    assert keys == [(1.0, 3, 1), (1.0, 3, 2), (2.0, 1, 1), (2.0, 1, 2)]
+    pre = next(r for r in data if r["CCDGAIN"] == 1.0)
+    assert pre["ATODGNB"] == pytest.approx(det.PRE_SM4_DETECTOR.gain_e_per_dn["B"])
+    assert pre["OVRHUFLS"] == 0.0
 
 
 def test_default_configuration_is_valid():
@@ -388,7 +474,7 @@ def test_ccdtab_has_the_27_calacs_columns():
               "ATODSAT", "SATURATE", "OVRHFLS", "OVRHUFLS"}
     needed |= {f"{p}{a}" for p in ("CCDOFST", "CCDBIAS", "ATODGN", "READNSE") for a in "ABCD"}
     assert len(needed) == 27 and needed <= names
-    assert sorted(hdul[1].data["CCDCHIP"]) == [1, 2]
+    assert sorted(hdul[1].data["CCDCHIP"]) == [1, 1, 2, 2]  # one row per era and chip
     assert hdul[0].header["FILETYPE"] == "CCD PARAMETERS"
 
 
@@ -403,26 +489,61 @@ def test_oscntab_matches_the_shared_geometry():
         assert (row["TRIMY1"], row["TRIMY2"]) == (lay.trimy1, lay.trimy2)
 
 
-def test_imphttab_interpolates_photflam_linearly_in_mjd():
+def test_imphttab_interpolates_photflam_linearly_in_mjd(tmp_path):
     hdul = refs.imphttab_hdul("x_imp.fits", date=mjd_to_datetime(60000).date())
     assert hdul[0].header["NEXTEND"] == 3 and hdul[0].header["PARNUM"] == 1
-    table = hdul["PHOTFLAM"].data
-    row = table[list(table["OBSMODE"]).index("acs,wfc1,f606w,mjd#")]
-    assert row["DATACOL"] == "PHOTFLAM1"
-    n = row["NELEM1"]
-    value = np.interp(60000.0, row["PAR1VALUES"][:n], row["PHOTFLAM1"][:n])
+    path = tmp_path / "x_imp.fits"
+    hdul.writeto(path)
+    with fits.open(path) as written:
+        table = written["PHOTFLAM"]
+        # Archive layout: lower-case names, variable-length arrays for the MJD grid.
+        assert table.columns.names[:4] == ["obsmode", "datacol", "photflam", "photflam1"]
+        assert table.columns["photflam1"].format.startswith("PD(")
+        assert table.columns["par1values"].format.startswith("PD(")
+        data = table.data
+        row = data[list(data["obsmode"]).index("acs,wfc1,f606w,mjd#")]
+        assert row["datacol"] == "PHOTFLAM1" and row["par1names"] == "MJD#"
+        n = row["nelem1"]
+        assert len(row["photflam1"]) == n == len(row["par1values"])
+        value = np.interp(60000.0, row["par1values"], row["photflam1"])
+        fixed = data[list(data["obsmode"]).index("acs,wfc1,f606w")]
+        assert len(fixed["photflam1"]) == 0 and fixed["nelem1"] == 0
     info = FILTERS["F606W"]
     expected = info.photflam * (1 + info.sens_loss_per_year * (60000.0 - info.photflam_mjd)
                                 / 365.25)
     assert value == pytest.approx(expected, rel=1e-9)
 
 
-def test_bpixtab_lists_defects_one_indexed():
-    defects = (det.Defect(chip=2, x=10, y=0, length=CHIP_NY, axis=2, response=0.0),)
-    hdul = refs.bpixtab_hdul("x_bpx.fits", defects, date=mjd_to_datetime(60000).date())
-    row = hdul[1].data[0]
-    assert (row["PIX1"], row["PIX2"], row["LENGTH"], row["AXIS"], row["VALUE"],
-            row["CCDCHIP"]) == (11, 1, CHIP_NY, 2, 4, 2)
+def test_bpixtab_archive_layout_and_rows_per_readout(tmp_path):
+    defects = (det.Defect(chip=2, x=10, y=0, length=CHIP_NY, axis=2, response=0.0),
+               det.Defect(chip=1, x=3000, y=7, length=1, axis=1, response=0.0))
+    path = tmp_path / "x_bpx.fits"
+    refs.bpixtab_hdul("x_bpx.fits", defects, date=mjd_to_datetime(60000).date()).writeto(path)
+    with fits.open(path) as hdul:
+        table = hdul[1]
+        assert table.name == "BPX"
+        for name in ("PIX1", "PIX2", "LENGTH", "AXIS", "VALUE", "CCDCHIP", "CCDGAIN"):
+            assert table.columns[name].format == "I", name
+        rows = [(r["CCDCHIP"], r["CCDAMP"], r["PIX1"], r["PIX2"], r["LENGTH"], r["AXIS"],
+                 r["VALUE"], r["CCDGAIN"]) for r in table.data]
+    # One-indexed; a full-frame row and a row for the amplifier that reads the defect.
+    assert sorted(rows) == sorted([
+        (1, "ABCD", 3001, 8, 1, 1, 4, -999), (1, "B", 3001, 8, 1, 1, 4, -999),
+        (2, "ABCD", 11, 1, CHIP_NY, 2, 4, -999), (2, "C", 11, 1, CHIP_NY, 2, 4, -999)])
+
+
+def test_empty_reference_extensions_are_bitpix_16_with_integer_pixvalue(tmp_path):
+    flat = {1: np.ones((CHIP_NY, CHIP_NX)), 2: np.ones((CHIP_NY, CHIP_NX))}
+    path = tmp_path / "x_pfl.fits"
+    refs.flat_hdul("x_pfl.fits", flat, filter_name="F606W",
+                   date=mjd_to_datetime(60000).date()).writeto(path)
+    with fits.open(path) as hdul:
+        for name in ("ERR", "DQ"):
+            for ver in (1, 2):
+                h = hdul[name, ver].header
+                assert (h["BITPIX"], h["NAXIS"]) == (16, 0)
+                assert type(h["PIXVALUE"]) is int and h["PIXVALUE"] == 0
+                assert (h["NPIX1"], h["NPIX2"]) == (CHIP_NX, CHIP_NY)
 
 
 def test_image_reference_rejects_wrong_shapes():

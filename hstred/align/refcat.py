@@ -22,7 +22,8 @@ import numpy as np
 from astropy.table import Table
 
 from hstred.align.epoch import mjd_to_jyear, positions_at_epoch
-from hstred.errors import InputError
+from hstred.errors import InputError, RunEnvironmentError
+from hstred.fileio import atomic_path
 
 __all__ = [
     "GAIA_COLUMNS",
@@ -188,7 +189,7 @@ def fetch_gaia_cone(ra_deg: float, dec_deg: float, radius_arcmin: float, *,
 
     Raises
     ------
-    InputError
+    RunEnvironmentError
         No server answered (offline): the message names the file to supply instead.
     """
     path = gaia_cone_file(directory, ra_deg, dec_deg, radius_arcmin)
@@ -203,7 +204,7 @@ def fetch_gaia_cone(ra_deg: float, dec_deg: float, radius_arcmin: float, *,
 
         table = Gaia.launch_job_async(query).get_results()
     except Exception as err:  # astroquery raises requests/HTTP/IO errors when offline
-        raise InputError(
+        raise RunEnvironmentError(
             f"--reference-catalog gaia: the Gaia archive did not answer ({type(err).__name__}); "
             f"save the Gaia DR3 stars within {radius_arcmin:.2f}' of RA {ra_deg:.5f} "
             f"Dec {dec_deg:+.5f} as {path} (or any ECSV/FITS/CSV) and pass that file") from err
@@ -213,10 +214,8 @@ def fetch_gaia_cone(ra_deg: float, dec_deg: float, radius_arcmin: float, *,
             table.rename_column(name, name.lower())
     table.meta = {"query": query, "source": "Gaia archive via astroquery",
                   "ref_epoch": 2016.0}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
     log.info("Gaia cone: %d stars saved to %s", len(table), path)
     return path
 

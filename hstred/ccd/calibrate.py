@@ -15,9 +15,11 @@ an outcome; :func:`_record_outcome` is the one place that writes a switch keywor
 
 Header keywords written
 -----------------------
-Primary: calibration switches, ATODGNA-D, READNSEA-D, CCDBIASA-D (from CCDTAB),
+Primary: calibration switches (EXPSCORR = COMPLETE once ACS2D has run), ATODGNA-D,
+READNSEA-D, CCDBIASA-D (from CCDTAB), BIASLEVA-D (the levels BLEVCORR removed, e-),
 DARKTIME (with the CCDTAB overhead), PCTECORR and, after CTE correction,
-CTEMODEL, CTEDATE, CTE_NIT, CTEEXPR, CTETRAPD, CTEFWELL, CTEWFPOW, ARCTICV;
+CTEMODEL, CTEDATE, CTE_NIT, CTEEXPR, CTETRAPD, CTEFWELL, CTEWFPOW, ARCTICV and,
+for the default CTE setting, its measured accuracy (CTEACRMS, CTEACFLX, CTEACCEN);
 FILENAME, NEXTEND, HSTREDV; HISTORY lines per step.
 SCI: BUNIT, LTV1/LTV2 = 0, CRPIX shifted by the trim, SIZAXIS1/2, MEANBLEV,
 MEANDARK, MEANFLSH (flashed data), PHOTMODE, PHOTFLAM, PHOTZPT, PHOTPLAM, PHOTBW,
@@ -29,9 +31,7 @@ ERR and DQ also receive the SCI WCS keywords they lack.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +55,7 @@ from hstred.ccd.reffiles import (
     read_reference_image,
 )
 from hstred.errors import InputError, ReferenceFileError, StageError
+from hstred.fileio import atomic_path
 
 __all__ = [
     "CCD_STEPS",
@@ -300,6 +301,7 @@ def _blevcorr(chips, ctx):
 
 def _blevcorr_post_sm4(chips, ctx):
     history = []
+    shift_levels: dict[str, float] = {}
     amps: dict[str, np.ndarray] = {}
     for number in (1, 2):
         amps.update(steps.split_amplifiers(_chip_by_number(chips, number).sci, number))
@@ -318,6 +320,8 @@ def _blevcorr_post_sm4(chips, ctx):
         for number in (1, 2):
             amps.update(steps.split_amplifiers(sci_by_chip[number], number))
     corrected, result = steps.subtract_bias_level_post_sm4(amps)
+    _write_bias_levels(chips[0].primary, {a: result.levels_e[a] + shift_levels.get(a, 0.0)
+                                          for a in result.levels_e})
     out = []
     for chip in chips:
         left, right = _amps(chip)
@@ -333,6 +337,16 @@ def _blevcorr_post_sm4(chips, ctx):
     return out, _Outcome(COMPLETE, tuple(history))
 
 
+def _write_bias_levels(primary: fits.Header, levels_e: Mapping[str, float]) -> None:
+    # As calacs: BIASLEV[A-D] hold the whole level BLEVCORR removed from each amplifier
+    # (bias-shift fat zero plus prescan level), in electrons, since the data were
+    # converted to electrons before BLEVCORR (hstcal blev_funcs_postsm4.c, doblev.c).
+    for amp in AMP_LETTERS:
+        if amp in levels_e:
+            primary[f"BIASLEV{amp}"] = (float(levels_e[amp]),
+                                        f"mean of bias levels subtracted, amp {amp} (e-)")
+
+
 def _default_bias_e(ctx: _Context, chip: ChipData) -> float:
     # calacs's fallback level: CCDBIAS x ATODGN of the first amplifier named in CCDAMP,
     # shifted to C for WFC2 (hstcal doBlev/selectBias).
@@ -345,7 +359,7 @@ def _default_bias_e(ctx: _Context, chip: ChipData) -> float:
 
 
 def _blevcorr_pre_sm4(chips, ctx):
-    out, history = [], []
+    out, history, levels = [], [], {}
     for chip in chips:
         ccd = ctx.ccdpars[chip.chip]
         left, right = _amps(chip)
@@ -355,26 +369,34 @@ def _blevcorr_pre_sm4(chips, ctx):
             default_bias_e=_default_bias_e(ctx, chip), sdqflags=_sdqflags(chip))
         out.append(chip.replace(sci=sci).with_keywords(
             MEANBLEV=(result.meanblev, "mean of bias levels subtracted in electrons")))
+        levels.update(zip((left, right), result.levels_e, strict=True))
         history += [f"BLEVCORR: bias level amp {a}: {v:.3f} e-"
                     for a, v in zip((left, right), result.levels_e, strict=True)]
         if result.drift_corrected:
             history.append(f"BLEVCORR: chip {chip.chip} drift from virtual overscan")
+    _write_bias_levels(chips[0].primary, levels)
     return out, _Outcome(COMPLETE, ("BLEVCORR complete: pre-SM4 overscan fit", *history))
 
 
 def _darktime(chips, ctx):
     primary = chips[0].primary
-    if ctx.info.darktime_s is None:
-        if _switch(primary, "DARKCORR") == PERFORM:
-            raise InputError(f"{ctx.raw_path} lacks DARKTIME in its primary header, needed to "
-                             "scale the dark; add DARKTIME (s)")
-        return chips, _Outcome()
+    history = []
+    darktime_s = ctx.info.darktime_s
+    if darktime_s is None:
+        # Raw files as first archived before 2007 may lack DARKTIME. calacs then reads 0
+        # and scales the dark by nothing; before it read the keyword it scaled the dark by
+        # EXPTIME + FLASHDUR (hstcal acs2d/dodark.c), which is what is done here.
+        darktime_s = ctx.info.exptime_s + ctx.info.flashdur_s
+        log.warning("%s: no DARKTIME in the primary header; EXPTIME + FLASHDUR = %g s used",
+                    ctx.info.rootname, darktime_s)
+        history.append(f"DARKTIME missing: EXPTIME + FLASHDUR = {darktime_s:g} s used")
     ccd = ctx.ccdpars[chips[0].chip]
     darktime = steps.compute_darktime(
-        ctx.info.darktime_s, expstart_mjd=ctx.info.expstart_mjd, flashed=ctx.info.post_flashed,
+        darktime_s, expstart_mjd=ctx.info.expstart_mjd, flashed=ctx.info.post_flashed,
         overhead_flashed_s=ccd.overhead_flashed_s, overhead_unflashed_s=ccd.overhead_unflashed_s)
     primary["DARKTIME"] = (darktime, "dark time (s) incl. CCDTAB overhead")
-    return chips, _Outcome(history=(f"DARKTIME {ctx.info.darktime_s:g} -> {darktime:g} s",))
+    history.append(f"DARKTIME {darktime_s:g} -> {darktime:g} s")
+    return chips, _Outcome(history=tuple(history))
 
 
 def _full_well_saturation(chips, ctx):
@@ -382,23 +404,37 @@ def _full_well_saturation(chips, ctx):
     path = ctx.reference("SATUFILE")
     done = (_switch(primary, "BIASCORR") == COMPLETE
             and _switch(primary, "BLEVCORR") == COMPLETE)
-    if path is None or not done:
+    # Raw files as first archived before 2007 have no SATUFILE keyword: calacs then took
+    # the full-well level from CCDTAB's SATURATE column, one value per chip.
+    from_ccdtab = path is None and "SATUFILE" not in primary
+    if not done or (path is None and not from_ccdtab):
         return chips, _Outcome(history=("No full-well saturation flags (needs SATUFILE,",
                                         "BIASCORR and BLEVCORR)"))
     out = []
     for chip in chips:
-        ref = read_reference_image(path, chip.chip, what="SATUFILE")
-        if ref.sci.shape != chip.shape:
-            raise ReferenceFileError(f"SATUFILE {path} chip {chip.chip} is {ref.sci.shape}, the "
-                                     f"raw chip {chip.shape}; use a raw-sized SATUFILE")
+        if from_ccdtab:
+            level = np.float32(ctx.ccdpars[chip.chip].saturate_e)
+            saturation = np.broadcast_to(level, chip.shape)
+        else:
+            ref = read_reference_image(path, chip.chip, what="SATUFILE")
+            if ref.sci.shape != chip.shape:
+                raise ReferenceFileError(f"SATUFILE {path} chip {chip.chip} is {ref.sci.shape}, "
+                                         f"the raw chip {chip.shape}; use a raw-sized SATUFILE")
+            saturation = ref.sci
         ltv1 = abs(int(chip.header.get("LTV1", 0)))
         ltv2 = abs(int(chip.header.get("LTV2", 0)))
         osc = ctx.oscnpars[chip.chip]
         ny = chip.shape[0] - osc.trimy[0] - osc.trimy[1]
         nx = chip.shape[1] - osc.trimx[0] - osc.trimx[1]
         region = (slice(ltv2, ltv2 + ny), slice(ltv1, ltv1 + nx))
-        dq = steps.flag_full_well_saturation(chip.sci, chip.dq, ref.sci, region=region)
+        dq = steps.flag_full_well_saturation(chip.sci, chip.dq, saturation, region=region)
         out.append(chip.replace(dq=dq))
+    if from_ccdtab:
+        levels = ", ".join(f"chip {c}: {p.saturate_e:g} e-" for c, p in ctx.ccdpars.items())
+        log.warning("%s: no SATUFILE keyword; full well from CCDTAB SATURATE (%s)",
+                    ctx.info.rootname, levels)
+        return out, _Outcome(history=("Full-well saturation (DQ 256): no SATUFILE keyword;",
+                                      f"CCDTAB SATURATE used ({levels})"))
     return out, _Outcome(history=(f"Full-well saturation (DQ 256): SATUFILE={path.name}",))
 
 
@@ -624,6 +660,12 @@ def _statistics(chips, ctx):
     return out, _Outcome()
 
 
+def _expscorr(chips, ctx):
+    # EXPSCORR asks for each exposure to be calibrated on its own (an FLT per exposure,
+    # besides any cosmic-ray combined product); calacs marks it done when ACS2D has run.
+    return chips, _Outcome(COMPLETE, ("EXPSCORR complete: individual exposure calibrated",))
+
+
 #: ACS2D, in calacs's order (hstcal ``do2d.c``).
 TWO_D_STEPS: tuple[Step, ...] = (
     Step("dark subtraction", "DARKCORR", _darkcorr),
@@ -632,6 +674,7 @@ TWO_D_STEPS: tuple[Step, ...] = (
     Step("photometry mode", None, _photmode_keyword),
     Step("photometry keywords", "PHOTCORR", _photcorr),
     Step("statistics", None, _statistics),
+    Step("individual exposure", "EXPSCORR", _expscorr),
 )
 
 
@@ -761,7 +804,11 @@ def record_cte_correction(chips: Sequence[ChipData],
     CTEDATE, ``n_iterations`` -> CTE_NIT, ``express`` -> CTEEXPR,
     ``total_trap_density`` (or the sum of ``trap_densities``) -> CTETRAPD,
     ``full_well_depth`` -> CTEFWELL, ``well_fill_power`` -> CTEWFPOW,
-    ``arcticpy_version`` -> ARCTICV. Every item is also written as a HISTORY line.
+    ``arcticpy_version`` -> ARCTICV; the setting's accuracy, as bounds on its measured
+    differences from the exact model's correction: ``accuracy_rms_read_noise``
+    -> CTEACRMS (pixel RMS, read noises), ``accuracy_flux_fraction`` -> CTEACFLX (star
+    flux, fraction), ``accuracy_centroid_px`` -> CTEACCEN (star centroid, pixels).
+    Every item is also written as a HISTORY line.
     """
     primary = chips[0].primary.copy()
     info = dict(cte_info or {})
@@ -776,6 +823,12 @@ def record_cte_correction(chips: Sequence[ChipData],
         "CTEFWELL": (info.get("full_well_depth"), "CTE model full-well depth (e-)"),
         "CTEWFPOW": (info.get("well_fill_power"), "CTE model well-fill power"),
         "ARCTICV": (info.get("arcticpy_version"), "arcticpy version"),
+        "CTEACRMS": (info.get("accuracy_rms_read_noise"),
+                     "pixel RMS diff from exact model < (read noise)"),
+        "CTEACFLX": (info.get("accuracy_flux_fraction"),
+                     "star flux diff from exact model < (fraction)"),
+        "CTEACCEN": (info.get("accuracy_centroid_px"),
+                     "star centroid diff from exact model < (px)"),
     }
     for key, (value, comment) in cards.items():
         if value is None:
@@ -908,15 +961,8 @@ def write_calibrated(chips: Sequence[ChipData], out_path: Path, *,
         hdus.append(fits.ImageHDU(chip.sci.astype(np.float32, copy=False), header=sci_header))
         hdus.append(fits.ImageHDU(chip.err.astype(np.float32, copy=False), header=err_header))
         hdus.append(fits.ImageHDU(chip.dq.astype(np.int16, copy=False), header=dq_header))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are ordinary readable files
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out_path
 
 
@@ -936,8 +982,8 @@ def calibrate_exposure(raw_path: Path, references: Mapping[str, Path | None], ou
         Output file, or a directory to write ``<rootname>_flt.fits`` / ``_flc.fits`` in.
     cte
         Optional per-quadrant pixel-CTE correction, e.g.
-        ``functools.partial(hstred.cte.model.remove_cte_from_quadrant, express=5,
-        n_iterations=3)``; applied after the overscan trim and before DARKCORR.
+        :func:`hstred.cte.model.remove_cte_from_quadrant` (or a ``functools.partial`` of
+        it with another setting); applied after the overscan trim and before DARKCORR.
     cte_info
         Provenance of ``cte`` for the header (see :func:`record_cte_correction`).
     """

@@ -272,8 +272,12 @@ def read_bad_pixel_rows(path: Path, *, ccdamp: str, chip: int,
                         ccdgain: float) -> list[BadPixelRow]:
     """BPIXTAB rows that apply to one chip.
 
-    CCDAMP and CCDGAIN columns are optional; a missing column, CCDAMP 'N/A', or a
-    -999 in CCDGAIN/CCDCHIP matches any exposure (hstcal ``dodqi.c``).
+    CCDAMP and CCDGAIN columns are optional; a missing column, CCDAMP 'N/A' (or the
+    table wildcard 'ANY'), or a -999 in CCDGAIN/CCDCHIP matches any exposure. Otherwise
+    CCDAMP must equal the exposure's CCDAMP, as calacs compares them (hstcal
+    ``dodqi.c``): the one-letter rows of archive tables serve single-amplifier
+    readouts, not full frames. Column names are matched without regard to case, and
+    CCDGAIN may be an integer or a float column.
     """
     data = _table(path, "BPIXTAB", 1)
     _require_columns(data, ("PIX1", "PIX2", "LENGTH", "AXIS", "VALUE", "CCDCHIP"), path, "BPIXTAB")
@@ -285,7 +289,7 @@ def read_bad_pixel_rows(path: Path, *, ccdamp: str, chip: int,
     for row in data:
         if has_amp:
             amp = str(row["CCDAMP"]).strip().upper()
-            if amp not in ("N/A",) and amp != ccdamp.strip().upper():
+            if amp not in ("N/A", *_STRING_WILDCARDS) and amp != ccdamp.strip().upper():
                 continue
         if has_gain:
             if gain_is_int:

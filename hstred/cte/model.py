@@ -19,6 +19,8 @@ from hstred.acs import CHIP_NX, CHIP_NY, Quadrant, quadrants, to_readout_orienta
 
 __all__ = [
     "MJD_TO_JD",
+    "CORRECTION_EXPRESS",
+    "CORRECTION_ITERATIONS",
     "CTEModel",
     "cte_model_for_date",
     "add_cte_to_quadrant",
@@ -30,6 +32,15 @@ __all__ = [
 ]
 
 MJD_TO_JD = 2400000.5
+
+#: The correction's default express factor and iterations; the calibration stage and its
+#: command line take their defaults from here. The accuracy map
+#: (``benchmarks/bench_cte_accuracy.py``, README) finds no express 1-5 setting within
+#: :data:`hstred.cte.accuracy.ACCURACY_BOUNDS` of the exact model in 2024 (this one
+#: included), and every cheaper setting further from it than this one, so it stays; its
+#: measured accuracy is :data:`hstred.cte.accuracy.DEFAULT_SETTING_ACCURACY`.
+CORRECTION_EXPRESS = 5
+CORRECTION_ITERATIONS = 3
 
 
 def load_arcticpy():
@@ -105,7 +116,8 @@ def add_cte_to_quadrant(quad_data: np.ndarray, quad: Quadrant, mjd: float, *,
 
 
 def remove_cte_from_quadrant(quad_data: np.ndarray, quad: Quadrant, mjd: float, *,
-                             express: int = 5, n_iterations: int = 3) -> np.ndarray:
+                             express: int = CORRECTION_EXPRESS,
+                             n_iterations: int = CORRECTION_ITERATIONS) -> np.ndarray:
     """Remove parallel CTE trails from one quadrant given in detector orientation."""
     oriented = to_readout_orientation(quad_data, quad)
     out = _run_arctic(oriented, mjd, remove=True, express=express,
@@ -127,8 +139,9 @@ def add_cte_to_chip(image: np.ndarray, chip: int, mjd: float, *, express: int = 
     return out
 
 
-def remove_cte_from_chip(image: np.ndarray, chip: int, mjd: float, *, express: int = 5,
-                         n_iterations: int = 3) -> np.ndarray:
+def remove_cte_from_chip(image: np.ndarray, chip: int, mjd: float, *,
+                         express: int = CORRECTION_EXPRESS,
+                         n_iterations: int = CORRECTION_ITERATIONS) -> np.ndarray:
     """Return a copy of a trimmed chip electron image with CTE trails removed."""
     _check_chip(image)
     out = np.empty(image.shape, dtype=np.float64)

@@ -9,7 +9,7 @@ from hstred.drizzle.result import (
     GridInfo,
     SingleProduct,
 )
-from hstred.drizzle.stage import plan_drizzle, run_drizzle
+from hstred.drizzle.stage import plan_drizzle, product_paths, run_drizzle
 
 __all__ = [
     "AlignmentSolution",
@@ -23,5 +23,6 @@ __all__ = [
     "VisitGroup",
     "build_plan",
     "plan_drizzle",
+    "product_paths",
     "run_drizzle",
 ]

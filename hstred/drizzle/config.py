@@ -101,24 +101,38 @@ class DrizzleConfig:
         return asdict(self)
 
 
+#: Command-line spelling of the options that have one (errors name what the user typed).
+_FLAGS = {"pixel_scale_arcsec": "--pixel-scale", "max_rms_arcsec": "--max-rms",
+          "min_matches": "--min-matches", "num_cores": "--workers", "kernel": "--kernel",
+          "weight_type": "--weight-type", "fit_geometry": "--fit-geometry",
+          "pixfrac": "--pixfrac"}
+
+
+def _option(name: str) -> str:
+    return _FLAGS.get(name, f"drizzle option {name}")
+
+
 def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
         math.isfinite(value) and value > 0
     ):
-        raise InputError(f"drizzle option {name} must be a positive number, got {value!r}")
+        raise InputError(f"{_option(name)} must be a positive number, got {value!r}")
 
 
 def validate_config(config: DrizzleConfig) -> DrizzleConfig:
     """Check the options; raise :class:`InputError` naming the bad one and its choices."""
     if config.kernel not in KERNELS:
-        raise InputError(f"drizzle kernel {config.kernel!r} is unknown; choose from {KERNELS}")
+        raise InputError(f"--kernel {config.kernel!r} is unknown; choose from "
+                         f"{', '.join(KERNELS)}")
     if config.weight_type not in WEIGHT_TYPES:
         raise InputError(
-            f"drizzle weight type {config.weight_type!r} is unknown; choose from {WEIGHT_TYPES}"
+            f"--weight-type {config.weight_type!r} is unknown; choose from "
+            f"{', '.join(WEIGHT_TYPES)}"
         )
     if config.fit_geometry not in FIT_GEOMETRIES:
         raise InputError(
-            f"fit geometry {config.fit_geometry!r} is unknown; choose from {FIT_GEOMETRIES}"
+            f"--fit-geometry {config.fit_geometry!r} is unknown; choose from "
+            f"{', '.join(FIT_GEOMETRIES)}"
         )
     if config.sky_method not in SKY_METHODS:
         raise InputError(f"sky method {config.sky_method!r} is unknown; choose from {SKY_METHODS}")
@@ -126,10 +140,10 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
                  "max_rms_arcsec", "detection_nsigma", "tie_max_rms_arcsec"):
         _positive(name, getattr(config, name))
     if not 0.0 < config.pixfrac <= 1.0:
-        raise InputError(f"drizzle pixfrac must be in (0, 1], got {config.pixfrac!r}")
+        raise InputError(f"--pixfrac must be in (0, 1], got {config.pixfrac!r}")
     if config.pixel_scale_arcsec > 1.0:
         raise InputError(
-            f"output pixel scale {config.pixel_scale_arcsec} arcsec is implausible for ACS/WFC; "
+            f"--pixel-scale {config.pixel_scale_arcsec} arcsec is implausible for ACS/WFC; "
             "give it in arcsec per pixel (e.g. 0.03)"
         )
     for name in ("min_matches", "num_cores", "good_bits", "tie_min_matches"):
@@ -137,7 +151,7 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
         if isinstance(value, bool) or not isinstance(value, int) or value < (
             0 if name == "good_bits" else 1
         ):
-            raise InputError(f"drizzle option {name} must be a positive integer, got {value!r}")
+            raise InputError(f"{_option(name)} must be a positive integer, got {value!r}")
     if config.good_bits & 4096:
         raise InputError("good_bits must not include 4096 (cosmic rays found by the drizzle stage)")
     if config.refine_tolerance_px > config.tolerance_px:

@@ -14,6 +14,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from hstred.errors import InputError
+from hstred.inputs import filter_name
 
 __all__ = [
     "CalibratedExposure",
@@ -89,24 +90,6 @@ class DrizzlePlan:
             if g.name == name:
                 return g
         raise KeyError(name)
-
-
-def filter_name(filter1: str, filter2: str) -> str:
-    """The spectral element of an ACS/WFC exposure from FILTER1/FILTER2.
-
-    CLEAR* (and empty/N/A) positions are ignored; two real elements are joined with ``-``.
-
-    >>> filter_name("F606W", "CLEAR2L")
-    'F606W'
-    >>> filter_name("CLEAR1L", "F814W")
-    'F814W'
-    """
-    names = []
-    for value in (filter1, filter2):
-        value = str(value or "").strip().upper()
-        if value and not value.startswith("CLEAR") and value != "N/A":
-            names.append(value)
-    return "-".join(names)
 
 
 def visit_name(rootname: str) -> str:

@@ -1,4 +1,4 @@
-"""Provenance keywords of drizzled products, and publishing them atomically.
+"""Provenance keywords of drizzled products.
 
 Keywords (primary header of ``*_drz_sci.fits`` and ``*_drz_wht.fits``):
 
@@ -66,8 +66,9 @@ from hstred import __version__
 from hstred.distortion import DistortionInfo
 from hstred.drizzle.config import DrizzleConfig
 from hstred.drizzle.result import AbsoluteTie, AlignmentSolution
+from hstred.fileio import atomic_path
 
-__all__ = ["provenance_cards", "write_provenance", "publish"]
+__all__ = ["provenance_cards", "write_provenance"]
 
 
 def _num(value: float) -> float:
@@ -207,29 +208,13 @@ def write_provenance(path: Path, cards, history) -> None:
     for line in history:
         hdr.add_history(line)
     block = hdr.tostring(endcard=True, padding=True).encode("ascii")
-    tmp = path.with_name(f".{path.name}.provenance.tmp")
-    try:
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            dst.write(block)
-            dst.flush()
-            offset, remaining = data_start, os.fstat(src.fileno()).st_size - data_start
-            while remaining > 0:
-                sent = os.sendfile(dst.fileno(), src.fileno(), offset, remaining)
-                if sent == 0:
-                    raise OSError(f"{path}: short copy while adding provenance keywords")
-                offset += sent
-                remaining -= sent
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def publish(moves: Sequence[tuple[Path, Path]]) -> None:
-    """Move finished files into place (``os.replace``: atomic per file on one filesystem).
-
-    Destinations' directories are created. Called only once every product is complete.
-    """
-    for _, dst in moves:
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    for src, dst in moves:
-        os.replace(src, dst)
+    with open(path, "rb") as src, atomic_path(path) as tmp, open(tmp, "wb") as dst:
+        dst.write(block)
+        dst.flush()
+        offset, remaining = data_start, os.fstat(src.fileno()).st_size - data_start
+        while remaining > 0:
+            sent = os.sendfile(dst.fileno(), src.fileno(), offset, remaining)
+            if sent == 0:
+                raise OSError(f"{path}: short copy while adding provenance keywords")
+            offset += sent
+            remaining -= sent

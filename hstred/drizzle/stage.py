@@ -60,7 +60,7 @@ from hstred.drizzle.plan import (
     build_plan,
     read_exposure,
 )
-from hstred.drizzle.provenance import provenance_cards, publish, write_provenance
+from hstred.drizzle.provenance import provenance_cards, write_provenance
 from hstred.drizzle.result import (
     AbsoluteTie,
     AlignmentSolution,
@@ -79,8 +79,10 @@ from hstred.drizzle.runner import (
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend
-from hstred.inputs import find_calibrated_files
+from hstred.fileio import check_destinations, publish_all
+from hstred.inputs import check_outname, find_calibrated_files
 from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
+from hstred.workspace import STAGING_PREFIX
 
 __all__ = ["run_drizzle", "plan_drizzle", "product_paths", "distortion_references"]
 
@@ -103,12 +105,6 @@ def plan_drizzle(data_dir: Path, inputs: Sequence[Path] | None = None) -> Drizzl
         if not Path(p).is_file():
             raise InputError(f"{p}: no such file; pass existing _flc/_flt files")
     return build_plan([read_exposure(Path(p)) for p in paths])
-
-
-def _check_outname(outname: str) -> None:
-    if not outname or any(c in outname for c in "/\\ ") or outname.startswith("."):
-        raise InputError(f"output name {outname!r} must be a plain file-name stem such as "
-                         "'abell2744'")
 
 
 def distortion_references(paths: Sequence[Path], data_dir: Path, *,
@@ -239,8 +235,9 @@ def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages
             for n, reason in outcome.failures.items()
         )
         raise QualityGateError(f"alignment to {outcome.reference} failed for {details}; "
-                               "check overlap, loosen searchrad/tolerance/gates, or drop "
-                               "such visits with drop_unaligned")
+                               "check that the visits overlap, loosen the gates with "
+                               "--min-matches/--max-rms, or pass --drop-unaligned to drop "
+                               "such visits")
     solutions, kept = _apply_alignment(plan, outcome, copies, config, messages)
     return solutions, outcome, kept
 
@@ -496,16 +493,23 @@ def run_drizzle(
 
     Notes
     -----
-    Products appear only when every one of them is complete: they are written in a
-    staging directory inside ``data_dir`` and renamed into place at the end. Science
+    Products appear only when every one of them is complete: their destinations are
+    checked before any work, they are written in a staging directory inside ``data_dir``
+    and renamed into place at the end, all or nothing (a failure part-way restores the
+    previous products). Science
     images are in electrons per second (BUNIT ELECTRONS/S), sky-subtracted, NaN where no
     input pixel landed; weights are inverse variance (``ERR``) or exposure time (``EXP``).
     """
     data_dir = Path(data_dir)
-    _check_outname(outname)
+    check_outname(outname)
     if not isinstance(config, DrizzleConfig):
         raise InputError("config must be a hstred.drizzle.DrizzleConfig")
     plan = plan_drizzle(data_dir, inputs)
+    destinations = [p for f in plan.filters for p in product_paths(data_dir, outname, f)]
+    if config.singles:
+        destinations += [data_dir / "singles" / f"{e.rootname}_drz_{k}.fits"
+                         for e in plan.exposures for k in ("sci", "wht")]
+    check_destinations(destinations)
     if distortion is None:
         distortion = distortion_references([e.path for e in plan.exposures], data_dir,
                                            fetch=fetch_references)
@@ -515,8 +519,8 @@ def run_drizzle(
         work = Path(work_dir)
         work.mkdir(parents=True, exist_ok=True)
     else:
-        work = Path(tempfile.mkdtemp(prefix=".hstred-drizzle-", dir=data_dir))
-    staging = Path(tempfile.mkdtemp(prefix=f".{outname}-staging-", dir=data_dir))
+        work = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}drizzle-", dir=data_dir))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{outname}-staging-", dir=data_dir))
     try:
         copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
         # The reference catalog is read (or fetched) before the costly work.
@@ -552,7 +556,7 @@ def run_drizzle(
                 singles.extend(_drizzle_single(ctx, filt, e) for e in exposures)
         if not products:
             raise QualityGateError("no filter has an aligned visit left; nothing was drizzled")
-        publish(ctx.moves)
+        publish_all(ctx.moves)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not keep_work:

@@ -14,6 +14,7 @@ lists every missing file and the command that fetches them, before any work star
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from hstred.distortion import DISTORTION_KEYWORDS
 from hstred.errors import InputError, ReferenceFileError
 
 __all__ = [
@@ -61,8 +63,13 @@ REFERENCE_KEYWORDS: Mapping[str, tuple[str, ...]] = {
     "D2IMFILE": (),
 }
 
-#: Keywords a header may omit (the step then runs without that file).
-_OPTIONAL = frozenset({"DFLTFILE", "LFLTFILE", "FLSHFILE", "SNKCFILE", "DRKCFILE"})
+#: Keywords a header may omit (the step then runs without that file). Raw files as
+#: first archived before 2007 have no SATUFILE: full-well saturation then comes from
+#: CCDTAB's SATURATE level, as calacs did before SATUFILE existed.
+_OPTIONAL = frozenset({"DFLTFILE", "LFLTFILE", "FLSHFILE", "SNKCFILE", "DRKCFILE", "SATUFILE"})
+
+#: How to write the current best reference names into a raw file's header.
+BESTREFS_COMMAND = "crds bestrefs --update-bestrefs --files"
 
 _NOT_APPLICABLE = {"", "N/A", "NONE", "NA", "NOT APPLICABLE"}
 
@@ -81,8 +88,10 @@ def needed_references(header: fits.Header) -> dict[str, str | None]:
     """Reference keyword -> file name (None for N/A or when its steps are off).
 
     Only keywords whose calibration switches are set to PERFORM are returned with
-    a name; a keyword whose switch is PERFORM but whose value is missing from the
-    header raises :class:`InputError`.
+    a name. A keyword whose switch is PERFORM but which the header lacks (older raw
+    files may lack IMPHTTAB, for instance) raises :class:`InputError` naming the
+    keyword and the ``crds bestrefs`` command that fills it in, unless the step can
+    run without it (DFLTFILE, LFLTFILE, FLSHFILE, SNKCFILE, DRKCFILE, SATUFILE).
     """
     names: dict[str, str | None] = {}
     for key, switches in REFERENCE_KEYWORDS.items():
@@ -94,8 +103,12 @@ def needed_references(header: fits.Header) -> dict[str, str | None]:
             continue
         if key not in header:
             if key not in _OPTIONAL:
-                raise InputError(f"header has no {key} keyword although its step is PERFORM; "
-                                 "run the archive's bestrefs or set the keyword")
+                steps = "/".join(switches) or ("the distortion correction"
+                                               if key in DISTORTION_KEYWORDS
+                                               else "CCD calibration")
+                raise InputError(
+                    f"header has no {key} keyword, needed by {steps}; fill in the reference "
+                    f"keywords with: {BESTREFS_COMMAND} <raw file> (CRDS), or set {key}")
             names[key] = None
             continue
         names[key] = reference_file_name(header[key])
@@ -140,6 +153,39 @@ def _locate(name: str, paths: Iterable[Path]) -> Path | None:
     return None
 
 
+class _LogOnly(logging.Filter):
+    """CRDS's own console lines go to hstred's log file only: the terminal gets
+    hstred's one-line error when CRDS fails."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.console = False
+        return True
+
+
+class _Drop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _crds_messages_to_log():
+    crds_log = logging.getLogger("CRDS")
+    only, drop = _LogOnly(), _Drop()
+    saved = crds_log.propagate
+    handlers = list(crds_log.handlers)
+    crds_log.addFilter(only)
+    for handler in handlers:
+        handler.addFilter(drop)
+    crds_log.propagate = True
+    try:
+        yield
+    finally:
+        crds_log.propagate = saved
+        crds_log.removeFilter(only)
+        for handler in handlers:
+            handler.removeFilter(drop)
+
+
 @contextlib.contextmanager
 def _crds_environment(cache: Path):
     """CRDS settings for one call: the server (default HST's) and the cache root."""
@@ -147,7 +193,8 @@ def _crds_environment(cache: Path):
     os.environ.setdefault("CRDS_SERVER_URL", DEFAULT_CRDS_SERVER_URL)
     os.environ["CRDS_PATH"] = str(cache)
     try:
-        yield
+        with _crds_messages_to_log():
+            yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -241,7 +288,12 @@ def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
                       if name is not None and _locate(name, paths) is None})
     if missing:
         cache = _crds_cache(data_dir)
-        if fetch and _crds_server_reachable(cache):
+        if not fetch:
+            raise ReferenceFileError(
+                f"{len(missing)} reference file(s) missing (not fetched: --no-fetch): "
+                f"{', '.join(missing)}; searched {', '.join(str(p) for p in paths)}; "
+                f"fetch them with: {_fetch_command(missing, cache)}")
+        if _crds_server_reachable(cache):
             try:
                 fetch_with_crds(missing, cache)
             except Exception as err:
@@ -256,7 +308,34 @@ def _resolve(files: Iterable[Path], data_dir: Path, *, fetch: bool,
                 f"{', '.join(missing)}; searched {', '.join(str(p) for p in paths)}; "
                 f"fetch them with: {_fetch_command(missing, cache)}")
 
-    return [ReferenceSet(exposure=raw,
-                         paths={k: (_locate(n, paths) if n is not None else None)
-                                for k, n in names.items()})
-            for raw, names in wanted]
+    refsets = [ReferenceSet(exposure=raw,
+                            paths={k: (_locate(n, paths) if n is not None else None)
+                                   for k, n in names.items()})
+               for raw, names in wanted]
+    for path in sorted({p for r in refsets for p in r.paths.values() if p is not None}):
+        _check_readable(path, _crds_cache(data_dir))
+    return refsets
+
+
+def _check_readable(path: Path, cache: Path) -> None:
+    """Raise :class:`ReferenceFileError` unless ``path`` opens as FITS and holds every byte
+    its headers announce (a truncated download otherwise fails deep inside a stage)."""
+    import warnings
+
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    from hstred.inputs import fits_damage
+
+    try:
+        with warnings.catch_warnings(), fits.open(path) as hdul:
+            warnings.simplefilter("ignore", AstropyUserWarning)  # damage is reported below
+            hdul.verify("silentfix")
+            damage = fits_damage(hdul, path)
+    except (OSError, ValueError, IndexError, KeyError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # permissions and the like: the machine, not the file
+        damage = f"unreadable ({err})"
+    if damage:
+        raise ReferenceFileError(
+            f"{path}: damaged reference file, {damage}; delete it and fetch a fresh copy "
+            f"with: {_fetch_command([path.name], cache)}")

@@ -216,6 +216,20 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
                     ("rotation_deg", "rotation [deg]", ".5f"), ("scale", "scale", ".6f"),
                     ("n_matches", "matches", "d"), ("rms_arcsec", "RMS [\"]", ".4f")]))
 
+        distortion = drz.get("distortion", [])
+        if distortion:
+            rows = [{"rootname": d["rootname"], "wcsname": d["wcsname"],
+                     "how": "applied with stwcs" if d["applied"] else "from the input file",
+                     **{k: d["files"].get(k) or "N/A"
+                        for k in ("IDCTAB", "NPOLFILE", "D2IMFILE")}}
+                    for d in distortion]
+            sections.append(
+                "<h2>Distortion</h2><p>The camera's geometric distortion of each exposure "
+                "(TAN-SIP polynomials with the lookup tables) before alignment.</p>"
+                + _table(rows, [("rootname", "exposure", ""), ("wcsname", "WCSNAME", ""),
+                                ("how", "solution", ""), ("IDCTAB", "IDCTAB", ""),
+                                ("NPOLFILE", "NPOLFILE", ""), ("D2IMFILE", "D2IMFILE", "")]))
+
         absolute = drz.get("absolute")
         if absolute:
             sections.append(_absolute_section(absolute, files, final_files.name))

@@ -20,13 +20,48 @@ __all__ = [
     "FilterInfo",
     "FILTERS",
     "FIRST_POST_SM4_DATE",
+    "FIRST_WFC_DATE",
+    "WFC_FAILURE_DATE",
+    "era_of_date",
+    "era_message",
     "validate_config",
     "filter_keywords",
 ]
 
+#: First date simulated: ACS/WFC science began in March 2002 (launch on SM3B).
+FIRST_WFC_DATE = _dt.date(2002, 3, 1)
+#: ACS/WFC stopped working on 2007-01-27 (failure of the Side-2 electronics); the
+#: original electronics (bias level from the overscan) are simulated before that.
+WFC_FAILURE_DATE = _dt.date(2007, 1, 27)
 #: ACS/WFC resumed science after Servicing Mission 4 (MJD 54962 = 2009-05-24); the
 #: simulator models the post-SM4 electronics (prescan bias level, row stripes).
 FIRST_POST_SM4_DATE = _dt.date(2009, 6, 1)
+#: Last start date simulated.
+LAST_SIMULATED_YEAR = 2040
+
+
+def era_of_date(date: _dt.date) -> str | None:
+    """'pre-SM4' (2002-03-01 .. 2007-01-26), 'post-SM4' (2009-06-01 .. 2040), else None."""
+    if FIRST_WFC_DATE <= date < WFC_FAILURE_DATE:
+        return "pre-SM4"
+    if FIRST_POST_SM4_DATE <= date and date.year <= LAST_SIMULATED_YEAR:
+        return "post-SM4"
+    return None
+
+
+def era_message(date: _dt.date) -> str:
+    """One line saying why ``date`` lies outside the simulated eras."""
+    eras = (f"{FIRST_WFC_DATE.isoformat()} to "
+            f"{(WFC_FAILURE_DATE - _dt.timedelta(days=1)).isoformat()} or "
+            f"{FIRST_POST_SM4_DATE.isoformat()} to {LAST_SIMULATED_YEAR}")
+    if WFC_FAILURE_DATE <= date < FIRST_POST_SM4_DATE:
+        why = (f"ACS/WFC was out of service from {WFC_FAILURE_DATE.isoformat()} until "
+               "Servicing Mission 4")
+    elif date < FIRST_WFC_DATE:
+        why = "ACS/WFC science began in March 2002"
+    else:
+        why = "it is beyond the simulated years"
+    return f"date {date.isoformat()} cannot be simulated: {why}; choose a date from {eras}"
 
 
 @dataclass(frozen=True)
@@ -145,9 +180,8 @@ def validate_config(config: SimulationConfig) -> SimulationConfig:
         start = _dt.date.fromisoformat(config.date)
     except (TypeError, ValueError):
         _fail(f"date must be an ISO date such as 2024-06-01, got {config.date!r}")
-    if start < FIRST_POST_SM4_DATE or start.year > 2040:
-        _fail(f"date {config.date} is outside the simulated post-SM4 era "
-              f"({FIRST_POST_SM4_DATE.isoformat()} to 2040)")
+    if era_of_date(start) is None:
+        _fail(era_message(start))
     if not isinstance(config.sources, int) or not 1 <= config.sources <= 100_000:
         _fail(f"sources must be an integer from 1 to 100000, got {config.sources!r}")
     if not 0.5 <= float(config.exptime_s) <= 3600.0:

@@ -18,6 +18,9 @@ Units and conventions
 * The post-SM4 electronics (JWROTYPE 'DS_int', gain 2) add amplifier
   cross-talk (-9.1e-5 x the mirror pixel) and the dual-slope-integrator bias
   shift (ACS ISR 2012-02), which calacs's BLEVCORR removes.
+* Before SM4 (2002-2007, :data:`PRE_SM4_DETECTOR`, gain 1) there are no stripes,
+  cross-talk or bias shift; the bias level drifts linearly along rows and
+  columns instead (:func:`bias_drift`), as the pre-SM4 overscan fit assumes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from hstred.acs import (
     PRESCAN,
     RAW_NX,
     RAW_NY,
+    SM4_MJD,
     chip_layout,
 )
 from hstred.simulate.config import FILTERS
@@ -42,6 +46,11 @@ from hstred.simulate.rng import rng_for
 __all__ = [
     "DetectorParams",
     "DEFAULT_DETECTOR",
+    "PRE_SM4_DETECTOR",
+    "ERA_DETECTORS",
+    "detector_for_date",
+    "bias_drift",
+    "superbias",
     "Defect",
     "BAD_PIXEL_DQ",
     "HOT_PIXEL_DQ",
@@ -72,9 +81,16 @@ _WFC_PIXEL_CM = 15.0e-4
 class DetectorParams:
     """Electronics and CCD parameters used by the simulator (also written to CCDTAB).
 
-    Gains, read noise and bias levels are typical post-SM4 gain-2 values of
-    the four amplifiers.  ``dark_e_per_s_2009``/``dark_growth_per_year``
-    give the median dark rate's linear rise since 2009.5.
+    The defaults are typical post-SM4 gain-2 values of the four amplifiers (CEB-R
+    electronics read with the dual-slope integrator, JWROTYPE 'DS_int');
+    :data:`PRE_SM4_DETECTOR` holds the 2002-2007 set-up.  ``dark_e_per_s_2009``/
+    ``dark_growth_per_year`` give the median dark rate's linear rise since 2009.5.
+    ``jwrotype`` is the raw header's JWROTYPE (None: the keyword is absent).
+    ``bias_offset_e``, ``bias_row_drift_e`` and ``bias_column_drift_e`` are the rms
+    of a chip's bias-level offset and of its linear drift along the rows and the
+    columns (end to end) in one exposure, e- (:func:`bias_drift`), which pre-SM4
+    calibration fits from the overscan; ``bias_offset_rms_dn`` is the post-SM4
+    per-amplifier offset.
     """
 
     gain_e_per_dn: dict = field(default_factory=lambda: {
@@ -107,6 +123,15 @@ class DetectorParams:
     #: Fraction of a chip's hot pixels that change from one visit to another.
     hot_turnover: float = 0.15
     cosmic_rays_per_cm2_s: float = 1.2
+    era: str = "post-SM4"
+    jwrotype: str | None = "DS_int"
+    #: Amplifier cross-talk and the DSI bias shift (the post-SM4 CEB-R electronics).
+    dual_slope_integrator: bool = True
+    #: Whether the BIASFILE written holds the amplifiers' bias levels (``bias_dn``).
+    superbias_holds_level: bool = True
+    bias_offset_e: float = 0.0
+    bias_row_drift_e: float = 0.0
+    bias_column_drift_e: float = 0.0
 
     def dark_median_e_per_s(self, mjd: float) -> float:
         years = (mjd - 55012.0) / 365.25  # since 2009-07-01
@@ -117,6 +142,49 @@ class DetectorParams:
 
 
 DEFAULT_DETECTOR = DetectorParams()
+
+#: The ACS/WFC set-up of March 2002 - January 2007 (original CCD electronics box).
+#: GAIN=1 was the common WFC setting then.  Per-amplifier gains and read noise at
+#: gain 1 follow the ACS Instrument Handbook of that time (Cycle 15, table 4.2;
+#: ACS ISR 2004-01), amplifier A's read noise after its June 2003 rise (~5.6 e-);
+#: values rounded, not read from an archive CCDTAB.  CCDOFST 3 is the offset calacs
+#: assumes when a header has none (hstcal getacskeys.c).  The bias levels (DN) are
+#: illustrative.  A-to-D saturation (65535 DN ~ 65500 e-) comes
+#: before the full well at gain 1.  calacs adds no DARKTIME overhead before SM4,
+#: so OVRHFLS/OVRHUFLS are 0.  There are no post-SM4 row stripes, DSI bias shift or
+#: cross-talk correction; the raw header has no JWROTYPE.  The bias level drifts a
+#: little along the rows and columns, and calibration fits it from the physical
+#: prescan (BIASSECTA/B) and the virtual overscan (VX/VY).  That fit rejects outlying
+#: rows with a scatter capped at the Poisson value of the overscan level (hstcal
+#: cleanBiasFit), which presumes the whole level (~2000 e-) is still there after
+#: BIASCORR, as with the archive's superbiases: so the BIASFILE is written without the
+#: amplifier levels (:func:`superbias`).
+PRE_SM4_DETECTOR = DetectorParams(
+    gain_e_per_dn={"A": 1.000, "B": 0.972, "C": 1.011, "D": 1.018},
+    read_noise_e={"A": 5.57, "B": 4.70, "C": 5.18, "D": 4.80},
+    bias_dn={"A": 2206.4, "B": 2420.9, "C": 2292.3, "D": 2505.1},
+    ccdgain=1.0,
+    ccdofst=3,
+    ovrhufls_s=0.0,
+    ovrhfls_s=0.0,
+    stripe_rms_e=0.0,
+    bias_offset_rms_dn=0.0,
+    superbias_holds_level=False,
+    era="pre-SM4",
+    jwrotype=None,
+    dual_slope_integrator=False,
+    bias_offset_e=1.5,
+    bias_row_drift_e=2.0,
+    bias_column_drift_e=1.0,
+)
+
+#: One detector set-up per simulated era (written together into the CCDTAB).
+ERA_DETECTORS: tuple[DetectorParams, ...] = (PRE_SM4_DETECTOR, DEFAULT_DETECTOR)
+
+
+def detector_for_date(mjd: float) -> DetectorParams:
+    """The electronics of an exposure starting at ``mjd``: pre- or post-SM4."""
+    return DEFAULT_DETECTOR if mjd >= SM4_MJD else PRE_SM4_DETECTOR
 
 
 @dataclass(frozen=True)
@@ -292,6 +360,18 @@ def bias_frame(seed: int, chip: int, params: DetectorParams = DEFAULT_DETECTOR) 
         out[:, cols] = params.bias_dn[amp] + column_pattern[None, :] + ramp[:, None]
     out += 0.3 * rng.standard_normal(size=out.shape, dtype=np.float32)
     return out.astype(np.float32)
+
+
+def superbias(frame_dn: np.ndarray, chip: int, *,
+              params: DetectorParams = DEFAULT_DETECTOR) -> np.ndarray:
+    """The BIASFILE array of a chip (DN, float32) from its :func:`bias_frame`: without
+    the amplifiers' ``bias_dn`` levels unless ``params.superbias_holds_level``."""
+    if params.superbias_holds_level:
+        return frame_dn
+    out = np.array(frame_dn, dtype=np.float32, copy=True)
+    for amp, cols in _amp_columns(chip):
+        out[:, cols] -= np.float32(params.bias_dn[amp])
+    return out
 
 
 def cosmic_ray_image(rng: np.random.Generator, *, exptime_s: float,
@@ -533,12 +613,34 @@ def stripe_levels(stripes_e: np.ndarray, chip: int) -> np.ndarray:
     return np.concatenate([left, left[:, ::-1]], axis=1)  # right amps read from the far edge
 
 
+def bias_drift(rng: np.random.Generator, *, params: DetectorParams = DEFAULT_DETECTOR
+               ) -> np.ndarray:
+    """A raw-sized chip's bias-level change in one exposure (e-, float64): an offset
+    plus a drift linear along the rows and along the columns, shared by both
+    amplifiers of the chip.
+
+    The offset is normal with rms ``bias_offset_e``, the end-to-end changes along
+    the rows and columns with rms ``bias_row_drift_e`` and ``bias_column_drift_e``.
+    This is the model the pre-SM4 BLEVCORR fits: a line in row number per amplifier
+    from the prescan, and one slope in column number per chip from the virtual
+    overscan (an amplifier-to-amplifier step there would be taken for a slope).
+    """
+    rows = (np.arange(RAW_NY) - (RAW_NY - 1) / 2.0) / RAW_NY
+    cols = (np.arange(RAW_NX) - (RAW_NX - 1) / 2.0) / RAW_NX
+    offset = rng.normal(0.0, params.bias_offset_e)
+    row_drift = rng.normal(0.0, params.bias_row_drift_e)
+    column_drift = rng.normal(0.0, params.bias_column_drift_e)
+    return offset + row_drift * rows[:, None] + column_drift * cols[None, :]
+
+
 def read_out_chip(charge: np.ndarray, chip: int, *, bias_dn: np.ndarray, stripes_e: np.ndarray,
                   offsets_dn: dict, rng: np.random.Generator,
-                  params: DetectorParams = DEFAULT_DETECTOR, dsi: bool = True) -> np.ndarray:
+                  params: DetectorParams = DEFAULT_DETECTOR, dsi: bool = True,
+                  drift_e: np.ndarray | None = None) -> np.ndarray:
     """Convert a trimmed charge image (e-) into a raw-sized uint16 DN array.
 
-    Adds the row stripes, read noise and this exposure's amplifier offsets, then
+    Adds the row stripes, any bias drift (``drift_e``, raw-sized e-), read noise and
+    this exposure's amplifier offsets, then
     (with ``dsi``) amplifier cross-talk and the dual-slope-integrator bias shift
     of the post-SM4 electronics; converts to DN with each amplifier's gain, adds
     the bias frame, rounds to integers and clips at 0 and the A-to-D limit.
@@ -549,6 +651,8 @@ def read_out_chip(charge: np.ndarray, chip: int, *, bias_dn: np.ndarray, stripes
     electrons = np.zeros((RAW_NY, RAW_NX))
     electrons[lay.science_rows, lay.science_cols] = charge
     electrons += stripe_levels(stripes_e, chip)
+    if drift_e is not None:
+        electrons += drift_e
     for amp, cols in _amp_columns(chip):
         block = electrons[:, cols]
         noise = rng.standard_normal(size=block.shape, dtype=np.float32)

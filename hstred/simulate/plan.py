@@ -16,8 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hstred.errors import InputError
 from hstred.simulate import detector as det
-from hstred.simulate.config import FILTERS, SimulationConfig, validate_config
+from hstred.simulate.config import (
+    FILTERS,
+    SimulationConfig,
+    era_message,
+    era_of_date,
+    validate_config,
+)
 from hstred.simulate.rng import rng_for
 from hstred.simulate.wcs import (
     WcsError,
@@ -102,6 +109,17 @@ def date_to_mjd(date: _dt.date) -> float:
     return float((date - _MJD_EPOCH_DATE).days)
 
 
+def _check_one_era(config: SimulationConfig, visits: list) -> None:
+    """Every visit must fall in the first visit's era (one detector set-up per program)."""
+    first = era_of_date(config.start_date)
+    for visit in visits:
+        day = _MJD_EPOCH_DATE + _dt.timedelta(days=int(visit.start_mjd))
+        if era_of_date(day) != first:
+            raise InputError(f"visit {visit.number} would fall on {day.isoformat()}, outside "
+                             f"the {first} era of the first visit: {era_message(day)}; "
+                             "start earlier or simulate fewer visits")
+
+
 def plan_program(config: SimulationConfig) -> ProgramPlan:
     """Draw the program's target, visits and exposures from the seed."""
     config = validate_config(config)
@@ -158,6 +176,7 @@ def plan_program(config: SimulationConfig) -> ProgramPlan:
         visits.append(VisitPlan(number=number, visit_id=visit_id, start_mjd=round(start, 8),
                                 pa_v3_deg=round(pa, 6), offset_arcsec=offset, wcs_error=error,
                                 sky_e_per_s=sky, exposures=tuple(exposures), pointing=pointing))
+    _check_one_era(config, visits)
     att = hst_attitude(ra_deg=target_ra, dec_deg=target_dec, pa_v3_deg=pa0)
     center = tel_to_sky(att, *fov_center_tel())
     proposid = 10000 + int(config.program, 36) % 9000

@@ -68,8 +68,6 @@ FLT), ``references`` {keyword: file name, or per-visit / per-filter mapping},
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +79,7 @@ from hstred.acs import CHIPS, raw_to_trimmed
 from hstred.align.epoch import mjd_to_jyear
 from hstred.cte.model import add_cte_to_chip, cte_model_for_date
 from hstred.errors import InputError
+from hstred.fileio import atomic_path
 from hstred.simulate import detector as det
 from hstred.simulate.catalog import (
     draw_gaia_catalog,
@@ -218,15 +217,8 @@ class _Writer:
         return path
 
     def text(self, text: str, path: Path) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         self.written.append(path)
         return path
 
@@ -290,7 +282,8 @@ class _DetectorState:
 
 def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: DistortedWcs,
                    catalog, state: _DetectorState, dark: np.ndarray, cte: bool,
-                   stripes: np.ndarray, offsets: dict, seed: int, want_truth: bool):
+                   stripes: np.ndarray, offsets: dict, seed: int, want_truth: bool,
+                   drift: np.ndarray | None = None):
     params = state.params
     rate, n_sources = photon_rate_image(catalog, wcs, exp.filter_name,
                                         sky_e_per_s=visit.sky_e_per_s[exp.filter_name],
@@ -314,7 +307,7 @@ def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: Disto
         charge = add_cte_to_chip(charge, chip, exp.expstart_mjd, express=CTE_EXPRESS)
     raw = det.read_out_chip(charge, chip, bias_dn=state.bias[chip], stripes_e=stripes,
                             offsets_dn=offsets, rng=rng_for(seed, "readout", exp.rootname, chip),
-                            params=params)
+                            params=params, dsi=params.dual_slope_integrator, drift_e=drift)
     return raw, truth, {"cosmic_rays": n_cr, "sources_rendered": n_sources}
 
 
@@ -346,7 +339,7 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
          say: Callable[[str], None]) -> SimulationResult:
     config = plan.config
     seed = config.seed
-    params = det.DEFAULT_DETECTOR
+    params = det.detector_for_date(plan.visits[0].start_mjd)
     ref_dir = out_dir / CRDS_SUBDIR
     first_date = mjd_to_datetime(plan.visits[0].start_mjd).date()
     say(f"planning {len(plan.exposures())} exposures in {len(plan.visits)} visit(s)")
@@ -374,13 +367,15 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
     for lay in CHIPS:
         state.pam[lay.chip] = geometry.true_wcs[lay.chip].pixel_area_map()
 
-    writer.fits(bias_hdul(names["BIASFILE"], state.bias, date=first_date),
+    superbias = {chip: det.superbias(frame, chip, params=params)
+                 for chip, frame in state.bias.items()}
+    writer.fits(bias_hdul(names["BIASFILE"], superbias, date=first_date),
                 ref_dir / names["BIASFILE"])
     writer.fits(saturation_hdul(names["SATUFILE"], state.saturation, date=first_date),
                 ref_dir / names["SATUFILE"])
-    writer.fits(bpixtab_hdul(names["BPIXTAB"], state.defects, date=first_date, params=params),
+    writer.fits(bpixtab_hdul(names["BPIXTAB"], state.defects, date=first_date),
                 ref_dir / names["BPIXTAB"])
-    writer.fits(ccdtab_hdul(names["CCDTAB"], date=first_date, params=params),
+    writer.fits(ccdtab_hdul(names["CCDTAB"], date=first_date),
                 ref_dir / names["CCDTAB"])
     writer.fits(oscntab_hdul(names["OSCNTAB"], date=first_date), ref_dir / names["OSCNTAB"])
     writer.fits(imphttab_hdul(names["IMPHTTAB"], date=first_date), ref_dir / names["IMPHTTAB"])
@@ -476,6 +471,10 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
     stripes = det.stripe_pattern(rng_for(seed, "stripes", exp.rootname), params=params)
     offset_rng = rng_for(seed, "bias-offset", exp.rootname)
     offsets = {amp: float(offset_rng.normal(0.0, params.bias_offset_rms_dn)) for amp in "ABCD"}
+    drifts = {}
+    if params.bias_offset_e or params.bias_row_drift_e or params.bias_column_drift_e:
+        drift_rng = rng_for(seed, "bias-drift", exp.rootname)
+        drifts = {lay.chip: det.bias_drift(drift_rng, params=params) for lay in CHIPS}
     sci, header_cards, chips_truth, truth_images = {}, {}, {}, {}
     for lay in CHIPS:
         true_wcs = geometry.true_wcs[lay.chip]
@@ -483,7 +482,7 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
         raw, truth, info = _simulate_chip(
             chip=lay.chip, exp=exp, visit=visit, wcs=true_wcs, catalog=scene, state=state,
             dark=darks[lay.chip], cte=config.cte, stripes=stripes, offsets=offsets, seed=seed,
-            want_truth=config.truth_images)
+            want_truth=config.truth_images, drift=drifts.get(lay.chip))
         sci[lay.chip] = raw
         header_cards[lay.chip] = head_wcs.linear_header_cards()
         truth_images[lay.chip] = truth

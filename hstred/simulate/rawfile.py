@@ -30,7 +30,7 @@ from astropy.io import fits
 from hstred.acs import CHIPS, RAW_NX, RAW_NY
 from hstred.simulate.config import filter_keywords
 from hstred.simulate.detector import DEFAULT_DETECTOR, DetectorParams
-from hstred.simulate.references import ReferenceSet
+from hstred.simulate.references import ReferenceSet, empty_image_hdu
 
 __all__ = [
     "RawHeaderInfo",
@@ -38,7 +38,6 @@ __all__ = [
     "primary_header",
     "raw_hdul",
     "write_fits_atomic",
-    "empty_image_hdu",
     "CALIBRATION_SWITCHES",
     "UNUSED_REFERENCES",
 ]
@@ -166,7 +165,6 @@ def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
         ("CCDOFSTD", params.ccdofst, "commanded CCD bias offset for amplifier D"),
         ("BINAXIS1", 1, "axis1 data bin size in unbinned detector pixels"),
         ("BINAXIS2", 1, "axis2 data bin size in unbinned detector pixels"),
-        ("JWROTYPE", "DS_int", "CCD readout type (dual slope integrator)"),
         ("SHUTRPOS", info.shutter, "Shutter position: A or B"),
         ("FLASHDUR", 0.0, "Exposure time in seconds: 0.1 to 409.5"),
         ("FLASHCUR", "OFF", "Post flash current (zero, low, medium, high)"),
@@ -181,6 +179,9 @@ def primary_header(info: RawHeaderInfo, refs: ReferenceSet, *,
     ]
     for key, value, comment in cards:
         h[key] = (value, comment)
+    if params.jwrotype is not None:  # pre-SM4 raw files have no JWROTYPE
+        h.set("JWROTYPE", params.jwrotype, "CCD readout type (dual slope integrator)",
+              after="BINAXIS2")
     for amp in "ABCD":
         h[f"ATODGN{amp}"] = (params.gain_e_per_dn[amp], f"calibrated gain for amplifier {amp}")
     for amp in "ABCD":
@@ -269,20 +270,6 @@ def _sci_hdu(data: np.ndarray, *, rootname: str, layout, wcs: dict, filter_name:
     h["MEANBLEV"] = (0.0, "average of all bias levels subtracted")
     h["MEANFLSH"] = (0.0, "Mean number of counts in post flash exposure")
     return hdu
-
-
-def empty_image_hdu(cards: list[tuple]) -> fits.ImageHDU:
-    """A data-less 16-bit image extension (NAXIS 0), as the archive writes ERR and DQ.
-
-    astropy writes BITPIX 8 for an HDU built without data, so the HDU is read
-    back from its header bytes, which keeps BITPIX 16.
-    """
-    h = fits.Header([("XTENSION", "IMAGE", "extension type"),
-                     ("BITPIX", 16, "bits per data value"),
-                     ("NAXIS", 0, "number of data array dimensions"),
-                     ("PCOUNT", 0, "number of group parameters"),
-                     ("GCOUNT", 1, "number of groups"), *cards])
-    return fits.ImageHDU.fromstring(h.tostring().encode("ascii"))
 
 
 def _empty_hdu(name: str, *, rootname: str, layout, bunit: str) -> fits.ImageHDU:

@@ -32,9 +32,20 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from hstred.acs import CHIP_NX, CHIP_NY, CHIPS, PRESCAN, RAW_NX, RAW_NY, VIRTUAL_OVERSCAN
+from hstred.acs import (
+    AMP_BOUNDARY_FLT,
+    AMP_NX,
+    CHIP_NX,
+    CHIP_NY,
+    CHIPS,
+    PRESCAN,
+    RAW_NX,
+    RAW_NY,
+    VIRTUAL_OVERSCAN,
+    chip_layout,
+)
 from hstred.simulate.config import FILTERS, filter_keywords
-from hstred.simulate.detector import DEFAULT_DETECTOR, Defect, DetectorParams
+from hstred.simulate.detector import ERA_DETECTORS, Defect, DetectorParams
 from hstred.simulate.rng import label_digest
 
 __all__ = [
@@ -52,6 +63,7 @@ __all__ = [
     "imphttab_hdul",
     "useafter",
     "reference_primary",
+    "empty_image_hdu",
 ]
 
 #: Header keyword -> CRDS file-type suffix.
@@ -137,18 +149,36 @@ def reference_primary(*, filename: str, filetype: str, descrip: str, date: _dt.d
                     nextend=0, extra=extra)
 
 
+def empty_image_hdu(cards: list[tuple]) -> fits.ImageHDU:
+    """A data-less 16-bit image extension (NAXIS 0) standing for a constant array, as the
+    archive writes ERR and DQ of raw files and of reference images.
+
+    astropy writes BITPIX 8 for an HDU built in memory without data, so the HDU is read
+    back from its header bytes, which keeps BITPIX 16.
+    """
+    h = fits.Header([("XTENSION", "IMAGE", "extension type"),
+                     ("BITPIX", 16, "bits per data value"),
+                     ("NAXIS", 0, "number of data array dimensions"),
+                     ("PCOUNT", 0, "number of group parameters"),
+                     ("GCOUNT", 1, "number of groups"), *cards])
+    return fits.ImageHDU.fromstring(h.tostring().encode("ascii"))
+
+
 def _empty_ext(name: str, extver: int, chip: int, *, npix: tuple[int, int], ltv: tuple,
-               pixvalue: float = 0.0) -> fits.ImageHDU:
-    hdu = fits.ImageHDU(name=name)
-    h = hdu.header
-    h["EXTVER"] = extver
-    h["CCDCHIP"] = chip
-    h["NPIX1"] = (npix[0], "length of constant array axis 1")
-    h["NPIX2"] = (npix[1], "length of constant array axis 2")
-    h["PIXVALUE"] = (pixvalue, "values of pixels in constant array")
-    h["LTV1"], h["LTV2"] = ltv
-    h["LTM1_1"], h["LTM2_2"] = 1.0, 1.0
-    return hdu
+               pixvalue: int = 0) -> fits.ImageHDU:
+    """An empty imset extension of a reference image: BITPIX 16, integer PIXVALUE."""
+    return empty_image_hdu([
+        ("EXTNAME", name, "extension name"),
+        ("EXTVER", extver, "extension version number"),
+        ("CCDCHIP", chip, "CCD chip (1 or 2)"),
+        ("NPIX1", npix[0], "length of constant array axis 1"),
+        ("NPIX2", npix[1], "length of constant array axis 2"),
+        ("PIXVALUE", int(pixvalue), "values of pixels in constant array"),
+        ("LTV1", float(ltv[0]), "offset in X to subsection start"),
+        ("LTV2", float(ltv[1]), "offset in Y to subsection start"),
+        ("LTM1_1", 1.0, "reciprocal of sampling rate in X"),
+        ("LTM2_2", 1.0, "reciprocal of sampling rate in Y"),
+    ])
 
 
 def _image_imsets(sci_by_chip: dict, *, bunit: str, raw_sized: bool,
@@ -231,21 +261,48 @@ def flat_hdul(filename: str, flat_by_chip: dict, *, filter_name: str,
     return fits.HDUList([prim, *_image_imsets(flat_by_chip, bunit="UNITLESS", raw_sized=False)])
 
 
-def bpixtab_hdul(filename: str, defects: tuple[Defect, ...], *, date: _dt.date,
-                 params: DetectorParams = DEFAULT_DETECTOR) -> fits.HDUList:
-    """BPIXTAB: one row per injected defect (1-indexed trimmed coordinates)."""
-    rows = sorted(defects, key=lambda d: (d.chip, d.axis, d.x, d.y))
+#: BPIXTAB CCDAMP of a full-frame (four-amplifier) readout.
+FULL_FRAME_AMPS = "ABCD"
+
+
+def _defect_amplifier(defect: Defect) -> str:
+    """The amplifier a defect is read through (its first pixel's quadrant)."""
+    left, right = chip_layout(defect.chip).amps
+    return left if defect.x < AMP_BOUNDARY_FLT else right
+
+
+def bpixtab_hdul(filename: str, defects: tuple[Defect, ...], *,
+                 date: _dt.date) -> fits.HDUList:
+    """BPIXTAB in the archive layout: extension 'BPX' of int16 columns.
+
+    Each defect (1-indexed trimmed coordinates) has a row for full-frame readouts
+    (CCDAMP 'ABCD') and one for readouts through its own amplifier alone (one-letter
+    CCDAMP, as subarrays use): calacs applies a row only when CCDAMP equals the
+    exposure's CCDAMP or is 'N/A' (hstcal ``dodqi.c``). Defects are physical, so
+    CCDGAIN is -999 (every gain). No injected defect is common to both chips, so
+    every row names its CCDCHIP; -999 there would mean every chip.
+    """
+    defects = sorted(defects, key=lambda d: (d.chip, d.axis, d.x, d.y))
+    for d in defects:
+        if d.axis == 1 and (_defect_amplifier(d) != _defect_amplifier(
+                Defect(d.chip, d.x + d.length - 1, d.y, 1, 1, d.response))):
+            raise ValueError(f"defect {d} crosses the amplifier boundary")
+    rows = [(d, FULL_FRAME_AMPS) for d in defects] + [(d, _defect_amplifier(d)) for d in defects]
+
+    def int16(values) -> np.ndarray:
+        return np.array(values, dtype=np.int16)
+
     cols = [
-        fits.Column("PIX1", "J", array=[d.x + 1 for d in rows]),
-        fits.Column("PIX2", "J", array=[d.y + 1 for d in rows]),
-        fits.Column("LENGTH", "J", array=[d.length for d in rows]),
-        fits.Column("AXIS", "J", array=[d.axis for d in rows]),
-        fits.Column("VALUE", "J", array=[d.dq for d in rows]),
-        fits.Column("CCDCHIP", "J", array=[d.chip for d in rows]),
-        fits.Column("CCDAMP", "4A", array=["ABCD"] * len(rows)),
-        fits.Column("CCDGAIN", "E", array=[params.ccdgain] * len(rows)),
+        fits.Column("PIX1", "I", array=int16([d.x + 1 for d, _ in rows])),
+        fits.Column("PIX2", "I", array=int16([d.y + 1 for d, _ in rows])),
+        fits.Column("LENGTH", "I", array=int16([d.length for d, _ in rows])),
+        fits.Column("AXIS", "I", array=int16([d.axis for d, _ in rows])),
+        fits.Column("VALUE", "I", array=int16([d.dq for d, _ in rows])),
+        fits.Column("CCDCHIP", "I", array=int16([d.chip for d, _ in rows])),
+        fits.Column("CCDAMP", "4A", array=[amp for _, amp in rows]),
+        fits.Column("CCDGAIN", "I", array=int16([-999] * len(rows))),
     ]
-    table = fits.BinTableHDU.from_columns(cols)
+    table = fits.BinTableHDU.from_columns(cols, name="BPX")
     table.header["SIZAXIS1"] = CHIP_NX
     table.header["SIZAXIS2"] = CHIP_NY
     prim = _primary(filename=filename, filetype="BAD PIXELS",
@@ -254,31 +311,40 @@ def bpixtab_hdul(filename: str, defects: tuple[Defect, ...], *, date: _dt.date,
 
 
 def ccdtab_hdul(filename: str, *, date: _dt.date,
-                params: DetectorParams = DEFAULT_DETECTOR) -> fits.HDUList:
-    """CCDTAB: the 27 columns calacs reads, one row per chip (full frame, gain 2)."""
+                detectors: tuple[DetectorParams, ...] = ERA_DETECTORS) -> fits.HDUList:
+    """CCDTAB: the 27 columns calacs reads; per detector set-up (era), one full-frame
+    row per chip, matched on its CCDGAIN and CCDOFSTA-D."""
     amps = "ABCD"
-    chips = [lay.chip for lay in CHIPS]
-    n = len(chips)
+    rows = [(params, lay.chip) for params in detectors for lay in CHIPS]
+    n = len(rows)
+
+    def per_row(values) -> list:
+        return [values(params) for params, _ in rows]
+
     cols = [
         fits.Column("CCDAMP", "4A", array=["ABCD"] * n),
-        fits.Column("CCDCHIP", "J", array=chips),
-        fits.Column("CCDGAIN", "E", array=[params.ccdgain] * n),
+        fits.Column("CCDCHIP", "J", array=[chip for _, chip in rows]),
+        fits.Column("CCDGAIN", "E", array=per_row(lambda p: p.ccdgain)),
         fits.Column("BINAXIS1", "J", array=[1] * n),
         fits.Column("BINAXIS2", "J", array=[1] * n),
     ]
-    cols += [fits.Column(f"CCDOFST{a}", "J", array=[params.ccdofst] * n) for a in amps]
-    cols += [fits.Column(f"CCDBIAS{a}", "E", array=[params.bias_dn[a]] * n) for a in amps]
-    cols += [fits.Column(f"ATODGN{a}", "E", array=[params.gain_e_per_dn[a]] * n) for a in amps]
-    cols += [fits.Column(f"READNSE{a}", "E", array=[params.read_noise_e[a]] * n) for a in amps]
+    cols += [fits.Column(f"CCDOFST{a}", "J", array=per_row(lambda p: p.ccdofst)) for a in amps]
+    cols += [fits.Column(f"CCDBIAS{a}", "E", array=per_row(lambda p, a=a: p.bias_dn[a]))
+             for a in amps]
+    cols += [fits.Column(f"ATODGN{a}", "E", array=per_row(lambda p, a=a: p.gain_e_per_dn[a]))
+             for a in amps]
+    cols += [fits.Column(f"READNSE{a}", "E", array=per_row(lambda p, a=a: p.read_noise_e[a]))
+             for a in amps]
     cols += [
         fits.Column("AMPX", "J", array=[CHIP_NX // 2] * n),
         fits.Column("AMPY", "J", array=[0] * n),
-        fits.Column("ATODSAT", "J", array=[params.atodsat_dn] * n),
-        fits.Column("SATURATE", "E", array=[params.saturate_e] * n),
-        fits.Column("OVRHFLS", "E", array=[params.ovrhfls_s] * n),
-        fits.Column("OVRHUFLS", "E", array=[params.ovrhufls_s] * n),
+        fits.Column("ATODSAT", "J", array=per_row(lambda p: p.atodsat_dn)),
+        fits.Column("SATURATE", "E", array=per_row(lambda p: p.saturate_e)),
+        fits.Column("OVRHFLS", "E", array=per_row(lambda p: p.ovrhfls_s)),
+        fits.Column("OVRHUFLS", "E", array=per_row(lambda p: p.ovrhufls_s)),
         fits.Column("PEDIGREE", "20A", array=[_PEDIGREE] * n),
-        fits.Column("DESCRIP", "60A", array=["simulated full-frame gain 2.0"] * n),
+        fits.Column("DESCRIP", "60A", array=per_row(
+            lambda p: f"simulated {p.era} full frame, gain {p.ccdgain:g}")),
     ]
     prim = _primary(filename=filename, filetype="CCD PARAMETERS",
                     descrip="Simulated WFC CCD parameters", date=date, nextend=1)
@@ -286,7 +352,13 @@ def ccdtab_hdul(filename: str, *, date: _dt.date,
 
 
 def oscntab_hdul(filename: str, *, date: _dt.date) -> fits.HDUList:
-    """OSCNTAB: full-frame trim, bias-section and virtual-overscan geometry (1-indexed)."""
+    """OSCNTAB: full-frame trim, bias-section and virtual-overscan geometry (1-indexed).
+
+    The virtual-overscan columns VX cover the left amplifier only: calacs fits one
+    slope in column number to them per chip (the pre-SM4 drift correction, hstcal
+    ``blevdrift.c``), and across both amplifiers the step between their bias levels
+    would be taken for that slope. Post-SM4 calibration does not use VX/VY.
+    """
     rows = []
     for lay in CHIPS:
         if lay.trimy1:  # virtual overscan before the science rows
@@ -296,7 +368,7 @@ def oscntab_hdul(filename: str, *, date: _dt.date) -> fits.HDUList:
         rows.append(dict(CCDAMP="ABCD", CCDCHIP=lay.chip, BINX=1, BINY=1, NX=RAW_NX, NY=RAW_NY,
                          TRIMX1=PRESCAN, TRIMX2=PRESCAN, TRIMY1=lay.trimy1, TRIMY2=lay.trimy2,
                          BIASSECTA1=1, BIASSECTA2=PRESCAN, BIASSECTB1=RAW_NX - PRESCAN + 1,
-                         BIASSECTB2=RAW_NX, VX1=PRESCAN + 1, VX2=RAW_NX - PRESCAN, VY1=vy[0],
+                         BIASSECTB2=RAW_NX, VX1=PRESCAN + 1, VX2=PRESCAN + AMP_NX, VY1=vy[0],
                          VY2=vy[1]))
     names = ["CCDAMP", "CCDCHIP", "BINX", "BINY", "NX", "NY", "TRIMX1", "TRIMX2", "TRIMY1",
              "TRIMY2", "BIASSECTA1", "BIASSECTA2", "BIASSECTB1", "BIASSECTB2", "VX1", "VX2",
@@ -318,13 +390,19 @@ def _photflam(info, mjd: np.ndarray) -> np.ndarray:
 
 
 def imphttab_hdul(filename: str, *, date: _dt.date) -> fits.HDUList:
-    """IMPHTTAB: PHOTFLAM/PHOTPLAM/PHOTBW per filter and chip, linear in MJD."""
+    """IMPHTTAB in the archive layout: PHOTFLAM/PHOTPLAM/PHOTBW per filter and chip.
+
+    Lower-case column names; each filter and chip has a fixed row ('acs,wfc1,f606w')
+    and a row parameterised in MJD ('acs,wfc1,f606w,mjd#', PAR1NAMES 'MJD#') whose
+    values and MJD grid are variable-length arrays (format 'PD()'), interpolated
+    linearly in MJD by calacs and -9999 outside the grid.
+    """
     mjd = IMPHTTAB_MJD
     n = mjd.size
     names = sorted(FILTERS)
     extensions = []
     for ext in ("PHOTFLAM", "PHOTPLAM", "PHOTBW"):
-        obsmode, datacol, value, arrays = [], [], [], []
+        obsmode, datacol, value, arrays, nelem, parnames, parvalues = [], [], [], [], [], [], []
         for name in names:
             info = FILTERS[name]
             if ext == "PHOTFLAM":
@@ -337,19 +415,22 @@ def imphttab_hdul(filename: str, *, date: _dt.date) -> fits.HDUList:
                 obsmode += [f"acs,{det},{name.lower()}", f"acs,{det},{name.lower()},mjd#"]
                 datacol += [ext, f"{ext}1"]
                 value += [float(np.interp(info.photflam_mjd, mjd, series)), 0.0]
-                arrays += [np.zeros(n), series]
+                arrays += [np.zeros(0), series]
+                nelem += [0, n]
+                parnames += ["", "MJD#"]
+                parvalues += [np.zeros(0), mjd]
         nrow = len(obsmode)
+        lower = ext.lower()
         cols = [
-            fits.Column("OBSMODE", "40A", array=obsmode),
-            fits.Column("DATACOL", "12A", array=datacol),
-            fits.Column(ext, "D", array=value),
-            fits.Column(f"{ext}1", f"{n}D", array=np.array(arrays)),
-            fits.Column("NELEM1", "J", array=[0 if d == ext else n for d in datacol]),
-            fits.Column("PAR1NAMES", "12A", array=["" if d == ext else "MJD#" for d in datacol]),
-            fits.Column("PAR1VALUES", f"{n}D",
-                        array=np.array([np.zeros(n) if d == ext else mjd for d in datacol])),
-            fits.Column("PEDIGREE", "20A", array=[_PEDIGREE] * nrow),
-            fits.Column("DESCRIP", "60A", array=["simulated photometry"] * nrow),
+            fits.Column("obsmode", "40A", array=obsmode),
+            fits.Column("datacol", "12A", array=datacol),
+            fits.Column(lower, "D", array=value),
+            fits.Column(f"{lower}1", "PD()", array=np.array(arrays, dtype=object)),
+            fits.Column("nelem1", "J", array=nelem),
+            fits.Column("par1names", "12A", array=parnames),
+            fits.Column("par1values", "PD()", array=np.array(parvalues, dtype=object)),
+            fits.Column("pedigree", "20A", array=[_PEDIGREE] * nrow),
+            fits.Column("descrip", "60A", array=["simulated photometry"] * nrow),
         ]
         table = fits.BinTableHDU.from_columns(cols, name=ext)
         extensions.append(table)

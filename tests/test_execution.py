@@ -1,0 +1,34 @@
+"""Execution backends: a failing unit lets the units in flight finish and be recorded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hstred.errors import RunEnvironmentError
+from hstred.execution import DaskBackend, LocalBackend
+
+
+def _unit(name: str) -> str:
+    if name == "fails":
+        time.sleep(0.3)
+        raise ValueError("unit failed")
+    time.sleep(3.0)
+    return name
+
+
+def test_units_in_flight_are_yielded_before_the_failure():
+    finished = []
+    with pytest.raises(ValueError, match="unit failed"):
+        for name in LocalBackend(workers=2).imap_unordered(_unit, ["fails", "slow"]):
+            finished.append(name)
+    assert finished == ["slow"]
+
+
+def test_missing_scheduler_is_reported_at_once():
+    t0 = time.perf_counter()
+    with pytest.raises(RunEnvironmentError, match=r"--scheduler tcp://127.0.0.1:1: no Dask "
+                                                  r"scheduler answered"):
+        DaskBackend(address="tcp://127.0.0.1:1").check()
+    assert time.perf_counter() - t0 < 5
