@@ -144,3 +144,71 @@ def test_no_sources_or_no_catalog_is_a_failed_tie(tmp_path):
     tie = tie_to_catalog(empty, _catalog(tmp_path, stars), _frame())
     assert tie.status == "FAILED" and "no sources" in tie.message
     assert gate_tie(tie, min_matches=5, max_rms_arcsec=0.02) == tie.message
+
+
+def test_formal_uncertainty_matches_the_scatter_of_the_weighted_fit():
+    """Monte Carlo of the weighted similarity fit tweakwcs makes (image and catalog weight
+    columns): 20 stars with catalog errors of 1-12 mas, each matched in 3 groups (so its
+    catalog error is shared by 3 pairs), 2 mas centroid errors. The scatter of the fitted
+    rotation, scale and centre shift over 400 draws must match :func:`tie_uncertainty`
+    (to 12%), and chi^2 per degree of freedom must be about 1."""
+    from tweakwcs.linearfit import iter_linear_fit
+
+    from hstred.align.absolute import tie_uncertainty
+
+    rng = np.random.default_rng(11)
+    frame = _frame()
+    n_star, n_group, image_mas = 20, 3, 2.0
+    scale_mas = 50.0
+    sx, sy = rng.uniform(0, 4000, (2, n_star))
+    cat_err = rng.uniform(1.0, 12.0, n_star)
+    star = np.tile(np.arange(n_star), n_group)
+    x, y = np.tile(sx, n_group), np.tile(sy, n_group)
+    ce = cat_err[star]
+    centre = np.array([1999.5, 1999.5])
+    rot, scl, shift, chi2 = [], [], [], []
+    for _ in range(400):
+        cat_noise = rng.normal(0, 1, (2, n_star)) * cat_err / scale_mas
+        img_noise = rng.normal(0, image_mas / scale_mas, (2, star.size))
+        ref = np.column_stack([x + cat_noise[0][star], y + cat_noise[1][star]])
+        img = np.column_stack([x, y]) + img_noise.T
+        fit = iter_linear_fit(ref, img, wxy=1.0 / ce**2, wuv=np.full(star.size, 1 / image_mas**2),
+                              fitgeom="rscale", center=centre, nclip=0)
+        rot.append(fit["proper_rot"] if fit["proper_rot"] < 180 else fit["proper_rot"] - 360)
+        scl.append(fit["<scale>"])
+        shift.append(np.asarray(fit["shift"], float))
+        res = (ref - centre) - (img - centre) @ fit["matrix"].T - fit["shift"]
+        u = tie_uncertainty(frame, x, y, ce, star, image_error_mas=image_mas,
+                            fit_geometry="rscale", dx_mas=-res[:, 0] * scale_mas,
+                            dy_mas=res[:, 1] * scale_mas)
+        chi2.append(u.chi2_dof)
+    shift = np.array(shift)
+    print(f"\nrotation sd {np.std(rot) * 3600:.3f}\" vs formal {u.rotation_deg * 3600:.3f}\", "
+          f"scale sd {np.std(scl):.2e} vs {u.scale:.2e}, shift sd "
+          f"{np.std(shift[:, 0]) * scale_mas:.3f} mas vs {u.shift_x_arcsec * 1000:.3f} mas, "
+          f"chi2/dof {np.mean(chi2):.3f}")
+    assert np.std(rot) == pytest.approx(u.rotation_deg, rel=0.12)
+    assert np.std(scl) == pytest.approx(u.scale, rel=0.12)
+    assert np.std(shift[:, 0]) * scale_mas / 1000 == pytest.approx(u.shift_x_arcsec, rel=0.12)
+    assert np.std(shift[:, 1]) * scale_mas / 1000 == pytest.approx(u.shift_y_arcsec, rel=0.12)
+    assert np.mean(chi2) == pytest.approx(1.0, abs=0.05)
+    # Treating the shared catalog errors as independent would claim too small an error.
+    alone = tie_uncertainty(frame, x, y, ce, np.arange(star.size), image_error_mas=image_mas,
+                            fit_geometry="rscale")
+    assert alone.rotation_deg < 0.75 * u.rotation_deg
+
+
+def test_tie_records_its_formal_uncertainty(tmp_path):
+    stars, gals = _truth()
+    groups = _groups(stars, gals)
+    tie = tie_to_catalog(groups, _catalog(tmp_path, stars), _frame())
+    u = tie.uncertainty
+    print(f"\nsigma shift ({u.shift_x_arcsec * 1000:.3f}, {u.shift_y_arcsec * 1000:.3f}) mas, "
+          f"rotation {u.rotation_deg * 3600:.3f}\", chi2/dof {u.chi2_dof:.2f}")
+    # About 2.4 mas per pair (0.3-1.7 mas catalog errors at the epoch, 2 mas assumed
+    # centroid error, 1.5 mas drawn): 25 stars in 2 groups, 70" RMS from the centre, give
+    # about 0.5 mas and 1.3"; chi^2 per degree of freedom below 1 (the centroid error
+    # assumed is larger than the one drawn).
+    assert 0.2 < u.shift_x_arcsec * 1000 < 1.0 and 0.2 < u.shift_y_arcsec * 1000 < 1.0
+    assert 0.5 < u.rotation_deg * 3600 < 3.0
+    assert 0.2 < u.chi2_dof < 1.0

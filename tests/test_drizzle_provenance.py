@@ -50,7 +50,9 @@ def _tie(**changes):
                   epochs_jyear={"jd7101_F606W": 2024.4215}, n_catalog=12, n_matches=8,
                   n_pairs=30, rms_arcsec=0.0042, shift_x_arcsec=-0.51234567,
                   shift_y_arcsec=0.2, rotation_deg=-0.0125, scale=1.0000001,
-                  wcsname="HSTRED-GAIA", min_matches=5, max_rms_arcsec=0.02)
+                  wcsname="HSTRED-GAIA", min_matches=5, max_rms_arcsec=0.02,
+                  shift_x_error_arcsec=0.00123456, shift_y_error_arcsec=0.0011,
+                  rotation_error_deg=0.5 / 3600.0, scale_error=2.5e-6, chi2_dof=1.07)
     values.update(changes)
     return AbsoluteTie(**values)
 
@@ -72,6 +74,8 @@ def test_absolute_tie_keywords_only_when_a_catalog_was_asked_for():
     assert values["ABSCAT"] == "gaia.ecsv" and values["ABSEPOCH"] == "PM+PLX"
     assert values["ABSNM"] == 8 and values["ABSRMS"] == 0.0042
     assert values["ABSDX"] == -0.512346 and values["ABSROT"] == -45.0
+    assert values["ABSEDX"] == 0.001235 and values["ABSEROT"] == 0.5
+    assert values["ABSESCL"] == 2.5e-6 and values["ABSCHI2"] == 1.07
     assert any("J2024.4215" in h for h in history)
     # Every card fits a FITS header.
     hdr = fits.Header()

@@ -11,8 +11,16 @@ the group was observed. Then:
 2. fine (three passes): each group's sources, corrected by the current solution,
    matched one to one to the catalog at the group's own epoch within
    ``refine_tolerance_px``; all pairs of all groups fitted together with tweakwcs
-   ``fit_wcs`` (one linear correction, weighted by the catalog's error at each
-   epoch combined with ``image_error_mas``, clipped at ``sigma``).
+   ``fit_wcs`` (one linear correction, clipped at ``sigma``). Each pair is weighted
+   by inverse variance: the catalog side by the star's position error propagated to
+   the group's epoch (the ``weight`` column of the reference table), the image side
+   by ``image_error_mas`` (the ``weight`` column of the source table); tweakwcs
+   combines them as ``1/w = 1/w_image + 1/w_catalog``.
+
+The tie's formal 1-sigma uncertainties (shift at the frame's centre, rotation, scale)
+come from the weighted least squares (:func:`tie_uncertainty`): the covariance of the
+weighted estimate, with the catalog error of a star shared by all its pairs (a star
+matched in several groups carries one catalog error, not independent ones).
 
 The result is checked independently: corrected positions against the catalog, which
 gives the matched stars, the RMS and each match's residual. The one correction is
@@ -45,7 +53,8 @@ from hstred.align.fit import (
 )
 from hstred.align.refcat import ReferenceCatalog
 
-__all__ = ["TieGroup", "CatalogTie", "tie_to_catalog", "apply_tie", "gate_tie"]
+__all__ = ["TieGroup", "CatalogTie", "TieUncertainty", "tie_to_catalog", "tie_uncertainty",
+           "apply_tie", "gate_tie"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,7 @@ class CatalogTie:
     correction in the tangent plane of ``frame`` (pixels). ``n_matches`` counts
     distinct catalog stars kept in the fit, ``n_pairs`` their pairings with the groups'
     sources; ``rms_arcsec`` is the RMS of the pairs' residuals after correction.
+    ``uncertainty`` holds the formal 1-sigma errors of the fit (:class:`TieUncertainty`).
     ``residuals`` holds, per kept pair, the group, the star's catalog position at the
     group's epoch (deg) and the corrected source minus that position (mas, east and
     north).
@@ -88,7 +98,26 @@ class CatalogTie:
     scale: float = 1.0
     epochs_jyear: dict[str, float] = field(default_factory=dict)
     residuals: dict[str, list] = field(default_factory=dict, repr=False)
+    uncertainty: TieUncertainty | None = None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class TieUncertainty:
+    """Formal 1-sigma errors of a catalog tie, from the covariance of its weighted fit.
+
+    ``shift_x_arcsec``/``shift_y_arcsec``: the shift east/north at the frame's centre
+    (where the tie's shift is measured); ``rotation_deg``: the rotation; ``scale``: the
+    scale ratio (0 when the fit geometry fixes it). ``chi2_dof`` is the residuals' chi^2
+    per degree of freedom against the same errors (about 1 when the errors describe the
+    scatter).
+    """
+
+    shift_x_arcsec: float
+    shift_y_arcsec: float
+    rotation_deg: float
+    scale: float
+    chi2_dof: float
 
 
 def _unique_points(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
@@ -179,7 +208,7 @@ def tie_to_catalog(
     at_epoch = {g.name: catalog.at_epoch(g.epoch_mjd) for g in groups}
     for _ in range(3):
         pairs = _pairs(groups, xs, at_epoch, _correct(frame, matrix, shift), frame,
-                       refine_tolerance_px, image_error_mas)
+                       refine_tolerance_px)
         if pairs is None or len(pairs["x"]) < 2:
             return CatalogTie(status="FAILED", **base, matrix=matrix, shift=shift,
                               message="no catalog star matched after the offset search")
@@ -187,8 +216,10 @@ def tie_to_catalog(
         try:
             with _quiet_tweakwcs():
                 fit_wcs(Table({"RA": pairs["ra"], "DEC": pairs["dec"],
-                               "weight": pairs["weight"]}),
-                        Table({"x": pairs["x"], "y": pairs["y"]}), fitter,
+                               "weight": 1.0 / np.maximum(pairs["cat_err_mas"], 1e-3) ** 2}),
+                        Table({"x": pairs["x"], "y": pairs["y"],
+                               "weight": np.full(len(pairs["x"]), 1.0 / image_error_mas**2)}),
+                        fitter,
                         ref_tpwcs=FITSWCSCorrector(frame), fitgeom=fit_geometry,
                         nclip=nclip, sigma=(sigma, "rmse"))
         except (ValueError, np.linalg.LinAlgError) as err:
@@ -200,8 +231,7 @@ def tie_to_catalog(
         matrix, shift = np.asarray(info["matrix"], float), np.asarray(info["shift"], float)
     # 3. Independent check with the final correction.
     corrected = _correct(frame, matrix, shift)
-    pairs = _pairs(groups, xs, at_epoch, corrected, frame, refine_tolerance_px,
-                   image_error_mas)
+    pairs = _pairs(groups, xs, at_epoch, corrected, frame, refine_tolerance_px)
     kept = np.asarray(info.get("fitmask", np.ones(len(pairs["x"]), bool)), dtype=bool)
     if kept.size != len(pairs["x"]):
         kept = np.ones(len(pairs["x"]), dtype=bool)
@@ -211,6 +241,10 @@ def tie_to_catalog(
     dy_mas = (dec - pairs["dec"]) * 3.6e6
     rms = float(np.sqrt(np.mean(dx_mas[kept] ** 2 + dy_mas[kept] ** 2))) / 1000.0
     sx, sy, rot, scale = measure_wcs_change([frame], [corrected])
+    uncertainty = tie_uncertainty(
+        frame, pairs["x"][kept], pairs["y"][kept], pairs["cat_err_mas"][kept],
+        pairs["star"][kept], image_error_mas=image_error_mas, fit_geometry=fit_geometry,
+        dx_mas=dx_mas[kept], dy_mas=dy_mas[kept])
     residuals = {"group": [str(v) for v in pairs["group"][kept]],
                  "ra_deg": pairs["ra"][kept].tolist(), "dec_deg": pairs["dec"][kept].tolist(),
                  "dx_mas": dx_mas[kept].round(3).tolist(),
@@ -218,13 +252,14 @@ def tie_to_catalog(
     return CatalogTie(status="TIED", **base, matrix=matrix, shift=shift,
                       n_matches=int(np.unique(pairs["star"][kept]).size),
                       n_pairs=int(kept.sum()), rms_arcsec=rms, shift_x_arcsec=sx,
-                      shift_y_arcsec=sy, rotation_deg=rot, scale=scale, residuals=residuals)
+                      shift_y_arcsec=sy, rotation_deg=rot, scale=scale, residuals=residuals,
+                      uncertainty=uncertainty)
 
 
-def _pairs(groups, xs, at_epoch, corrected: WCS, frame: WCS, radius_px: float,
-           image_error_mas: float):
-    """Matched (source, catalog star at the group's epoch) pairs of every group."""
-    out = {k: [] for k in ("x", "y", "ra", "dec", "weight", "group", "star")}
+def _pairs(groups, xs, at_epoch, corrected: WCS, frame: WCS, radius_px: float):
+    """Matched (source, catalog star at the group's epoch) pairs of every group, with
+    the star's catalog error at that epoch (mas)."""
+    out = {k: [] for k in ("x", "y", "ra", "dec", "cat_err_mas", "group", "star")}
     for g, p in zip(groups, xs, strict=True):
         ra, dec, err_mas = at_epoch[g.name]
         # Sources through the current correction, catalog at the group's epoch: both
@@ -237,10 +272,86 @@ def _pairs(groups, xs, at_epoch, corrected: WCS, frame: WCS, radius_px: float,
         out["y"].append(p[1][i])
         out["ra"].append(ra[j])
         out["dec"].append(dec[j])
-        out["weight"].append(1.0 / (err_mas[j] ** 2 + image_error_mas**2))
+        out["cat_err_mas"].append(err_mas[j])
         out["group"].append(np.full(i.size, g.name, dtype=object))
         out["star"].append(j)
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+#: Parameters of each fit geometry's linearised correction about the frame's centre
+#: (u, v): dX = tx + m11 u + m12 v, dY = ty + m21 u + m22 v, with m11 = m22 = da and
+#: m21 = -m12 = b for a similarity ("rscale"), da = 0 for "rshift", m = 0 for "shift".
+_GEOMETRY_PARAMETERS = {"shift": 2, "rshift": 3, "rscale": 4, "general": 6}
+
+
+def _design(u: np.ndarray, v: np.ndarray, fit_geometry: str) -> np.ndarray:
+    """Rows (x rows, then y rows) of the linearised correction's design matrix; columns
+    tx, ty, then b (rotation, rad), da (scale - 1) or m11, m12, m21, m22."""
+    n = u.size
+    one, zero = np.ones(n), np.zeros(n)
+    cols = [(one, zero), (zero, one)]
+    if fit_geometry in ("rshift", "rscale"):
+        cols.append((-v, u))
+    if fit_geometry == "rscale":
+        cols.append((u, v))
+    if fit_geometry == "general":
+        cols += [(u, zero), (v, zero), (zero, u), (zero, v)]
+    return np.column_stack([np.concatenate(c) for c in cols])
+
+
+def tie_uncertainty(frame: WCS, x: np.ndarray, y: np.ndarray, cat_err_mas: np.ndarray,
+                    star: np.ndarray, *, image_error_mas: float, fit_geometry: str,
+                    dx_mas: np.ndarray | None = None,
+                    dy_mas: np.ndarray | None = None) -> TieUncertainty:
+    """Formal 1-sigma errors of a tie fitted to pairs at frame pixels ``x``, ``y``.
+
+    The fit weights each pair by ``1 / (cat_err^2 + image_error^2)`` (as tweakwcs does
+    with the two weight columns). The errors of the pairs are not independent: the
+    pairs of one catalog star (``star``, one per group that matched it) share that
+    star's catalog error, taken as fully correlated between the groups' epochs. The
+    covariance of the weighted estimate is then ``N^-1 A^T W C W A N^-1`` with
+    ``N = A^T W A``, ``C`` the pairs' error covariance. ``dx_mas``/``dy_mas`` (the
+    residuals east/north) give the chi^2 per degree of freedom against ``C``.
+    """
+    geometry = fit_geometry.lower()
+    n = int(np.size(x))
+    k = _GEOMETRY_PARAMETERS.get(geometry, 6)
+    nan = float("nan")
+    if n == 0 or 2 * n <= k:
+        return TieUncertainty(nan, nan, nan, nan, nan)
+    scale_mas = _frame_pixel_scale_arcsec(frame) * 1000.0
+    nx, ny = frame.pixel_shape
+    u = np.asarray(x, float) - 0.5 * (nx - 1)
+    v = np.asarray(y, float) - 0.5 * (ny - 1)
+    ce = np.nan_to_num(np.asarray(cat_err_mas, float), nan=0.0) / scale_mas
+    ie = float(image_error_mas) / scale_mas
+    star = np.asarray(star)
+    one = np.diag(np.full(n, ie**2)) + np.outer(ce, ce) * (star[:, None] == star[None, :])
+    c = np.block([[one, np.zeros((n, n))], [np.zeros((n, n)), one]])
+    w = np.tile(1.0 / (ce**2 + ie**2), 2)
+    a = _design(u, v, geometry)
+    aw = a * w[:, None]
+    n_inv = np.linalg.pinv(a.T @ aw)
+    cov = n_inv @ (aw.T @ c @ aw) @ n_inv
+    # Shift: pixels of the frame to arcsec east/north through its linear part.
+    jac = frame.pixel_scale_matrix * 3600.0
+    cov_sky = jac @ cov[:2, :2] @ jac.T
+    rot_var = scl_var = 0.0
+    if geometry in ("rshift", "rscale"):
+        rot_var = cov[2, 2]
+        scl_var = cov[3, 3] if geometry == "rscale" else 0.0
+    elif geometry == "general":
+        lr = np.array([0, 0, 0, -0.5, 0.5, 0])
+        ls = np.array([0, 0, 0.5, 0, 0, 0.5])
+        rot_var, scl_var = lr @ cov @ lr, ls @ cov @ ls
+    chi2 = nan
+    if dx_mas is not None and dy_mas is not None:
+        r = np.concatenate([np.asarray(dx_mas, float), np.asarray(dy_mas, float)]) / scale_mas
+        chi2 = float(r @ np.linalg.solve(c, r)) / (2 * n - k)
+    return TieUncertainty(shift_x_arcsec=float(np.sqrt(cov_sky[0, 0])),
+                          shift_y_arcsec=float(np.sqrt(cov_sky[1, 1])),
+                          rotation_deg=float(np.degrees(np.sqrt(rot_var))),
+                          scale=float(np.sqrt(scl_var)), chi2_dof=chi2)
 
 
 def gate_tie(tie: CatalogTie, *, min_matches: int, max_rms_arcsec: float) -> str | None:

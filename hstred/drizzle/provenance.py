@@ -42,6 +42,11 @@ ABSDX     the tie's shift east, arcsec
 ABSDY     the tie's shift north, arcsec
 ABSROT    the tie's rotation, arcsec (position angle, north through east)
 ABSSCL    the tie's scale
+ABSEDX    formal 1-sigma error of ABSDX, arcsec (covariance of the weighted fit)
+ABSEDY    formal 1-sigma error of ABSDY, arcsec
+ABSEROT   formal 1-sigma error of ABSROT, arcsec
+ABSESCL   formal 1-sigma error of ABSSCL
+ABSCHI2   chi^2 per degree of freedom of the tie's residuals against those errors
 ========  ==========================================================
 
 The ABS keywords appear only when a reference catalog was asked for; each visit
@@ -156,12 +161,20 @@ def _absolute_cards(tie: AbsoluteTie | None):
         ("ABSDY", round(_num(tie.shift_y_arcsec), 6), "tie shift north (arcsec)"),
         ("ABSROT", round(_num(tie.rotation_deg) * 3600.0, 5), "tie rotation, PA (arcsec)"),
         ("ABSSCL", round(_num(tie.scale), 10), "tie scale"),
+        ("ABSEDX", round(_num(tie.shift_x_error_arcsec), 6), "1-sigma error of ABSDX (arcsec)"),
+        ("ABSEDY", round(_num(tie.shift_y_error_arcsec), 6), "1-sigma error of ABSDY (arcsec)"),
+        ("ABSEROT", round(_num(tie.rotation_error_deg * 3600.0), 5),
+         "1-sigma error of ABSROT (arcsec)"),
+        ("ABSESCL", round(_num(tie.scale_error), 10), "1-sigma error of ABSSCL"),
+        ("ABSCHI2", round(_num(tie.chi2_dof), 4), "tie residual chi^2 per degree of freedom"),
     ]
     history = [f"absolute tie {tie.status} to {tie.catalog} ({tie.source}): "
                f"{tie.epoch_handling}; {tie.n_matches} stars, {tie.n_pairs} pairs, "
                f"rms={tie.rms_arcsec:.4f}\" dx={tie.shift_x_arcsec:+.4f}\" "
                f"dy={tie.shift_y_arcsec:+.4f}\" rot={tie.rotation_deg * 3600:+.3f}\" "
-               f"scale={tie.scale:.7f}"]
+               f"scale={tie.scale:.7f}; 1-sigma dx={tie.shift_x_error_arcsec:.4f}\" "
+               f"dy={tie.shift_y_error_arcsec:.4f}\" "
+               f"rot={tie.rotation_error_deg * 3600:.3f}\" chi2/dof={tie.chi2_dof:.2f}"]
     history += [f"absolute tie epoch {group}: J{epoch:.4f}"
                 for group, epoch in tie.epochs_jyear.items()]
     if tie.message:

@@ -55,7 +55,11 @@ class AbsoluteTie:
     (deg, position angle) and scale are the correction applied to the aligned frame;
     ``n_matches`` counts distinct catalog stars, ``n_pairs`` their pairings with the
     groups' sources, ``rms_arcsec`` the RMS of the pairs' residuals; ``residuals``
-    lists each pair (group, ra_deg, dec_deg, dx_mas east, dy_mas north).
+    lists each pair (group, ra_deg, dec_deg, dx_mas east, dy_mas north). The
+    ``*_error*`` values are the fit's formal 1-sigma errors of shift (at the frame's
+    centre), rotation and scale, from the covariance of the weighted fit (catalog
+    errors at the epochs, image centroid error); ``chi2_dof`` compares the residuals
+    with those errors. NaN when no fit was made.
     """
 
     status: str
@@ -76,6 +80,11 @@ class AbsoluteTie:
     max_rms_arcsec: float
     message: str = ""
     residuals: dict = field(default_factory=dict, repr=False)
+    shift_x_error_arcsec: float = float("nan")
+    shift_y_error_arcsec: float = float("nan")
+    rotation_error_deg: float = float("nan")
+    scale_error: float = float("nan")
+    chi2_dof: float = float("nan")
 
 
 @dataclass(frozen=True)

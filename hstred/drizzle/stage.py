@@ -315,6 +315,11 @@ def _tie(kept, outcome, copies, config: DrizzleConfig, catalog: ReferenceCatalog
         n_catalog=fit.n_catalog, n_matches=fit.n_matches, n_pairs=fit.n_pairs,
         rms_arcsec=fit.rms_arcsec, min_matches=config.tie_min_matches,
         max_rms_arcsec=config.tie_max_rms_arcsec, residuals=fit.residuals)
+    if fit.uncertainty is not None:
+        u = fit.uncertainty
+        record.update(shift_x_error_arcsec=u.shift_x_arcsec, shift_y_error_arcsec=u.shift_y_arcsec,
+                      rotation_error_deg=u.rotation_deg, scale_error=u.scale,
+                      chi2_dof=u.chi2_dof)
     if reason is not None:
         what = (f"tie to the reference catalog {catalog.path.name} failed: {reason} "
                 f"({fit.n_matches} stars, rms {fit.rms_arcsec:.4f}\")")
@@ -331,9 +336,11 @@ def _tie(kept, outcome, copies, config: DrizzleConfig, catalog: ReferenceCatalog
             path = copies[e.rootname]
             chips = {x: read_chip_wcs(path, x) for x in e.extvers}
             write_aligned_wcs(path, apply_tie(chips, fit), wcsname=config.tie_wcsname)
-    log.info("tied to %s: %d stars, rms %.4f\", shift %+.4f\" %+.4f\", rotation %+.2f\"",
-             catalog.path.name, fit.n_matches, fit.rms_arcsec, fit.shift_x_arcsec,
-             fit.shift_y_arcsec, fit.rotation_deg * 3600.0)
+    log.info("tied to %s: %d stars, rms %.4f\", shift %+.4f\" %+.4f\" (+-%.4f\" %.4f\"), "
+             "rotation %+.2f\" (+-%.2f\")", catalog.path.name, fit.n_matches, fit.rms_arcsec,
+             fit.shift_x_arcsec, fit.shift_y_arcsec, record.get("shift_x_error_arcsec", np.nan),
+             record.get("shift_y_error_arcsec", np.nan), fit.rotation_deg * 3600.0,
+             record.get("rotation_error_deg", np.nan) * 3600.0)
     return AbsoluteTie(status="TIED", shift_x_arcsec=fit.shift_x_arcsec,
                        shift_y_arcsec=fit.shift_y_arcsec, rotation_deg=fit.rotation_deg,
                        scale=fit.scale, wcsname=config.tie_wcsname, **record)

@@ -156,6 +156,7 @@ def _absolute_section(tie: dict, files: Path, link: str) -> str:
               else f"NOT tied ({tie.get('message', '')}): the products keep the relative "
                    "alignment")
     epochs = ", ".join(f"{k} J{v:.3f}" for k, v in tie.get("epochs_jyear", {}).items())
+    nan = float("nan")
     facts = [
         ("catalog", f"{tie['catalog']} ({tie['source']}, {tie['n_catalog']} stars)"),
         ("status", f"{status}; WCSNAME {tie['wcsname']}"),
@@ -166,6 +167,11 @@ def _absolute_section(tie: dict, files: Path, link: str) -> str:
         ("correction", f"shift E {tie['shift_x_arcsec'] * 1000:+.1f} mas, N "
                        f"{tie['shift_y_arcsec'] * 1000:+.1f} mas, rotation "
                        f"{tie['rotation_deg'] * 3600:+.2f}\", scale {tie['scale']:.7f}"),
+        ("formal 1-sigma", f"shift E {tie.get('shift_x_error_arcsec', nan) * 1000:.2f} mas, "
+                           f"N {tie.get('shift_y_error_arcsec', nan) * 1000:.2f} mas, rotation "
+                           f"{tie.get('rotation_error_deg', nan) * 3600:.2f}\", scale "
+                           f"{tie.get('scale_error', nan):.1e}; chi^2/dof "
+                           f"{tie.get('chi2_dof', nan):.2f}"),
     ]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                    for k, v in facts)
