@@ -192,7 +192,8 @@ def simulate(
         raise InputError(str(err)) from err
     result = simulate_program(directory, config, progress=_progress)
     typer.echo(f"wrote {len(result.raw_files)} raw files, references in "
-               f"{result.reference_dir}, truth in {result.truth_catalog}")
+               f"{result.reference_dir}, truth in {result.truth_catalog}, Gaia-like catalog "
+               f"in {result.gaia_catalog}")
 
 
 @app.command()
@@ -283,24 +284,41 @@ DropOpt = Annotated[bool, typer.Option("--drop-unaligned", help="Drop (and repor
                                        "fail alignment instead of stopping.")]
 SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
                                           "sci.fits per exposure on the same grid.")]
+RefCatOpt = Annotated[str | None, typer.Option(
+    "--reference-catalog", metavar="FILE|gaia",
+    help="Tie the products to an absolute catalog: a table (ECSV, FITS or CSV) with Gaia DR3 "
+         "column names (ra, dec; optional ra_error, dec_error, pmra, pmdec, parallax, "
+         "ref_epoch, phot_g_mean_mag), moved to each visit's epoch; or 'gaia' to fetch the "
+         "Gaia DR3 cone around the footprint once (saved in DIR/hstred_work/catalogs, so "
+         "reruns are offline).")]
+AllowRelativeOpt = Annotated[bool, typer.Option(
+    "--allow-relative", help="When the tie to --reference-catalog fails its gates, warn and "
+                             "keep the relative alignment instead of stopping.")]
 WorkersOpt = Annotated[int | None, typer.Option(min=1, help="Local worker processes "
                                                 "(default: all cores).")]
 OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
                                            "OUTNAME_FILTER_drz_sci.fits and _drz_wht.fits.")]
 
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                    min_matches, max_rms, drop_unaligned, singles, *, workers):
+                    min_matches, max_rms, drop_unaligned, singles, *, workers,
+                    reference_catalog=None, allow_relative=False):
     """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``;
-    AstroDrizzle's parallel steps get ``workers`` processes (default: all cores)."""
+    AstroDrizzle's parallel steps get ``workers`` processes (default: all cores).
+    Options left unset keep the configuration's defaults."""
     import os
 
     from hstred.drizzle import DrizzleConfig
 
+    tie = {}
+    if reference_catalog is not None:
+        tie["reference_catalog"] = reference_catalog
+    if allow_relative:
+        tie["allow_relative"] = True
     return DrizzleConfig(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
                          weight_type=weight_type.upper(), north_up=north_up,
                          fit_geometry=fit_geometry, min_matches=min_matches,
                          max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                         singles=singles, num_cores=workers or os.cpu_count() or 1)
+                         singles=singles, num_cores=workers or os.cpu_count() or 1, **tie)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -365,6 +383,8 @@ def drizzle(
     drop_unaligned: DropOpt = False,
     singles: SinglesOpt = False,
     workers: WorkersOpt = None,
+    reference_catalog: RefCatOpt = None,
+    allow_relative: AllowRelativeOpt = False,
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
@@ -381,7 +401,9 @@ def drizzle(
     _setup_logging(data, quiet=False)
     check_outname(outname)
     config = _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                             min_matches, max_rms, drop_unaligned, singles, workers=workers)
+                             min_matches, max_rms, drop_unaligned, singles, workers=workers,
+                             reference_catalog=reference_catalog,
+                             allow_relative=allow_relative)
     bind_children_to_process()
     with data_dir_lock(data):
         remove_leftovers(data)
@@ -423,6 +445,8 @@ def run_command(
     max_rms: RmsOpt = 0.02,
     drop_unaligned: DropOpt = False,
     singles: SinglesOpt = False,
+    reference_catalog: RefCatOpt = None,
+    allow_relative: AllowRelativeOpt = False,
     allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets",
                                                       help="Reduce exposures of several "
                                                       "targets together.")] = False,
@@ -451,8 +475,8 @@ def run_command(
         cte=cte, engine=engine, workers=workers, scheduler=scheduler, kernel=kernel,
         pixel_scale=pixel_scale, pixfrac=pixfrac, weight_type=weight_type, north_up=north_up,
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
-        drop_unaligned=drop_unaligned, singles=singles,
-        allow_mixed_targets=allow_mixed_targets)
+        drop_unaligned=drop_unaligned, singles=singles, reference_catalog=reference_catalog,
+        allow_relative=allow_relative, allow_mixed_targets=allow_mixed_targets)
     result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
                                 quiet=quiet)
     if not quiet:
@@ -468,13 +492,16 @@ _SCIENCE_OPTIONS = {
     "north_up": ("drizzle", "north_up"), "fit_geometry": ("drizzle", "fit_geometry"),
     "min_matches": ("drizzle", "min_matches"), "max_rms": ("drizzle", "max_rms_arcsec"),
     "drop_unaligned": ("drizzle", "drop_unaligned"), "singles": ("drizzle", "singles"),
+    "reference_catalog": ("drizzle", "reference_catalog"),
+    "allow_relative": ("drizzle", "allow_relative"),
     "allow_mixed_targets": (None, "allow_mixed_targets"),
 }
 
 
 def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, scheduler,
                      kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                     min_matches, max_rms, drop_unaligned, singles, allow_mixed_targets):
+                     min_matches, max_rms, drop_unaligned, singles, reference_catalog,
+                     allow_relative, allow_mixed_targets):
     """PipelineConfig from the options of ``run`` (which ``plan`` shares); with
     ``--config``, the recorded run's science options, overridden by those given here."""
     import dataclasses
@@ -486,7 +513,8 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, s
         calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
-                                workers=workers),
+                                workers=workers, reference_catalog=reference_catalog,
+                                allow_relative=allow_relative),
         workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
     if config_file is None:
         return given

@@ -8,8 +8,11 @@ A readable list of stages over one working directory ``DIR/hstred_work``:
 3. ``drizzle``: per-visit drizzle, alignment, final per-filter products; skipped
    when its calibrated inputs, options and software are unchanged and the products
    are intact;
-4. the run record ``DIR/OUTNAME_run.json`` (provenance, alignment, timings) and the
-   QA report ``DIR/OUTNAME_report.html``.
+4. the run record ``DIR/OUTNAME_run.json`` (provenance, alignment and, with a reference
+   catalog, the absolute tie under ``drizzle.absolute``: catalog file, epoch handling,
+   matches, RMS, shift, rotation, scale and every residual; timings) and the QA report
+   ``DIR/OUTNAME_report.html``. A Gaia cone fetched for ``reference_catalog = "gaia"``
+   is kept in ``DIR/hstred_work/catalogs`` for offline reruns.
 
 Before any work, under the data directory's lock (:mod:`hstred.workspace`): leftovers
 of killed runs are removed; the inputs' headers and structure, the references, the
@@ -124,9 +127,15 @@ def drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig,
     ref_digests = dict(zip((p.name for p in references), manifest.hash_many(references),
                            strict=True))
     applied = {name: refs.names() for name, refs in sorted(distortion.items())}
+    extra = {}
+    named = config.reference_catalog.strip()
+    catalog = Path(named) if named and named.lower() != "gaia" else None
+    if catalog is not None and catalog.is_file():
+        # The tie depends on the catalog's content, not only on its name.
+        extra["reference_catalog"] = manifest.hash_many([catalog])[0]
     return manifest.make_key(inputs=digests, outname=outname, params=params,
                              distortion={"files": ref_digests, "applied": applied},
-                             software=software_versions())
+                             software=software_versions(), **extra)
 
 
 #: Bytes of one calibrated exposure: two 4096 x 2048 chips of float32 SCI and ERR, int16 DQ.
@@ -297,7 +306,8 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
         try:
             result = run_drizzle(data_dir, outname, config.drizzle, inputs=calibrated,
                                  work_dir=drizzle_work, backend=backend,
-                                 distortion=distortion, progress=on_drizzle_step)
+                                 distortion=distortion, progress=on_drizzle_step,
+                                 catalog_dir=work / "catalogs")
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 shutil.rmtree(drizzle_work, ignore_errors=True)  # give the space back

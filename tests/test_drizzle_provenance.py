@@ -40,3 +40,52 @@ def test_provenance_rewrites_only_the_primary_header(tmp_path):
     # everything after the primary header is byte for byte what it was
     assert path.read_bytes()[new_start:] == old_bytes[old_start:]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def _tie(**changes):
+    from hstred.drizzle.result import AbsoluteTie
+
+    values = dict(status="TIED", catalog="/data/gaia.ecsv", source="file",
+                  epoch_handling="proper motion and parallax from J2016.0 to each visit's epoch",
+                  epochs_jyear={"jd7101_F606W": 2024.4215}, n_catalog=12, n_matches=8,
+                  n_pairs=30, rms_arcsec=0.0042, shift_x_arcsec=-0.51234567,
+                  shift_y_arcsec=0.2, rotation_deg=-0.0125, scale=1.0000001,
+                  wcsname="HSTRED-GAIA", min_matches=5, max_rms_arcsec=0.02,
+                  shift_x_error_arcsec=0.00123456, shift_y_error_arcsec=0.0011,
+                  rotation_error_deg=0.5 / 3600.0, scale_error=2.5e-6, chi2_dof=1.07)
+    values.update(changes)
+    return AbsoluteTie(**values)
+
+
+def test_absolute_tie_keywords_only_when_a_catalog_was_asked_for():
+    from hstred.drizzle.config import DrizzleConfig
+    from hstred.drizzle.provenance import provenance_cards
+
+    common = dict(config=DrizzleConfig(), product_kind="FILTER", n_images=4,
+                  orientation_deg=0.0, solutions=[], reference="jd7101_F606W")
+    cards, history = provenance_cards(**common)
+    keys = [k for k, _, _ in cards]
+    assert not [k for k in keys if k.startswith("ABS")]
+    assert dict((k, v) for k, v, _ in cards)["ALNWCSN"] == "HSTRED-ALIGN"
+
+    cards, history = provenance_cards(**common, absolute=_tie())
+    values = {k: v for k, v, _ in cards}
+    assert values["ALNWCSN"] == "HSTRED-GAIA" and values["ABSSTAT"] == "TIED"
+    assert values["ABSCAT"] == "gaia.ecsv" and values["ABSEPOCH"] == "PM+PLX"
+    assert values["ABSNM"] == 8 and values["ABSRMS"] == 0.0042
+    assert values["ABSDX"] == -0.512346 and values["ABSROT"] == -45.0
+    assert values["ABSEDX"] == 0.001235 and values["ABSEROT"] == 0.5
+    assert values["ABSESCL"] == 2.5e-6 and values["ABSCHI2"] == 1.07
+    assert any("J2024.4215" in h for h in history)
+    # Every card fits a FITS header.
+    hdr = fits.Header()
+    for k, v, c in cards:
+        hdr[k] = (v, c)
+
+    cards, history = provenance_cards(**common, absolute=_tie(
+        status="RELATIVE", wcsname="HSTRED-ALIGN", message="3 catalog stars matched < 5",
+        epoch_handling="none: no proper motions in the catalog, positions used as given"))
+    values = {k: v for k, v, _ in cards}
+    assert values["ABSSTAT"] == "RELATIVE" and values["ALNWCSN"] == "HSTRED-ALIGN"
+    assert values["ABSEPOCH"] == "NONE"
+    assert any("not applied: 3 catalog stars" in h for h in history)

@@ -95,12 +95,21 @@ def _visit_errors(info):
     return out
 
 
-def _frame_sky(s, ra, dec):
-    """Truth positions as the aligned frame (the reference visit's header WCS) sees them."""
+def _epoch_mjd(s, rootnames):
+    """Mean mid-time (MJD) of exposures: when their stars are where the truth puts them."""
+    epochs = {e["rootname"]: e["epoch_mjd"] for v in s["info"]["visits"]
+              for e in v["exposures"]}
+    return float(np.mean([epochs[r] for r in rootnames]))
+
+
+def _frame_sky(s, stars, mjd):
+    """Truth positions at ``mjd`` as the aligned frame (the reference visit's header WCS)
+    sees them."""
+    from hstred.simulate.catalog import positions_at
     from hstred.simulate.wcs import perturb_sky
 
     ref_visit = s["result"].reference.split("_")[0]
-    return perturb_sky(ra, dec, _visit_errors(s["info"])[ref_visit])
+    return perturb_sky(*positions_at(stars, mjd), _visit_errors(s["info"])[ref_visit])
 
 
 def _isolated_stars(truth, radius_arcsec):
@@ -218,7 +227,7 @@ def _star_positions(s, filt, stars, *, clear_px=20):
     """Expected and measured pixel positions of stars whose surroundings (``clear_px``)
     are fully covered by data."""
     sci, wht, w, _ = _product(s, filt)
-    ra, dec = _frame_sky(s, stars["ra"], stars["dec"])
+    ra, dec = _frame_sky(s, stars, _epoch_mjd(s, s["result"].product(filt).exposures))
     x, y = w.all_world2pix(ra, dec, 0)
     ny, nx = sci.shape
     c = int(clear_px)
@@ -265,11 +274,11 @@ def test_visits_are_not_offset_from_each_other(simulated):
     s = simulated
     _, _, grid, _ = _product(s, "F606W")
     stars = _good_stars(s, "F606W")
-    ra, dec = _frame_sky(s, stars["ra"], stars["dec"])
-    gx, gy = grid.all_world2pix(ra, dec, 0)
     offsets: dict[str, list] = {}
     for path in sorted((s["work"] / "exposures").glob("*_fl?.fits")):
         root = path.name[:9]
+        ra, dec = _frame_sky(s, stars, _epoch_mjd(s, [root]))
+        gx, gy = grid.all_world2pix(ra, dec, 0)
         with fits.open(path) as hdul:
             for extver in (1, 2):
                 sci = hdul["SCI", extver].data.astype(float)

@@ -43,3 +43,29 @@ def test_plot_image_from_memory_map_leaves_file_untouched(tmp_path):
         png = plot_image(hdul[0].data, tmp_path / "img.png", title="t", label="e/s")
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     assert path.read_bytes() == before
+
+
+def test_absolute_tie_section_shows_the_fit_and_the_residual_map(tmp_path):
+    from hstred.report.build import _absolute_section
+
+    rng = np.random.default_rng(4)
+    n = 12
+    tie = {"status": "TIED", "catalog": "/data/hstred_work/catalogs/gaiadr3_x.ecsv",
+           "source": "gaia", "n_catalog": 14, "n_matches": 6, "n_pairs": n,
+           "rms_arcsec": 0.0041, "min_matches": 5, "max_rms_arcsec": 0.02,
+           "epoch_handling": "proper motion and parallax from J2016.0 to each visit's epoch",
+           "epochs_jyear": {"jd7101_F606W": 2024.42, "jd7102_F606W": 2024.51},
+           "shift_x_arcsec": -0.4321, "shift_y_arcsec": 0.1234, "rotation_deg": 0.0125,
+           "scale": 1.0000002, "wcsname": "HSTRED-GAIA",
+           "residuals": {"group": ["jd7101_F606W"] * n,
+                         "ra_deg": list(150.0 + rng.uniform(-0.02, 0.02, n)),
+                         "dec_deg": list(2.0 + rng.uniform(-0.02, 0.02, n)),
+                         "dx_mas": list(rng.normal(0, 4, n)), "dy_mas": list(rng.normal(0, 4, n))}}
+    html = _absolute_section(tie, tmp_path, "files")
+    png = tmp_path / "catalog_residuals.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "gaiadr3_x.ecsv" in html and "6 stars (12 pairs)" in html and "4.1 mas" in html
+    assert "-432.1 mas" in html and "+45.00" in html and "J2024.420" in html
+    relative = _absolute_section({**tie, "status": "RELATIVE", "message": "3 stars < 5",
+                                  "wcsname": "HSTRED-ALIGN"}, tmp_path, "files")
+    assert "NOT tied (3 stars &lt; 5)" in relative

@@ -18,6 +18,7 @@ from photutils.centroids import centroid_2dg
 from hstred.acs import chip_layout
 from hstred.distortion import DISTORTION_KEYWORDS, apply_distortion
 from hstred.refs import resolve_references
+from hstred.simulate.catalog import positions_at
 from hstred.simulate.references import CRDS_SUBDIR
 from hstred.simulate.wcs import WcsError, perturb_sky, tangent_plane
 
@@ -106,6 +107,10 @@ def _measure(raw_path: Path, out: Path, cat: Table, filter_name: str, error: dic
 
 def _check_visit(out: Path, raw_path: Path, visit: dict, filter_name: str):
     cat = Table.read(out / "truth.ecsv")
+    # Stars as the exposure shows them: at its mid-time.
+    epoch = next(e["epoch_mjd"] for e in visit["exposures"] if raw_path.name.startswith(
+        e["rootname"]))
+    cat["ra"], cat["dec"] = positions_at(cat, epoch)
     corrected, uncorrected = _measure(raw_path, out, cat, filter_name, visit["wcs_error"])
     assert corrected.size >= 3
     # A cosmic ray on a star may spoil one measurement; the rest sit within 0.1 px.

@@ -23,6 +23,7 @@ from hstred.ccd import calibrate_exposure
 from hstred.distortion import apply_distortion, has_distortion_solution
 from hstred.refs import resolve_references
 from hstred.simulate import SimulationConfig, simulate_program
+from hstred.simulate.catalog import positions_at
 from hstred.simulate.distortion import idc_model
 from hstred.simulate.psf import psf_model, render_point_source
 from hstred.simulate.references import CRDS_SUBDIR
@@ -109,7 +110,7 @@ def test_stars_land_where_stwcs_puts_them_on_both_chips_corners_included(dense):
     for chip in (1, 2):
         image, visit, exp = _chip_data(dense, chip)
         # The header (and so stwcs's) WCS carries the visit's pointing error.
-        ra, dec = perturb_sky(np.asarray(cat["ra"]), np.asarray(cat["dec"]),
+        ra, dec = perturb_sky(*positions_at(cat, exp["epoch_mjd"]),
                               WcsError(**visit["wcs_error"]))
         x, y = wcs[chip].all_world2pix(ra, dec, 0, tolerance=1e-9, maxiter=100, quiet=True)
         offsets, corners = [], set()

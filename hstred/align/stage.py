@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +46,21 @@ class VisitImage:
 
 @dataclass(frozen=True)
 class AlignmentOutcome:
-    """Fits of every group, gate verdicts (``None`` = passed) and source counts."""
+    """Fits of every group, gate verdicts (``None`` = passed) and source counts.
+
+    ``aligned_sources`` holds each group's sources (RA, Dec in degrees) through its
+    corrected chip WCSs, i.e. in the common frame; ``frame`` is the alignment frame
+    (the reference visit image's celestial WCS).
+    """
 
     reference: str
     fits: dict[str, GroupAlignment]
     failures: dict[str, str]
     n_sources: dict[str, int]
     overlap: dict[str, int]
+    aligned_sources: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
+                                                                      repr=False)
+    frame: WCS | None = field(default=None, repr=False)
 
 
 def chip_key(path: Path, extver: int) -> str:
@@ -145,16 +153,19 @@ def align_visits(
              len(ref_ra), overlap[reference])
     results: dict[str, GroupAlignment] = {}
     failures: dict[str, str] = {}
+    aligned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for v in visits:
         ra, dec = sources[v.name]
         chips = assign_sources_to_chips(ra, dec, chips_of[v.name])
         if v.name == reference:
             results[v.name] = reference_alignment(chips, name=v.name, n_sources=len(ra))
+            aligned[v.name] = _through(chips, results[v.name])
             continue
         res = align_group(chips, ref_ra, ref_dec, frame, name=v.name,
                           fit_geometry=fit_geometry, searchrad_px=searchrad_px,
                           tolerance_px=tolerance_px, refine_tolerance_px=refine_tolerance_px)
         results[v.name] = res
+        aligned[v.name] = _through(chips, res)
         reason = gate_alignment(res, min_matches=min_matches, max_rms_arcsec=max_rms_arcsec)
         if reason is not None:
             failures[v.name] = reason
@@ -162,4 +173,13 @@ def align_visits(
                  res.n_matches, res.rms_arcsec)
     return AlignmentOutcome(reference=reference, fits=results, failures=failures,
                             n_sources={k: len(s[0]) for k, s in sources.items()},
-                            overlap=overlap)
+                            overlap=overlap, aligned_sources=aligned, frame=frame)
+
+
+def _through(chips, fit: GroupAlignment) -> tuple[np.ndarray, np.ndarray]:
+    """Sky positions of a group's sources through its (corrected) chip WCSs."""
+    pos = [fit.wcs[c.key].all_pix2world(c.x, c.y, 0) for c in chips]
+    if not pos:
+        return np.zeros(0), np.zeros(0)
+    return (np.concatenate([np.asarray(p[0], float) for p in pos]),
+            np.concatenate([np.asarray(p[1], float) for p in pos]))

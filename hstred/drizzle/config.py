@@ -57,6 +57,19 @@ class DrizzleConfig:
         :class:`hstred.errors.QualityGateError`.
     detection_nsigma : detection threshold of the visit catalogs, in sky sigma.
     wcsname : WCSNAME given to the aligned WCS in the working copies.
+
+    Absolute astrometry
+    -------------------
+    reference_catalog : ``""`` (none: the frame stays where the reference visit's
+        header WCS puts it), a table file with Gaia DR3 column names (ECSV, FITS or
+        CSV; see :mod:`hstred.align.refcat`), or ``"gaia"`` (the Gaia DR3 cone around
+        the footprint, fetched through astroquery once and saved).
+    allow_relative : when the tie to the catalog fails its gates, warn and keep the
+        relative solution instead of raising :class:`hstred.errors.QualityGateError`.
+    tie_min_matches : fewest distinct catalog stars the tie must match (an ``rscale``
+        fit has 4 parameters; one more star leaves a check).
+    tie_max_rms_arcsec : largest RMS of the tie's residuals (HAP's ACS/WFC gate is 20 mas).
+    tie_wcsname : WCSNAME of the WCS tied to the catalog.
     """
 
     kernel: str = "square"
@@ -77,6 +90,11 @@ class DrizzleConfig:
     drop_unaligned: bool = False
     detection_nsigma: float = 5.0
     wcsname: str = "HSTRED-ALIGN"
+    reference_catalog: str = ""
+    allow_relative: bool = False
+    tie_min_matches: int = 5
+    tie_max_rms_arcsec: float = 0.02
+    tie_wcsname: str = "HSTRED-GAIA"
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -121,7 +139,7 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
     if config.sky_method not in SKY_METHODS:
         raise InputError(f"sky method {config.sky_method!r} is unknown; choose from {SKY_METHODS}")
     for name in ("pixel_scale_arcsec", "searchrad_px", "tolerance_px", "refine_tolerance_px",
-                 "max_rms_arcsec", "detection_nsigma"):
+                 "max_rms_arcsec", "detection_nsigma", "tie_max_rms_arcsec"):
         _positive(name, getattr(config, name))
     if not 0.0 < config.pixfrac <= 1.0:
         raise InputError(f"--pixfrac must be in (0, 1], got {config.pixfrac!r}")
@@ -135,7 +153,7 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
         raise InputError(f"--min-matches must be at least {MIN_MATCHES} (a fit of shift, "
                          "rotation and scale needs that many stars to be checked), got "
                          f"{config.min_matches}")
-    for name in ("min_matches", "num_cores", "good_bits"):
+    for name in ("min_matches", "num_cores", "good_bits", "tie_min_matches"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < (
             0 if name == "good_bits" else 1
@@ -145,6 +163,14 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
         raise InputError("good_bits must not include 4096 (cosmic rays found by the drizzle stage)")
     if config.refine_tolerance_px > config.tolerance_px:
         raise InputError("refine_tolerance_px must not exceed tolerance_px")
-    if not config.wcsname or len(config.wcsname) > 68:
-        raise InputError(f"wcsname must be a non-empty FITS string, got {config.wcsname!r}")
+    for name in ("wcsname", "tie_wcsname"):
+        value = getattr(config, name)
+        if not isinstance(value, str) or not value or len(value) > 68:
+            raise InputError(f"{name} must be a non-empty FITS string, got {value!r}")
+    if config.tie_wcsname == config.wcsname:
+        raise InputError("tie_wcsname must differ from wcsname: the WCSNAME tells a tied WCS "
+                         "from a relative one")
+    if not isinstance(config.reference_catalog, str):
+        raise InputError("reference_catalog must be a file name, 'gaia' or '' (none), got "
+                         f"{config.reference_catalog!r}")
     return config

@@ -14,7 +14,7 @@ DRZWHTTY  final weight type (ERR or EXP)
 DRZBITS   DQ bits counted as good
 DRZSKYM   sky method
 DRZNIMG   number of exposures combined
-ALNWCSN   WCSNAME of the aligned input WCS
+ALNWCSN   WCSNAME of the aligned input WCS (the tied one when tied to a catalog)
 ALNREF    reference visit group (VISIT_FILTER)
 ALNFITGE  fit geometry
 ALNNGRP   number of visit groups in the alignment
@@ -31,7 +31,26 @@ DSTAPPL   T when hstred applied it with stwcs, F when the inputs carried it
 DSTIDC    IDCTAB of the distortion solution
 DSTNPL    NPOLFILE of the distortion solution
 DSTD2I    D2IMFILE of the distortion solution
+ABSSTAT   tie to a reference catalog: TIED, or RELATIVE (failed, relative kept)
+ABSCAT    the reference catalog file (for 'gaia', the saved cone)
+ABSSRC    'file' (given) or 'gaia' (fetched from the Gaia archive)
+ABSEPOCH  epoch handling: PM+PLX, PM (moved to each visit's epoch) or NONE
+ABSNCAT   stars in the catalog
+ABSNM     catalog stars matched and kept in the fit
+ABSRMS    RMS of the tie's residuals, arcsec
+ABSDX     the tie's shift east, arcsec
+ABSDY     the tie's shift north, arcsec
+ABSROT    the tie's rotation, arcsec (position angle, north through east)
+ABSSCL    the tie's scale
+ABSEDX    formal 1-sigma error of ABSDX, arcsec (covariance of the weighted fit)
+ABSEDY    formal 1-sigma error of ABSDY, arcsec
+ABSEROT   formal 1-sigma error of ABSROT, arcsec
+ABSESCL   formal 1-sigma error of ABSSCL
+ABSCHI2   chi^2 per degree of freedom of the tie's residuals against those errors
 ========  ==========================================================
+
+The ABS keywords appear only when a reference catalog was asked for; each visit
+group's epoch is written as a HISTORY line.
 
 When the combined exposures differ in a distortion value it reads 'MULTIPLE' and
 every exposure's solution is listed in a HISTORY line.
@@ -51,7 +70,7 @@ from astropy.io import fits
 from hstred import __version__
 from hstred.distortion import DistortionInfo
 from hstred.drizzle.config import DrizzleConfig
-from hstred.drizzle.result import AlignmentSolution
+from hstred.drizzle.result import AbsoluteTie, AlignmentSolution
 from hstred.fileio import atomic_path
 
 __all__ = ["provenance_cards", "write_provenance"]
@@ -71,8 +90,10 @@ def provenance_cards(
     solutions: Sequence[AlignmentSolution],
     reference: str,
     distortion: Sequence[DistortionInfo] = (),
+    absolute: AbsoluteTie | None = None,
 ) -> tuple[list[tuple[str, object, str]], list[str]]:
     """Keyword cards and HISTORY lines describing how a product was made."""
+    wcsname = absolute.wcsname if absolute is not None else config.wcsname
     cards: list[tuple[str, object, str]] = [
         ("HSTRVER", __version__, "hstred version"),
         ("HSTRSTEP", "DRIZZLE", "hstred stage that wrote this file"),
@@ -85,13 +106,13 @@ def provenance_cards(
         ("DRZBITS", int(config.good_bits), "DQ bits counted as good"),
         ("DRZSKYM", config.sky_method, "sky method"),
         ("DRZNIMG", int(n_images), "exposures combined"),
-        ("ALNWCSN", config.wcsname, "WCSNAME of the aligned input WCS"),
+        ("ALNWCSN", wcsname, "WCSNAME of the aligned input WCS"),
         ("ALNREF", reference, "reference visit group (VISIT_FILTER)"),
         ("ALNFITGE", config.fit_geometry, "alignment fit geometry"),
         ("ALNNGRP", len(solutions), "visit groups in the alignment"),
     ]
     history = [f"hstred {__version__} alignment: reference {reference}, "
-               f"fit geometry {config.fit_geometry}, WCSNAME {config.wcsname}"]
+               f"fit geometry {config.fit_geometry}, WCSNAME {wcsname}"]
     for i, s in enumerate(solutions, start=1):
         if i <= 99:
             p = f"ALN{i:02d}"
@@ -115,7 +136,50 @@ def provenance_cards(
         f"scale={config.pixel_scale_arcsec}\" wht={config.weight_type} bits={config.good_bits}"
     )
     dist_cards, dist_history = _distortion_cards(distortion)
-    return cards + dist_cards, history + dist_history
+    abs_cards, abs_history = _absolute_cards(absolute)
+    return cards + dist_cards + abs_cards, history + dist_history + abs_history
+
+
+def _epoch_code(handling: str) -> str:
+    if handling.startswith("none"):
+        return "NONE"
+    return "PM+PLX" if "parallax" in handling else "PM"
+
+
+def _absolute_cards(tie: AbsoluteTie | None):
+    if tie is None:
+        return [], []
+    cards = [
+        ("ABSSTAT", tie.status, "tie to the reference catalog"),
+        ("ABSCAT", Path(tie.catalog).name[-68:], "reference catalog file"),
+        ("ABSSRC", tie.source, "catalog given (file) or fetched (gaia)"),
+        ("ABSEPOCH", _epoch_code(tie.epoch_handling), "catalog moved to each visit epoch"),
+        ("ABSNCAT", int(tie.n_catalog), "stars in the catalog"),
+        ("ABSNM", int(tie.n_matches), "catalog stars matched"),
+        ("ABSRMS", round(_num(tie.rms_arcsec), 6), "tie residual RMS (arcsec)"),
+        ("ABSDX", round(_num(tie.shift_x_arcsec), 6), "tie shift east (arcsec)"),
+        ("ABSDY", round(_num(tie.shift_y_arcsec), 6), "tie shift north (arcsec)"),
+        ("ABSROT", round(_num(tie.rotation_deg) * 3600.0, 5), "tie rotation, PA (arcsec)"),
+        ("ABSSCL", round(_num(tie.scale), 10), "tie scale"),
+        ("ABSEDX", round(_num(tie.shift_x_error_arcsec), 6), "1-sigma error of ABSDX (arcsec)"),
+        ("ABSEDY", round(_num(tie.shift_y_error_arcsec), 6), "1-sigma error of ABSDY (arcsec)"),
+        ("ABSEROT", round(_num(tie.rotation_error_deg * 3600.0), 5),
+         "1-sigma error of ABSROT (arcsec)"),
+        ("ABSESCL", round(_num(tie.scale_error), 10), "1-sigma error of ABSSCL"),
+        ("ABSCHI2", round(_num(tie.chi2_dof), 4), "tie residual chi^2 per degree of freedom"),
+    ]
+    history = [f"absolute tie {tie.status} to {tie.catalog} ({tie.source}): "
+               f"{tie.epoch_handling}; {tie.n_matches} stars, {tie.n_pairs} pairs, "
+               f"rms={tie.rms_arcsec:.4f}\" dx={tie.shift_x_arcsec:+.4f}\" "
+               f"dy={tie.shift_y_arcsec:+.4f}\" rot={tie.rotation_deg * 3600:+.3f}\" "
+               f"scale={tie.scale:.7f}; 1-sigma dx={tie.shift_x_error_arcsec:.4f}\" "
+               f"dy={tie.shift_y_error_arcsec:.4f}\" "
+               f"rot={tie.rotation_error_deg * 3600:.3f}\" chi2/dof={tie.chi2_dof:.2f}"]
+    history += [f"absolute tie epoch {group}: J{epoch:.4f}"
+                for group, epoch in tie.epochs_jyear.items()]
+    if tie.message:
+        history.append(f"absolute tie not applied: {tie.message}")
+    return cards, history
 
 
 def _one(values: set) -> object:

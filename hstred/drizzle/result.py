@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hstred.distortion import DistortionInfo
 
-__all__ = ["AlignmentSolution", "DrizzleProduct", "SingleProduct", "GridInfo", "DrizzleResult"]
+__all__ = ["AlignmentSolution", "AbsoluteTie", "DrizzleProduct", "SingleProduct", "GridInfo",
+           "DrizzleResult"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,50 @@ class AlignmentSolution:
     @property
     def group(self) -> str:
         return f"{self.visit}_{self.filter}"
+
+
+@dataclass(frozen=True)
+class AbsoluteTie:
+    """The tie of the (relatively aligned) visits to an absolute reference catalog.
+
+    ``status`` is ``"TIED"`` (the products sit on the catalog's frame; WCSNAME
+    ``wcsname``) or ``"RELATIVE"`` (the tie failed its gates and ``allow_relative``
+    kept the relative solution; ``message`` says why). ``catalog`` is the file used
+    (for ``gaia``, the saved cone), ``epoch_handling`` how positions were moved,
+    ``epochs_jyear`` each visit group's epoch. Shift (arcsec east, north), rotation
+    (deg, position angle) and scale are the correction applied to the aligned frame;
+    ``n_matches`` counts distinct catalog stars, ``n_pairs`` their pairings with the
+    groups' sources, ``rms_arcsec`` the RMS of the pairs' residuals; ``residuals``
+    lists each pair (group, ra_deg, dec_deg, dx_mas east, dy_mas north). The
+    ``*_error*`` values are the fit's formal 1-sigma errors of shift (at the frame's
+    centre), rotation and scale, from the covariance of the weighted fit (catalog
+    errors at the epochs, image centroid error); ``chi2_dof`` compares the residuals
+    with those errors. NaN when no fit was made.
+    """
+
+    status: str
+    catalog: str
+    source: str  # "file" or "gaia"
+    epoch_handling: str
+    epochs_jyear: dict
+    n_catalog: int
+    n_matches: int
+    n_pairs: int
+    rms_arcsec: float
+    shift_x_arcsec: float
+    shift_y_arcsec: float
+    rotation_deg: float
+    scale: float
+    wcsname: str
+    min_matches: int
+    max_rms_arcsec: float
+    message: str = ""
+    residuals: dict = field(default_factory=dict, repr=False)
+    shift_x_error_arcsec: float = float("nan")
+    shift_y_error_arcsec: float = float("nan")
+    rotation_error_deg: float = float("nan")
+    scale_error: float = float("nan")
+    chi2_dof: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -87,6 +132,7 @@ class DrizzleResult:
     dropped: tuple[str, ...]  # groups dropped for failing alignment
     warnings: tuple[str, ...]
     distortion: tuple[DistortionInfo, ...] = ()  # per exposure, in plan order
+    absolute: AbsoluteTie | None = None  # the tie to a reference catalog, when asked for
 
     def product(self, filter_: str) -> DrizzleProduct:
         for p in self.products:

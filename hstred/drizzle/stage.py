@@ -9,6 +9,10 @@ Steps (all on working copies; the inputs are only read):
 3. alignment: catalogs of the visit images, a reference group chosen from the data,
    every other group fitted to it with tweakwcs; quality gates;
 4. the aligned WCSs are written into the working copies (originals kept as alternates);
+   with a reference catalog, the aligned groups are then fitted together to it, each
+   at its own epoch (:mod:`hstred.align.absolute`), and the one correction written
+   into every working copy (WCSNAME ``tie_wcsname``; the relative WCS kept as an
+   alternate);
 5. one output grid covering every exposure of every filter;
 6. final AstroDrizzle per filter on that grid (and per exposure with ``singles``); with
    the default per-exposure sky method (localmin) the sky each exposure's visit drizzle
@@ -27,10 +31,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from hstred.align.absolute import TieGroup, apply_tie, gate_tie, tie_to_catalog
 from hstred.align.apply import write_aligned_wcs
+from hstred.align.refcat import (
+    ReferenceCatalog,
+    fetch_gaia_cone,
+    footprint_cone,
+    read_reference_catalog,
+)
 from hstred.align.reference import chip_edge_pixels
 from hstred.align.stage import VisitImage, align_visits, chip_key, read_chip_wcs, visit_catalog
 from hstred.distortion import (
@@ -50,6 +62,7 @@ from hstred.drizzle.plan import (
 )
 from hstred.drizzle.provenance import provenance_cards, write_provenance
 from hstred.drizzle.result import (
+    AbsoluteTie,
     AlignmentSolution,
     DrizzleProduct,
     DrizzleResult,
@@ -216,7 +229,7 @@ def _solution(g: VisitGroup, fit, *, status: str, reference: str, n_sources: int
 
 
 def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages: list[str]):
-    """Align every group; apply the solutions; return (solutions, reference, kept groups)."""
+    """Align every group; apply the solutions; return (solutions, outcome, kept groups)."""
     if len(plan.groups) == 1:
         g = plan.groups[0]
         messages.append(f"only one visit group ({g.name}): nothing to align, header WCS kept "
@@ -237,6 +250,12 @@ def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages
                                "check that the visits overlap, loosen the gates with "
                                "--min-matches/--max-rms, or pass --drop-unaligned to drop "
                                "such visits")
+    solutions, kept = _apply_alignment(plan, outcome, copies, config, messages)
+    return solutions, outcome, kept
+
+
+def _apply_alignment(plan, outcome, copies, config: DrizzleConfig, messages: list[str]):
+    """Write each kept group's solution into its working copies; record dropped groups."""
     solutions, kept = [], []
     for g in plan.groups:
         fit = outcome.fits[g.name]
@@ -256,18 +275,91 @@ def _align(plan, visit_images, catalogs, copies, config: DrizzleConfig, messages
             path = copies[e.rootname]
             corrected = {x: fit.wcs[chip_key(path, x)] for x in e.extvers}
             write_aligned_wcs(path, corrected, wcsname=config.wcsname)
-    return solutions, outcome.reference, kept
+    return solutions, kept
+
+
+def _chip_outlines(exposures, copies) -> list[tuple]:
+    """Sky outlines (RA, Dec arrays, deg) of the exposures' chips through their WCSs."""
+    outlines = []
+    for e in exposures:
+        for x in e.extvers:
+            w = read_chip_wcs(copies[e.rootname], x)
+            edge = chip_edge_pixels(*w.pixel_shape)
+            ra, dec = w.all_pix2world(edge[:, 0], edge[:, 1], 0)
+            outlines.append((ra, dec))
+    return outlines
+
+
+def _reference_catalog(config: DrizzleConfig, plan, copies,
+                       catalog_dir: Path) -> tuple[ReferenceCatalog, str] | None:
+    """The absolute reference catalog asked for, and where it came from ("file"/"gaia")."""
+    if not config.reference_catalog:
+        return None
+    if config.reference_catalog.strip().lower() == "gaia":
+        outlines = _chip_outlines(plan.exposures, copies)
+        ra = np.concatenate([o[0] for o in outlines])
+        dec = np.concatenate([o[1] for o in outlines])
+        # The header WCSs may be off by a few arcsec: the cone has a 0.5' margin.
+        path = fetch_gaia_cone(*footprint_cone(ra, dec), directory=catalog_dir)
+        return read_reference_catalog(path), "gaia"
+    return read_reference_catalog(Path(config.reference_catalog)), "file"
+
+
+def _epoch_mjd(g: VisitGroup) -> float:
+    """A visit group's epoch: the mean mid-time of its exposures (MJD)."""
+    return float(np.mean([e.expstart_mjd + 0.5 * e.exptime_s / 86400.0 for e in g.exposures]))
+
+
+def _tie(kept, outcome, copies, config: DrizzleConfig, catalog: ReferenceCatalog, source: str,
+         messages: list[str]) -> AbsoluteTie:
+    """Fit the aligned groups together to the catalog; apply the correction or fall back."""
+    groups = [TieGroup(name=g.name, epoch_mjd=_epoch_mjd(g),
+                       ra=outcome.aligned_sources[g.name][0],
+                       dec=outcome.aligned_sources[g.name][1]) for g in kept]
+    fit = tie_to_catalog(groups, catalog, outcome.frame, fit_geometry=config.fit_geometry,
+                         searchrad_px=config.searchrad_px, tolerance_px=config.tolerance_px,
+                         refine_tolerance_px=config.refine_tolerance_px)
+    reason = gate_tie(fit, min_matches=config.tie_min_matches,
+                      max_rms_arcsec=config.tie_max_rms_arcsec)
+    record = dict(
+        catalog=str(catalog.path), source=source, epoch_handling=catalog.epoch_handling(),
+        epochs_jyear={k: round(v, 5) for k, v in fit.epochs_jyear.items()},
+        n_catalog=fit.n_catalog, n_matches=fit.n_matches, n_pairs=fit.n_pairs,
+        rms_arcsec=fit.rms_arcsec, min_matches=config.tie_min_matches,
+        max_rms_arcsec=config.tie_max_rms_arcsec, residuals=fit.residuals)
+    if fit.uncertainty is not None:
+        u = fit.uncertainty
+        record.update(shift_x_error_arcsec=u.shift_x_arcsec, shift_y_error_arcsec=u.shift_y_arcsec,
+                      rotation_error_deg=u.rotation_deg, scale_error=u.scale,
+                      chi2_dof=u.chi2_dof)
+    if reason is not None:
+        what = (f"tie to the reference catalog {catalog.path.name} failed: {reason} "
+                f"({fit.n_matches} stars, rms {fit.rms_arcsec:.4f}\")")
+        if not config.allow_relative:
+            raise QualityGateError(f"{what}; supply a deeper catalog, or pass --allow-relative "
+                                   "to keep the relative alignment")
+        messages.append(f"{what}; products keep the relative alignment "
+                        f"(WCSNAME {config.wcsname})")
+        return AbsoluteTie(status="RELATIVE", shift_x_arcsec=0.0, shift_y_arcsec=0.0,
+                           rotation_deg=0.0, scale=1.0, wcsname=config.wcsname, message=reason,
+                           **record)
+    for g in kept:
+        for e in g.exposures:
+            path = copies[e.rootname]
+            chips = {x: read_chip_wcs(path, x) for x in e.extvers}
+            write_aligned_wcs(path, apply_tie(chips, fit), wcsname=config.tie_wcsname)
+    log.info("tied to %s: %d stars, rms %.4f\", shift %+.4f\" %+.4f\" (+-%.4f\" %.4f\"), "
+             "rotation %+.2f\" (+-%.2f\")", catalog.path.name, fit.n_matches, fit.rms_arcsec,
+             fit.shift_x_arcsec, fit.shift_y_arcsec, record.get("shift_x_error_arcsec", np.nan),
+             record.get("shift_y_error_arcsec", np.nan), fit.rotation_deg * 3600.0,
+             record.get("rotation_error_deg", np.nan) * 3600.0)
+    return AbsoluteTie(status="TIED", shift_x_arcsec=fit.shift_x_arcsec,
+                       shift_y_arcsec=fit.shift_y_arcsec, rotation_deg=fit.rotation_deg,
+                       scale=fit.scale, wcsname=config.tie_wcsname, **record)
 
 
 def _output_grid(kept, copies, plan, reference: str, config: DrizzleConfig) -> WCS:
-    outlines = []
-    for g in kept:
-        for e in g.exposures:
-            for x in e.extvers:
-                w = read_chip_wcs(copies[e.rootname], x)
-                edge = chip_edge_pixels(*w.pixel_shape)
-                ra, dec = w.all_pix2world(edge[:, 0], edge[:, 1], 0)
-                outlines.append((ra, dec))
+    outlines = _chip_outlines([e for g in kept for e in g.exposures], copies)
     if config.north_up:
         orient = 0.0
     else:
@@ -301,6 +393,7 @@ class _FinalContext:
     solutions: list[AlignmentSolution]
     reference: str
     distortion: dict[str, DistortionInfo]  # by rootname
+    absolute: AbsoluteTie | None = None
     moves: list[tuple[Path, Path]] = field(default_factory=list)
 
     def stage(self, images, sci_dst: Path, wht_dst: Path, *, kind: str,
@@ -311,7 +404,7 @@ class _FinalContext:
             config=self.config, product_kind=kind, n_images=len(rootnames),
             orientation_deg=orientation_deg(self.grid), solutions=self.solutions,
             reference=self.reference,
-            distortion=[self.distortion[r] for r in rootnames])
+            distortion=[self.distortion[r] for r in rootnames], absolute=self.absolute)
         for src, dst in ((images.sci, sci_dst), (images.wht, wht_dst)):
             write_provenance(src, cards, history)
             staged = self.staging / dst.relative_to(self.data_dir)
@@ -416,6 +509,7 @@ def run_drizzle(
     distortion: dict[str, ReferenceSet] | None = None,
     fetch_references: bool = True,
     progress: ProgressCallback | None = None,
+    catalog_dir: Path | None = None,
 ) -> DrizzleResult:
     """Align and drizzle the calibrated ACS/WFC exposures of a program.
 
@@ -446,6 +540,9 @@ def run_drizzle(
     progress : callable, optional
         ``progress(step, done, total)`` as the sub-steps advance: "working copies",
         "visits", "alignment", then "filter F606W" (and "singles F606W") for each filter.
+    catalog_dir : Path, optional
+        Where ``config.reference_catalog = "gaia"`` saves (and finds again) the Gaia
+        cone; default ``data_dir/hstred_work/catalogs``.
 
     Returns
     -------
@@ -458,7 +555,8 @@ def run_drizzle(
     ReferenceFileError
         An input without a distortion solution whose references cannot be had.
     QualityGateError
-        A visit failed the alignment gates (unless ``config.drop_unaligned``).
+        A visit failed the alignment gates (unless ``config.drop_unaligned``), or the
+        tie to the reference catalog failed its gates (unless ``config.allow_relative``).
     StageError
         AstroDrizzle failed or wrote an incomplete product.
 
@@ -497,19 +595,30 @@ def run_drizzle(
         step("working copies", 0, len(plan.exposures))
         copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
         step("working copies", len(plan.exposures), len(plan.exposures))
+        # The reference catalog is read (or fetched) before the costly work.
+        refcat = _reference_catalog(config, plan, copies, Path(catalog_dir) if catalog_dir
+                                    else data_dir / "hstred_work" / "catalogs")
         visit_images, catalogs = _drizzle_visits(plan, copies, work, config,
                                                  backend or LocalBackend(workers=1), step)
         step("alignment", 0, 1)
-        solutions, reference, kept = _align(plan, visit_images, catalogs, copies, config,
-                                            messages)
+        solutions, outcome, kept = _align(plan, visit_images, catalogs, copies, config,
+                                          messages)
+        reference = outcome.reference
         step("alignment", 1, 1)
+        if refcat is not None:
+            step("absolute tie", 0, 1)
+        absolute = (_tie(kept, outcome, copies, config, *refcat, messages)
+                    if refcat is not None else None)
+        if refcat is not None:
+            step("absolute tie", 1, 1)
         grid = _output_grid(kept, copies, plan, reference, config)
         nx, ny = grid.pixel_shape
         log.info("output grid %d x %d at %.4f\"/pixel", nx, ny, config.pixel_scale_arcsec)
         ctx = _FinalContext(data_dir=data_dir, outname=outname, config=config, work=work,
                             staging=staging, grid=grid, copies=copies, solutions=solutions,
                             reference=reference,
-                            distortion={d.rootname: d for d in distortion_infos})
+                            distortion={d.rootname: d for d in distortion_infos},
+                            absolute=absolute)
         products: list[DrizzleProduct] = []
         singles: list[SingleProduct] = []
         for filt in plan.filters:
@@ -550,4 +659,5 @@ def run_drizzle(
         dropped=tuple(s.group for s in solutions if s.status == "DROPPED"),
         warnings=tuple(messages),
         distortion=tuple(distortion_infos),
+        absolute=absolute,
     )

@@ -147,6 +147,38 @@ def _downsampled(paths: list[str]) -> dict[str, np.ndarray]:
         return dict(zip(paths, pool.map(load, paths), strict=True))
 
 
+def _absolute_section(tie: dict, files: Path, link: str) -> str:
+    """The tie to the reference catalog: what was used, the fit, residuals across the field."""
+    figures.plot_catalog_residuals(
+        tie.get("residuals", {}), files / "catalog_residuals.png",
+        title=f"residuals against {Path(tie['catalog']).name} (corrected - catalog)")
+    status = ("tied: the products sit on the catalog's frame" if tie["status"] == "TIED"
+              else f"NOT tied ({tie.get('message', '')}): the products keep the relative "
+                   "alignment")
+    epochs = ", ".join(f"{k} J{v:.3f}" for k, v in tie.get("epochs_jyear", {}).items())
+    nan = float("nan")
+    facts = [
+        ("catalog", f"{tie['catalog']} ({tie['source']}, {tie['n_catalog']} stars)"),
+        ("status", f"{status}; WCSNAME {tie['wcsname']}"),
+        ("epochs", f"{tie['epoch_handling']}; {epochs}"),
+        ("fit", f"{tie['n_matches']} stars ({tie['n_pairs']} pairs), RMS "
+                f"{tie['rms_arcsec'] * 1000:.1f} mas (gates: >= {tie['min_matches']} stars, "
+                f"<= {tie['max_rms_arcsec'] * 1000:.0f} mas)"),
+        ("correction", f"shift E {tie['shift_x_arcsec'] * 1000:+.1f} mas, N "
+                       f"{tie['shift_y_arcsec'] * 1000:+.1f} mas, rotation "
+                       f"{tie['rotation_deg'] * 3600:+.2f}\", scale {tie['scale']:.7f}"),
+        ("formal 1-sigma", f"shift E {tie.get('shift_x_error_arcsec', nan) * 1000:.2f} mas, "
+                           f"N {tie.get('shift_y_error_arcsec', nan) * 1000:.2f} mas, rotation "
+                           f"{tie.get('rotation_error_deg', nan) * 3600:.2f}\", scale "
+                           f"{tie.get('scale_error', nan):.1e}; chi^2/dof "
+                           f"{tie.get('chi2_dof', nan):.2f}"),
+    ]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                   for k, v in facts)
+    return (f"<h2>Absolute astrometry</h2><table>{rows}</table>"
+            f"<img src='{link}/catalog_residuals.png'>")
+
+
 def write_report(data_dir: Path, outname: str, record: dict, *,
                  drizzle_work: Path | None = None) -> Path:
     """Write ``DIR/OUTNAME_report.html`` (+ ``OUTNAME_report_files/*.png``) atomically."""
@@ -203,6 +235,10 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
                 + _table(rows, [("rootname", "exposure", ""), ("wcsname", "WCSNAME", ""),
                                 ("how", "solution", ""), ("IDCTAB", "IDCTAB", ""),
                                 ("NPOLFILE", "NPOLFILE", ""), ("D2IMFILE", "D2IMFILE", "")]))
+
+        absolute = drz.get("absolute")
+        if absolute:
+            sections.append(_absolute_section(absolute, files, final_files.name))
 
         calibrated = [Path(p) for p in record.get("calibrated", [])]
         corrected = [p for p in calibrated

@@ -104,6 +104,43 @@ def plot_alignment(solutions: Sequence[dict], path: Path, *, pixel_scale_arcsec:
     return path
 
 
+def plot_catalog_residuals(residuals: dict, path: Path, *, title: str) -> Path:
+    """Residuals of the absolute tie across the field: arrows (corrected source minus
+    catalog star, mas) at each matched star's position, and their distribution."""
+    ra = np.asarray(residuals.get("ra_deg", []), dtype=float)
+    dec = np.asarray(residuals.get("dec_deg", []), dtype=float)
+    dx = np.asarray(residuals.get("dx_mas", []), dtype=float)
+    dy = np.asarray(residuals.get("dy_mas", []), dtype=float)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+    if ra.size:
+        ra0, dec0 = float(np.mean(ra)), float(np.mean(dec))
+        east = (ra - ra0) * np.cos(np.radians(dec0)) * 3600.0
+        north = (dec - dec0) * 3600.0
+        size = max(float(np.percentile(np.hypot(dx, dy), 90)), 1.0)
+        arrows = ax1.quiver(east, north, dx, dy, angles="xy", scale_units="xy",
+                            scale=size / 20.0, color="tab:blue")
+        ax1.quiverkey(arrows, 0.85, 1.03, size, f"{size:.1f} mas", labelpos="E")
+        ax2.plot(dx, dy, ".", color="tab:blue")
+        lim = max(float(np.max(np.abs(np.concatenate([dx, dy])))), 1.0) * 1.2
+        ax2.set_xlim(-lim, lim)
+        ax2.set_ylim(-lim, lim)
+    ax1.invert_xaxis()  # east to the left, as on the sky
+    ax1.set_aspect("equal")
+    ax1.set_xlabel("east of the field centre [arcsec]")
+    ax1.set_ylabel("north [arcsec]")
+    ax1.set_title(title, fontsize=9)
+    ax2.set_aspect("equal")
+    ax2.axhline(0, color="0.8")
+    ax2.axvline(0, color="0.8")
+    ax2.set_xlabel("residual east [mas]")
+    ax2.set_ylabel("residual north [mas]")
+    ax2.set_title(f"{dx.size} matches")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_cte_profile(offsets: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, *,
                      title: str) -> Path:
     """Charge along the parallel direction through a star, before and after CTE correction.

@@ -150,6 +150,7 @@ class SimulationResult:
     truth_catalog: Path
     truth_json: Path
     truth_images: tuple[Path, ...]
+    gaia_catalog: Path | None = None  # the Gaia DR3-like catalog of the field
 
 
 def _fail(message: str) -> None:

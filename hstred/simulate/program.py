@@ -6,7 +6,12 @@ Outputs under ``out_dir``
   Rootname = ``j`` + program (3) + visit (2 digits) + exposure id (2) + ``q``.
 * ``crds/references/hst/acs/``: the matching reference files
   (see :mod:`hstred.simulate.references`).
-* ``truth.ecsv``: the truth catalog (see :mod:`hstred.simulate.catalog`).
+* ``truth.ecsv``: the truth catalog (see :mod:`hstred.simulate.catalog`): positions at
+  J2016.0 with the stars' proper motions and parallaxes; every exposure shows each star
+  at its position at the exposure's mid-time (``positions_at``).
+* ``gaia.ecsv``: a Gaia DR3-like catalog of the field's stars brighter than G = 21
+  (Gaia column names, reference epoch 2016.0, errors growing with magnitude; see
+  :func:`hstred.simulate.catalog.draw_gaia_catalog`).
 * ``truth.json``: seed, configuration, per-visit dates, roll, pointing,
   header-WCS errors, per-exposure dithers and CTE model, detector parameters and
   injected defects (schema below).
@@ -41,14 +46,16 @@ truth.json schema (``schema = "hstred-simulation-truth/1"``)
 ------------------------------------------------------------
 ``seed``, ``config`` (the SimulationConfig), ``hstred_version``, ``target``
 {name, ra_deg, dec_deg}, ``catalog`` {file, n_sources, n_stars, center_ra_deg,
-center_dec_deg, radius_arcsec}, ``wcs_error_convention`` (text),
+center_dec_deg, radius_arcsec, ref_epoch_jyear, epoch_convention}, ``gaia`` {file,
+n_stars, g_limit, ref_epoch_jyear}, ``wcs_error_convention`` (text),
 ``pixel_area_convention`` (text), ``pixel_convention`` (text), ``visits``: list
 of {visit, visit_id, start_mjd, date_obs, pa_v3_deg, pointing_offset_arcsec
 [x, y] (POS TARG frame of aperture WFC), pointing_ra_deg, pointing_dec_deg (true
 sky position of aperture WFC's reference point at the first dither position),
 wcs_error {dx_arcsec, dy_arcsec, rotation_deg, center_ra_deg, center_dec_deg},
 sky_e_per_s {filter: rate per (0.05")^2}, darkfile, drkcfile, exposures: list of
-{rootname, filter, expstart_mjd, exptime_s, darktime_s, dither_step, dither_px
+{rootname, filter, expstart_mjd, epoch_mjd (mid-time: the stars' epoch),
+epoch_jyear, exptime_s, darktime_s, dither_step, dither_px
 [x, y], postarg_arcsec [x, y], bias_offsets_dn {amp}, chips {"1"/"2":
 {cosmic_rays, sources_rendered, true_wcs {crpix_flt, crval, cd, sip_a, sip_b},
 header_wcs {...}, sip_fit_residual_px}}, cte_model (CTEModel.to_dict() or
@@ -61,8 +68,6 @@ FLT), ``references`` {keyword: file name, or per-visit / per-filter mapping},
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +76,17 @@ import numpy as np
 from astropy.io import fits
 
 from hstred.acs import CHIPS, raw_to_trimmed
+from hstred.align.epoch import mjd_to_jyear
 from hstred.cte.model import add_cte_to_chip, cte_model_for_date
 from hstred.errors import InputError
+from hstred.fileio import atomic_path
 from hstred.simulate import detector as det
-from hstred.simulate.catalog import draw_truth_catalog
+from hstred.simulate.catalog import (
+    draw_gaia_catalog,
+    draw_space_motion,
+    draw_truth_catalog,
+    positions_at,
+)
 from hstred.simulate.config import SimulationConfig, SimulationResult, validate_config
 from hstred.simulate.distortion import (
     DistortedWcs,
@@ -205,15 +217,8 @@ class _Writer:
         return path
 
     def text(self, text: str, path: Path) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         self.written.append(path)
         return path
 
@@ -228,7 +233,8 @@ def _planned_outputs(out_dir: Path, plan: ProgramPlan, names: dict) -> list[Path
     for value in names.values():
         items = value.values() if isinstance(value, dict) else [value]
         paths += [ref_dir / name for name in items]
-    paths += [out_dir / "truth.ecsv", out_dir / "truth.json", out_dir / "truth" / "detector.fits"]
+    paths += [out_dir / "truth.ecsv", out_dir / "gaia.ecsv", out_dir / "truth.json",
+              out_dir / "truth" / "detector.fits"]
     if plan.config.truth_images:
         paths += [out_dir / "truth" / f"{e.rootname}_truth.fits" for e in plan.exposures()]
     return paths
@@ -342,6 +348,8 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
                                  center_ra_deg=plan.catalog_center[0],
                                  center_dec_deg=plan.catalog_center[1],
                                  radius_arcsec=CATALOG_RADIUS_ARCSEC, filters=config.filters)
+    catalog = draw_space_motion(rng_for(seed, "space-motion"), catalog)
+    gaia = draw_gaia_catalog(rng_for(seed, "gaia"), catalog)
     state = _DetectorState(seed, params)
 
     say("writing reference files")
@@ -402,12 +410,14 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
     say("writing truth")
     catalog_path = out_dir / "truth.ecsv"
     writer.text(ecsv_text(catalog), catalog_path)
+    gaia_path = writer.text(ecsv_text(gaia), out_dir / "gaia.ecsv")
     writer.fits(detector_truth_hdul(state, plan), out_dir / "truth" / "detector.fits")
-    truth = truth_document(plan, names, catalog, state, visits_truth, raw_files, truth_files)
+    truth = truth_document(plan, names, catalog, gaia, state, visits_truth, raw_files,
+                           truth_files)
     json_path = writer.text(json.dumps(jsonable(truth), indent=2) + "\n", out_dir / "truth.json")
     return SimulationResult(raw_files=tuple(raw_files), reference_dir=ref_dir,
                             truth_catalog=catalog_path, truth_json=json_path,
-                            truth_images=tuple(truth_files))
+                            truth_images=tuple(truth_files), gaia_catalog=gaia_path)
 
 
 def _tel_kwargs(postarg: tuple[float, float]) -> dict:
@@ -454,6 +464,10 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
     seed = config.seed
     params = state.params
     geometry = _exposure_geometry(plan, visit, exp, names, params, ref_dir)
+    # Stars where they are at the exposure's mid-time (galaxies do not move).
+    epoch_mjd = exp.expstart_mjd + 0.5 * exp.exptime_s / 86400.0
+    scene = catalog.copy(copy_data=False)
+    scene["ra"], scene["dec"] = positions_at(catalog, epoch_mjd)
     stripes = det.stripe_pattern(rng_for(seed, "stripes", exp.rootname), params=params)
     offset_rng = rng_for(seed, "bias-offset", exp.rootname)
     offsets = {amp: float(offset_rng.normal(0.0, params.bias_offset_rms_dn)) for amp in "ABCD"}
@@ -466,7 +480,7 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
         true_wcs = geometry.true_wcs[lay.chip]
         head_wcs = geometry.header_wcs[lay.chip]
         raw, truth, info = _simulate_chip(
-            chip=lay.chip, exp=exp, visit=visit, wcs=true_wcs, catalog=catalog, state=state,
+            chip=lay.chip, exp=exp, visit=visit, wcs=true_wcs, catalog=scene, state=state,
             dark=darks[lay.chip], cte=config.cte, stripes=stripes, offsets=offsets, seed=seed,
             want_truth=config.truth_images, drift=drifts.get(lay.chip))
         sci[lay.chip] = raw
@@ -488,6 +502,8 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
         "rootname": exp.rootname,
         "filter": exp.filter_name,
         "expstart_mjd": exp.expstart_mjd,
+        "epoch_mjd": epoch_mjd,
+        "epoch_jyear": mjd_to_jyear(epoch_mjd),
         "exptime_s": exp.exptime_s,
         "darktime_s": exp.darktime_s,
         "dither_step": exp.dither_step,

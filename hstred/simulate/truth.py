@@ -15,6 +15,7 @@ from astropy.io import fits
 from hstred import __version__
 from hstred.acs import CHIPS
 from hstred.simulate import detector as det
+from hstred.simulate.catalog import REF_EPOCH_JYEAR
 from hstred.simulate.plan import ExposurePlan, ProgramPlan, VisitPlan
 from hstred.simulate.rawfile import mjd_to_datetime
 
@@ -120,7 +121,7 @@ def ecsv_text(catalog) -> str:
     return buffer.getvalue()
 
 
-def truth_document(plan, names, catalog, state, visits, raw_files, truth_files) -> dict:
+def truth_document(plan, names, catalog, gaia, state, visits, raw_files, truth_files) -> dict:
     """The whole truth.json document (schema in :mod:`hstred.simulate.program`)."""
     config = plan.config
     return {
@@ -134,7 +135,14 @@ def truth_document(plan, names, catalog, state, visits, raw_files, truth_files) 
                     "n_stars": int(np.sum(np.asarray(catalog["kind"]) == "star")),
                     "center_ra_deg": plan.catalog_center[0],
                     "center_dec_deg": plan.catalog_center[1],
-                    "radius_arcsec": CATALOG_RADIUS_ARCSEC},
+                    "radius_arcsec": CATALOG_RADIUS_ARCSEC,
+                    "ref_epoch_jyear": REF_EPOCH_JYEAR,
+                    "epoch_convention": catalog.meta["epoch_convention"]},
+        "gaia": {"file": "gaia.ecsv", "n_stars": len(gaia), "g_limit": gaia.meta["g_limit"],
+                 "ref_epoch_jyear": REF_EPOCH_JYEAR,
+                 "errors": "ra/dec at ref_epoch, pmra/pmdec and parallax scattered about the "
+                           "truth by ra_error/dec_error, pmra_error/pmdec_error and "
+                           "parallax_error"},
         "wcs_error_convention": (
             "header sky = R(rotation_deg) (xi, eta) + (dx_arcsec, dy_arcsec) in the tangent "
             "plane at (center_ra_deg, center_dec_deg), xi east and eta north in arcsec, "
