@@ -44,6 +44,7 @@ from hstred.fileio import atomic_write_text, check_destinations
 from hstred.inputs import check_inputs, check_outname, check_raw_layout, find_inputs
 from hstred.manifest import Manifest, software_versions
 from hstred.quality import check_exposure_quality
+from hstred.record import cte_keywords, cte_profile, exposure_rows
 from hstred.refs import resolve_references
 from hstred.report import write_report
 from hstred.workspace import (
@@ -338,7 +339,9 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
                        if calibration else {}),
         "reference_sha256": _reference_hashes(manifest, calibration, distortion),
         "warnings": list(drizzle_record.get("warnings", ())),
-        "cte": _cte_record(calibrated),
+        "cte": cte_keywords(calibrated),
+        "exposures": exposure_rows(calibrated, drizzle_record.get("cr_fractions")),
+        "cte_profile": _cte_profile(calibrated),
         "drizzle": drizzle_record,
         "skipped": skipped,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -346,13 +349,13 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
     notify("report", "start")
     started["report"] = time.time()
     t = time.perf_counter()
-    report_key = _report_key(manifest, record, products, calibrated)
+    report_key = _report_key(manifest, record, products)
     report = data_dir / f"{outname}_report.html"
     if not redo and manifest.lookup("report", outname, report_key) is not None:
         skipped["report"] = True
         notify("report", "cached")
     else:
-        report = write_report(data_dir, outname, record, drizzle_work=drizzle_work)
+        report = write_report(data_dir, outname, record)
         figures = sorted((data_dir / f"{outname}_report_files").glob("*.png"))
         manifest.record("report", outname, report_key, [report, *figures])
         skipped["report"] = False
@@ -382,22 +385,17 @@ def _reference_hashes(manifest: Manifest, calibration: CalibrateResult | None,
 _VOLATILE = ("skipped", "timings_s", "stage_start_epoch_s", "execution")
 
 
-def _report_key(manifest: Manifest, record: dict, products, calibrated) -> str:
-    """The report depends on the record's content and on the files it reads."""
+def _report_key(manifest: Manifest, record: dict, products) -> str:
+    """The report draws the record and the products only."""
     stable = {k: v for k, v in record.items() if k not in _VOLATILE}
-    files = [*products, *calibrated]
-    return manifest.make_key(record=stable, files=manifest.hash_files(files))
+    return manifest.make_key(record=stable, files=manifest.hash_files(products))
 
 
-_CTE_KEYS = ("PCTECORR", "CTEMODEL", "CTEDATE", "CTE_NIT", "CTEEXPR", "CTETRAPD", "CTEFWELL",
-             "CTEWFPOW", "ARCTICV", "CTEACRMS", "CTEACFLX", "CTEACCEN")
-
-
-def _cte_record(calibrated) -> dict:
+def _cte_profile(calibrated) -> dict | None:
+    """The CTE panel's profile, from the first CTE-corrected exposure (None without)."""
     from astropy.io import fits
 
-    out = {}
     for path in calibrated:
-        header = fits.getheader(path, 0)
-        out[Path(path).name] = {k: header[k] for k in _CTE_KEYS if k in header}
-    return out
+        if fits.getval(path, "PCTECORR", 0, default="") == "COMPLETE":
+            return cte_profile(path)
+    return None

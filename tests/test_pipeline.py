@@ -78,6 +78,19 @@ def test_products_record_and_report(reduced):
     assert "<h2>References</h2>" in page
     assert all(digest in page for digest in record["reference_sha256"].values())
     assert record["schema"] == "hstred-run/2" and record["engine"] == "native"
+    # the report draws the record: exposure rows and per-visit residual vectors are in it
+    rows = {r["rootname"]: r for r in record["exposures"]}
+    assert len(rows) == 2 and all(r["cr_fraction"] is not None for r in rows.values())
+    assert all(r["sky_e"] > 0 and r["filter"] == "F814W" for r in rows.values())
+    aligned = [s for s in record["drizzle"]["solutions"] if s["status"] == "ALIGNED"]
+    assert aligned and all(len(s["residuals"]["dx_mas"]) == s["n_matches"] for s in aligned)
+    assert all(np.sqrt(np.mean(np.square(s["residuals"]["dx_mas"])
+                               + np.square(s["residuals"]["dy_mas"]))) / 1000
+               == pytest.approx(s["rms_arcsec"], rel=1e-6) for s in aligned)
+    for s in aligned:
+        figure = f"residuals_{s['visit']}_{s['filter']}.png"
+        assert figure in page and (data / f"{OUTNAME}_report_files" / figure).is_file()
+    assert record["cte_profile"] is None  # --cte none: no CTE panel
     assert (data / "hstred_work" / "hstred.log").is_file()
     # inputs are never modified
     assert {p.name: _sha(p) for p in data.glob("*_raw.fits")} == checksums

@@ -184,6 +184,18 @@ def test_alignment_solutions(reduction, num_regression):
     check_alignment(num_regression, reduction["record"])
 
 
+def test_report_cte_panel_comes_from_the_record(reduction):
+    """The CTE panel is drawn from the record's profile: charge the correction removed
+    trails away from the readout behind the star."""
+    profile = reduction["record"]["cte_profile"]
+    offsets = np.asarray(profile["offsets"])
+    removed = np.asarray(profile["trailed"]) - np.asarray(profile["corrected"])
+    assert removed[(offsets > 1) & (offsets <= 20)].sum() > 0
+    assert profile["description"].split(",")[0] in reduction["record"]["cte"]
+    page = (reduction["data"] / f"{OUTNAME}_report.html").read_text()
+    assert "<h2>CTE correction</h2>" in page and profile["description"] in page
+
+
 def test_stored_reference_is_small():
     stored = Path(__file__).with_suffix("")
     total = sum(p.stat().st_size for p in stored.iterdir())

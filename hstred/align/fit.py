@@ -39,6 +39,7 @@ __all__ = [
     "fit_similarity",
     "measure_wcs_change",
     "match_residuals",
+    "residual_vectors",
     "mean_direction",
     "align_group",
     "reference_alignment",
@@ -78,6 +79,9 @@ class GroupAlignment:
     rotation_deg: float = 0.0
     scale: float = 1.0
     message: str = ""
+    #: the matched sources after correction: ``ra_deg``, ``dec_deg`` and their offsets
+    #: from the reference sources, ``dx_mas`` east and ``dy_mas`` north
+    residuals: dict = field(default_factory=dict, repr=False)
 
 
 def assign_sources_to_chips(
@@ -226,6 +230,23 @@ def match_residuals(
     return n, rms, kept
 
 
+def residual_vectors(ra, dec, ref_ra, ref_dec, kept) -> dict[str, list[float]]:
+    """The offsets of the ``kept`` sources (a mask from :func:`match_residuals`) from
+    their nearest reference sources: ``ra_deg``, ``dec_deg`` of each source and
+    ``dx_mas`` (east), ``dy_mas`` (north), source minus reference."""
+    ra, dec = np.asarray(ra, float)[kept], np.asarray(dec, float)[kept]
+    if ra.size == 0:
+        return {"ra_deg": [], "dec_deg": [], "dx_mas": [], "dy_mas": []}
+    ref_ra, ref_dec = np.asarray(ref_ra, float), np.asarray(ref_dec, float)
+    ra0, dec0 = mean_direction(np.concatenate([ra, ref_ra]), np.concatenate([dec, ref_dec]))
+    xi, eta = standard_coordinates(ra, dec, ra0_deg=ra0, dec0_deg=dec0)
+    rxi, reta = standard_coordinates(ref_ra, ref_dec, ra0_deg=ra0, dec0_deg=dec0)
+    _, nearest = cKDTree(np.column_stack([rxi, reta])).query(np.column_stack([xi, eta]))
+    return {"ra_deg": ra.tolist(), "dec_deg": dec.tolist(),
+            "dx_mas": ((xi - rxi[nearest]) * 1000.0).tolist(),
+            "dy_mas": ((eta - reta[nearest]) * 1000.0).tolist()}
+
+
 def _frame_pixel_scale_arcsec(frame: WCS) -> float:
     return float(np.sqrt(abs(np.linalg.det(frame.wcs.cd if frame.wcs.has_cd()
                                            else frame.pixel_scale_matrix))) * 3600.0)
@@ -326,12 +347,14 @@ def align_group(
     ra = np.concatenate([final[c.key].all_pix2world(c.x, c.y, 0)[0] for c in chips])
     dec = np.concatenate([final[c.key].all_pix2world(c.x, c.y, 0)[1] for c in chips])
     radius = refine_tolerance_px * _frame_pixel_scale_arcsec(frame)
-    n, rms, _ = match_residuals(ra, dec, ref_ra, ref_dec, radius_arcsec=radius, nsigma=sigma)
+    n, rms, kept = match_residuals(ra, dec, ref_ra, ref_dec, radius_arcsec=radius,
+                                   nsigma=sigma)
     keys = [c.key for c in chips]
     sx, sy, rot, scale = measure_wcs_change([originals[k] for k in keys],
                                             [final[k] for k in keys])
     return GroupAlignment(name=name, status="ALIGNED", wcs=final, n_matches=n, rms_arcsec=rms,
-                          shift_x_arcsec=sx, shift_y_arcsec=sy, rotation_deg=rot, scale=scale)
+                          shift_x_arcsec=sx, shift_y_arcsec=sy, rotation_deg=rot, scale=scale,
+                          residuals=residual_vectors(ra, dec, ref_ra, ref_dec, kept))
 
 
 def reference_alignment(

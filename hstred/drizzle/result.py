@@ -37,6 +37,9 @@ class AlignmentSolution:
     rms_arcsec: float
     n_sources: int
     message: str = ""
+    #: the matched sources after correction against the reference visit's: ``ra_deg``,
+    #: ``dec_deg``, ``dx_mas`` east and ``dy_mas`` north (empty for the reference)
+    residuals: dict = field(default_factory=dict, repr=False)
 
     @property
     def group(self) -> str:
@@ -133,6 +136,8 @@ class DrizzleResult:
     warnings: tuple[str, ...]
     distortion: tuple[DistortionInfo, ...] = ()  # per exposure, in plan order
     absolute: AbsoluteTie | None = None  # the tie to a reference catalog, when asked for
+    #: fraction of each exposure's pixels flagged as cosmic rays, by rootname
+    cr_fractions: dict = field(default_factory=dict)
 
     def product(self, filter_: str) -> DrizzleProduct:
         for p in self.products:

@@ -81,6 +81,7 @@ from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend, run_in_child
 from hstred.fileio import check_destinations, publish_all
 from hstred.inputs import check_outname, find_calibrated_files
+from hstred.record import cosmic_ray_fraction
 from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
 from hstred.workspace import STAGING_PREFIX
 
@@ -225,6 +226,7 @@ def _solution(g: VisitGroup, fit, *, status: str, reference: str, n_sources: int
         shift_x_arcsec=fit.shift_x_arcsec, shift_y_arcsec=fit.shift_y_arcsec,
         rotation_deg=fit.rotation_deg, scale=fit.scale, n_matches=fit.n_matches,
         rms_arcsec=fit.rms_arcsec, n_sources=n_sources, message=message,
+        residuals=dict(fit.residuals),
     )
 
 
@@ -639,6 +641,7 @@ def run_drizzle(
                 step(f"singles {filt}", len(exposures), len(exposures))
         if not products:
             raise QualityGateError("no filter has an aligned visit left; nothing was drizzled")
+        cr_fractions = {root: cosmic_ray_fraction(path) for root, path in sorted(copies.items())}
         publish_all(ctx.moves)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -660,4 +663,5 @@ def run_drizzle(
         warnings=tuple(messages),
         distortion=tuple(distortion_infos),
         absolute=absolute,
+        cr_fractions=cr_fractions,
     )

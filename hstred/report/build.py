@@ -1,4 +1,4 @@
-"""Assemble ``DIR/OUTNAME_report.html`` from the run record, products and exposures."""
+"""Assemble ``DIR/OUTNAME_report.html`` from the run record and the products only."""
 
 from __future__ import annotations
 
@@ -10,109 +10,10 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.time import Time
 
-from hstred.acs import quadrants
-from hstred.inputs import filter_name
 from hstred.report import figures
 
-__all__ = ["write_report", "exposure_rows", "cte_profile"]
-
-_CR_BIT = 4096
-
-
-def _sky_and_cr(path: Path, work_copy: Path | None) -> tuple[float, float | None]:
-    """Median sky (e-) of an exposure and the fraction of pixels flagged as cosmic rays."""
-    skies = []
-    cr = None
-    with fits.open(path, memmap=True) as hdul:
-        for ext in ("SCI",):
-            for extver in (1, 2):
-                data = hdul[ext, extver].data
-                skies.append(float(np.median(data[::8, ::8])))
-    if work_copy is not None and work_copy.is_file():
-        flagged = total = 0
-        with fits.open(work_copy, memmap=True) as hdul:
-            for extver in (1, 2):
-                dq = hdul["DQ", extver].data
-                flagged += int(np.count_nonzero(dq & _CR_BIT))
-                total += dq.size
-        cr = flagged / total
-    return float(np.mean(skies)), cr
-
-
-def exposure_rows(calibrated: list[Path], drizzle_work: Path | None) -> list[dict]:
-    """One row per exposure: date, exposure time, sky, CR fraction, CTE trap density."""
-    rows = []
-    for path in calibrated:
-        path = Path(path)
-        header = fits.getheader(path, 0)
-        root = str(header.get("ROOTNAME", path.name[:9])).strip().lower()
-        copy = None
-        if drizzle_work is not None:
-            found = sorted(drizzle_work.glob(f"**/{path.name}"))
-            copy = found[0] if found else None
-        sky, cr = _sky_and_cr(path, copy)
-        rows.append({
-            "rootname": root,
-            "visit": root[:6],
-            "filter": filter_name(header.get("FILTER1", ""), header.get("FILTER2", "")),
-            "date": Time(float(header["EXPSTART"]), format="mjd").isot[:19],
-            "exptime_s": float(header.get("EXPTIME", 0.0)),
-            "sky_e": sky,
-            "cr_fraction": cr,
-            "cte_trap_density": header.get("CTETRAPD"),
-            "pctecorr": header.get("PCTECORR", ""),
-        })
-    return rows
-
-
-def cte_profile(flc: Path, *, half_width: int = 2, before_px: int = 8, after_px: int = 40):
-    """Profile through the brightest clean star of an FLC, corrected and re-trailed.
-
-    The trailed profile is the arCTIc forward model applied to the corrected
-    quadrant, i.e. the charge as the detector read it. Returns (offsets,
-    before, after, description) or None when no suitable star exists.
-    """
-    from hstred.cte.model import add_cte_to_quadrant
-
-    header = fits.getheader(flc, 0)
-    mjd = float(header["EXPSTART"])
-    best = None
-    with fits.open(flc) as hdul:
-        for extver in (1, 2):
-            sci = hdul["SCI", extver].data.astype(np.float64)
-            dq = hdul["DQ", extver].data
-            chip = int(hdul["SCI", extver].header["CCDCHIP"])
-            for quad in quadrants(chip):
-                q = sci[quad.flt]
-                qdq = dq[quad.flt]
-                sky = float(np.median(q[::4, ::4]))
-                margin = after_px + 10
-                inner = q[margin:-margin, margin:-margin]
-                inner_dq = qdq[margin:-margin, margin:-margin]
-                candidates = np.where((inner_dq == 0) & (inner < 30000.0), inner, -np.inf)
-                iy, ix = np.unravel_index(np.argmax(candidates), candidates.shape)
-                peak = candidates[iy, ix]
-                if best is None or peak > best[0]:
-                    best = (peak, chip, quad, q.copy(), sky, iy + margin, ix + margin)
-    if best is None or not np.isfinite(best[0]):
-        return None
-    _peak, chip, quad, q, sky, y, x = best
-    cols = slice(x - half_width, x + half_width + 1)
-    # Parallel CTE acts on each column alone (arCTIc empties the traps between columns),
-    # so trailing the star's columns gives what trailing the whole quadrant gives there.
-    columns = np.ascontiguousarray(q[:, cols])
-    trailed = add_cte_to_quadrant(columns, quad, mjd)
-    away = -1 if quad.flip_y else 1  # trails point away from the readout row
-    offsets = np.arange(-before_px, after_px + 1)
-    rows = y + away * offsets
-    after = np.array([columns[r].sum() for r in rows]) - sky * (2 * half_width + 1)
-    before = np.array([trailed[r].sum() for r in rows]) - sky * (2 * half_width + 1)
-    text = (f"{Path(flc).name}, chip {chip}, amplifier {quad.amp}, star at "
-            f"(x={x}, y={y}) of the quadrant; {2 * half_width + 1}-column sum")
-    return offsets, before, after, text
-
+__all__ = ["write_report"]
 
 def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     head = "".join(f"<th>{html.escape(title)}</th>" for _k, title, _f in columns)
@@ -179,8 +80,7 @@ def _absolute_section(tie: dict, files: Path, link: str) -> str:
             f"<img src='{link}/catalog_residuals.png'>")
 
 
-def write_report(data_dir: Path, outname: str, record: dict, *,
-                 drizzle_work: Path | None = None) -> Path:
+def write_report(data_dir: Path, outname: str, record: dict) -> Path:
     """Write ``DIR/OUTNAME_report.html`` (+ ``OUTNAME_report_files/*.png``) atomically."""
     data_dir = Path(data_dir)
     final_html = data_dir / f"{outname}_report.html"
@@ -211,16 +111,31 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
         solutions = drz.get("solutions", [])
         if solutions:
             figures.plot_alignment(solutions, files / "alignment.png", pixel_scale_arcsec=scale)
+            # The reference group defines the frame: it has no matches of its own.
+            rows = [{**s, "n_matches": None} if s["status"] == "REFERENCE" else s
+                    for s in solutions]
+            vectors = []
+            for s in solutions:
+                if not s.get("residuals", {}).get("dx_mas"):
+                    continue
+                name = f"residuals_{s['visit']}_{s['filter']}.png"
+                figures.plot_catalog_residuals(
+                    s["residuals"], files / name,
+                    title=f"visit {s['visit']} {s['filter']} against the reference "
+                          f"{drz.get('reference', '')} (corrected - reference source)")
+                vectors.append(f"<figure><img src='{final_files.name}/{name}'></figure>")
             sections.append(
                 "<h2>Alignment</h2>"
                 f"<p>Reference: {html.escape(str(drz.get('reference', '')))}. Dropped: "
                 f"{html.escape(', '.join(drz.get('dropped', [])) or 'none')}.</p>"
-                f"<img src='{final_files.name}/alignment.png'>" + _table(solutions, [
+                f"<img src='{final_files.name}/alignment.png'>" + _table(rows, [
                     ("visit", "visit", ""), ("filter", "filter", ""), ("status", "status", ""),
                     ("shift_x_arcsec", "shift E [\"]", ".4f"),
                     ("shift_y_arcsec", "shift N [\"]", ".4f"),
                     ("rotation_deg", "rotation [deg]", ".5f"), ("scale", "scale", ".6f"),
-                    ("n_matches", "matches", "d"), ("rms_arcsec", "RMS [\"]", ".4f")]))
+                    ("n_matches", "matches", "d"), ("rms_arcsec", "RMS [\"]", ".4f")])
+                + ("<p>Residuals of each aligned visit's matched sources across the field."
+                   "</p>" + "".join(vectors) if vectors else ""))
 
         distortion = drz.get("distortion", [])
         if distortion:
@@ -240,22 +155,20 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
         if absolute:
             sections.append(_absolute_section(absolute, files, final_files.name))
 
-        calibrated = [Path(p) for p in record.get("calibrated", [])]
-        corrected = [p for p in calibrated
-                     if fits.getval(p, "PCTECORR", 0, default="") == "COMPLETE"]
-        if corrected:
-            profile = cte_profile(corrected[0])
-            if profile is not None:
-                offsets, before, after, text = profile
-                figures.plot_cte_profile(offsets, before, after, files / "cte_profile.png",
-                                         title="CTE trail through a bright star")
-                sections.append(f"<h2>CTE correction</h2><p>{html.escape(text)}. The "
-                                "trailed curve is not the raw exposure: it is the arCTIc "
-                                "model's readout applied to the corrected image, i.e. the "
-                                "trail the correction removed.</p>"
-                                f"<img src='{final_files.name}/cte_profile.png'>")
+        profile = record.get("cte_profile")
+        if profile:
+            figures.plot_cte_profile(np.asarray(profile["offsets"]),
+                                     np.asarray(profile["trailed"]),
+                                     np.asarray(profile["corrected"]),
+                                     files / "cte_profile.png",
+                                     title="CTE trail through a bright star")
+            sections.append(f"<h2>CTE correction</h2><p>{html.escape(profile['description'])}. "
+                            "The trailed curve is not the raw exposure: it is the arCTIc "
+                            "model's readout applied to the corrected image, i.e. the trail "
+                            "the correction removed.</p>"
+                            f"<img src='{final_files.name}/cte_profile.png'>")
 
-        rows = exposure_rows(calibrated, drizzle_work)
+        rows = record.get("exposures", [])
         sections.append("<h2>Exposures</h2>" + _table(rows, [
             ("rootname", "exposure", ""), ("visit", "visit", ""), ("filter", "filter", ""),
             ("date", "date (UT)", ""), ("exptime_s", "exptime [s]", ".1f"),
@@ -283,7 +196,7 @@ def write_report(data_dir: Path, outname: str, record: dict, *,
         versions = ", ".join(f"{k} {v}" for k, v in record.get("software", {}).items())
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in record.get("timings_s", {}).items())
         head = (f"<h1>hstred report: {html.escape(outname)}</h1>"
-                f"<p>{len(calibrated)} exposures; {html.escape(record.get('execution', ''))}; "
+                f"<p>{len(rows)} exposures; {html.escape(record.get('execution', ''))}; "
                 f"{html.escape(timings)}.</p><p style='font-size:12px'>{html.escape(versions)}"
                 "</p>")
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>hstred "
