@@ -76,9 +76,10 @@ def _step_profile(raw: Path, data_dir: Path, queue) -> None:
 
 def _calibrate(data_dir: Path, out_dir: Path, workers: int, cte: str, queue) -> None:
     from hstred.calibrate import CalibrateConfig, run_calibrate
+    from hstred.execution import LocalBackend
 
-    result = run_calibrate(data_dir, CalibrateConfig(cte=cte, engine="native", workers=workers),
-                           out_dir=out_dir)
+    result = run_calibrate(data_dir, CalibrateConfig(cte=cte, engine="native"),
+                           out_dir=out_dir, backend=LocalBackend(workers=workers))
     queue.put(result)
 
 

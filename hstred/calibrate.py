@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from typing import Literal
 
 from hstred.cte.model import CORRECTION_EXPRESS, CORRECTION_ITERATIONS
 from hstred.errors import HstredError, InputError, StageError
-from hstred.execution import Backend, LocalBackend
+from hstred.execution import Backend, LocalBackend, make_backend
 from hstred.inputs import check_inputs, check_raw_layout, find_raw_files
 from hstred.manifest import Manifest, software_versions
 from hstred.refs import ReferenceSet, resolve_references
@@ -57,8 +56,6 @@ class CalibrateConfig:
     engine
         ``'native'`` (hstred's own CCD steps), ``'calacs'`` (hstcal's acsccd.e and
         acs2d.e, which must be on PATH) or ``'auto'`` (calacs when present).
-    workers
-        Processes (exposures calibrated at once); None = all cores.
     cte_iterations, cte_express
         arCTIc forward-modelling iterations and express factor (0 = exact); the
         defaults are set, with the reasons, in :mod:`hstred.cte.model`.
@@ -66,7 +63,6 @@ class CalibrateConfig:
 
     cte: CTEChoice = "arctic"
     engine: EngineChoice = "auto"
-    workers: int | None = None
     cte_iterations: int = CORRECTION_ITERATIONS
     cte_express: int = CORRECTION_EXPRESS
 
@@ -75,8 +71,6 @@ class CalibrateConfig:
             raise InputError(f"--cte must be 'arctic' or 'none', not {self.cte!r}")
         if self.engine not in ("native", "calacs", "auto"):
             raise InputError(f"--engine must be native, calacs or auto, not {self.engine!r}")
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"--workers must be at least 1, not {self.workers}")
         if self.cte_iterations < 1:
             raise InputError("--cte-iterations must be at least 1")
         if self.cte_express < 0:
@@ -209,7 +203,6 @@ def exposure_key(manifest: Manifest, raw: Path, references: dict, config: Calibr
                  engine: str) -> str:
     """The calibration stage's cache key of one exposure."""
     params = asdict(config)
-    params.pop("workers")  # parallelism does not change the output
     return manifest.make_key(raw=manifest.hash_file(raw),
                              references={k: (manifest.hash_file(p) if p else None)
                                          for k, p in sorted(references.items())},
@@ -228,7 +221,7 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     references, options and software are unchanged since a finished calibration
     (and whose output is intact) are skipped unless ``force``; each finished
     exposure is recorded at once. ``backend`` runs the exposures (default: a local
-    pool of ``config.workers`` processes). Returns all outputs, sorted by rootname.
+    pool of one process per core). Returns all outputs, sorted by rootname.
     """
     config = config if config is not None else CalibrateConfig()
     t_start = time.perf_counter()
@@ -255,7 +248,7 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
             todo.append((refset, key))
 
     if backend is None:
-        backend = LocalBackend(workers=config.workers or os.cpu_count() or 1)
+        backend = make_backend()
     active = max(1, min(backend.slots, len(todo)))
     # Local workers share this machine's cores; Dask workers each own their threads.
     threads = max(1, backend.slots // active) if isinstance(backend, LocalBackend) else 1

@@ -244,6 +244,7 @@ def calibrate(
     Writes DIR/hstred_work/calibrated/ROOTNAME_flc.fits (or _flt.fits with --cte none).
     """
     from hstred.calibrate import CalibrateConfig, run_calibrate
+    from hstred.execution import ExecutionConfig, make_backend
     from hstred.manifest import Manifest
     from hstred.workspace import data_dir_lock, remove_leftovers
 
@@ -251,8 +252,8 @@ def calibrate(
     # unset CTE options keep CalibrateConfig's defaults, the one place they are set
     cte_setting = {k: v for k, v in (("cte_iterations", cte_iterations),
                                      ("cte_express", cte_express)) if v is not None}
-    config = CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers,
-                             **cte_setting)
+    config = CalibrateConfig(cte=cte.value, engine=engine.value, **cte_setting)
+    backend = make_backend(ExecutionConfig(workers=workers))
 
     def report(timing, done, total):
         typer.echo(f"[{done}/{total}] {timing.output.name}  ccd {timing.ccd_s:.1f}s  "
@@ -260,7 +261,7 @@ def calibrate(
 
     with data_dir_lock(data):
         remove_leftovers(data)
-        result = run_calibrate(data, config, progress=report, force=force,
+        result = run_calibrate(data, config, progress=report, force=force, backend=backend,
                                manifest=Manifest(Path(data) / "hstred_work"))
     typer.echo(f"calibrated {len(result.timings)} exposures ({len(result.skipped)} already "
                f"done) with the {result.engine} engine in {result.wall_s:.1f}s -> "
@@ -300,13 +301,10 @@ OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
                                            "OUTNAME_FILTER_drz_sci.fits and _drz_wht.fits.")]
 
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                    min_matches, max_rms, drop_unaligned, singles, *, workers,
+                    min_matches, max_rms, drop_unaligned, singles, *,
                     reference_catalog=None, allow_relative=False):
-    """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``;
-    AstroDrizzle's parallel steps get ``workers`` processes (default: all cores).
+    """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``.
     Options left unset keep the configuration's defaults."""
-    import os
-
     from hstred.drizzle import DrizzleConfig
 
     tie = {}
@@ -318,7 +316,7 @@ def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geo
                          weight_type=weight_type.upper(), north_up=north_up,
                          fit_geometry=fit_geometry, min_matches=min_matches,
                          max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                         singles=singles, num_cores=workers or os.cpu_count() or 1, **tie)
+                         singles=singles, **tie)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -393,7 +391,7 @@ def drizzle(
     """
     from hstred.calibrate import calibrated_dir
     from hstred.drizzle import run_drizzle
-    from hstred.execution import bind_children_to_process, make_backend
+    from hstred.execution import ExecutionConfig, bind_children_to_process, make_backend
     from hstred.inputs import check_outname, find_calibrated_files
     from hstred.quality import check_exposure_quality
     from hstred.workspace import data_dir_lock, remove_leftovers
@@ -401,7 +399,7 @@ def drizzle(
     _setup_logging(data, quiet=False)
     check_outname(outname)
     config = _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                             min_matches, max_rms, drop_unaligned, singles, workers=workers,
+                             min_matches, max_rms, drop_unaligned, singles,
                              reference_catalog=reference_catalog,
                              allow_relative=allow_relative)
     bind_children_to_process()
@@ -414,7 +412,7 @@ def drizzle(
                              "calibrate first or put archive FLC/FLT files there")
         check_exposure_quality(inputs, good_bits=config.good_bits)
         result = run_drizzle(data, outname, config, inputs=inputs,
-                             backend=make_backend(workers=workers))
+                             backend=make_backend(ExecutionConfig(workers=workers)))
     for product in result.products:
         typer.echo(f"{product.filter}: {product.sci}  {product.wht}")
     for warning in result.warnings:
@@ -507,15 +505,17 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, s
     import dataclasses
 
     from hstred.calibrate import CalibrateConfig
+    from hstred.execution import ExecutionConfig
     from hstred.pipeline import PipelineConfig
 
+    execution = ExecutionConfig(workers=workers, scheduler=scheduler)
     given = PipelineConfig(
-        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, workers=workers),
+        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value),
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
-                                workers=workers, reference_catalog=reference_catalog,
+                                reference_catalog=reference_catalog,
                                 allow_relative=allow_relative),
-        workers=workers, scheduler=scheduler, allow_mixed_targets=allow_mixed_targets)
+        execution=execution, allow_mixed_targets=allow_mixed_targets)
     if config_file is None:
         return given
     recorded = PipelineConfig.from_record(config_file)
@@ -530,11 +530,9 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, s
         target = sections[section] if section else top
         source = getattr(given, section) if section else given
         target[field] = getattr(source, field)
-    sections["calibrate"]["workers"] = given.calibrate.workers
-    sections["drizzle"]["num_cores"] = given.drizzle.num_cores
     return PipelineConfig(calibrate=CalibrateConfig(**sections["calibrate"]),
                           drizzle=dataclasses.replace(given.drizzle, **sections["drizzle"]),
-                          workers=workers, scheduler=scheduler, **top)
+                          execution=execution, **top)
 
 
 #: ``run`` options that do not change what a run would do.

@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from hstred.errors import RunEnvironmentError
+from hstred.errors import InputError, RunEnvironmentError
 
-__all__ = ["Backend", "LocalBackend", "DaskBackend", "make_backend", "bind_children_to_process",
-           "run_in_child"]
+__all__ = ["ExecutionConfig", "Backend", "LocalBackend", "DaskBackend", "make_backend",
+           "bind_children_to_process", "run_in_child"]
 
 _PR_SET_PDEATHSIG = 1
 _bound = False
@@ -95,10 +95,31 @@ def run_in_child(func: Callable, *args):
         return pool.submit(func, *args).result()
 
 
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How a run executes, never what it produces (so in no cache key and not replayed
+    by ``--config``): ``workers`` local processes (None: one per core) or the Dask
+    ``scheduler`` at an address. The one place the worker settings live."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool)
+                                         or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise InputError(f"--workers must be a positive integer, not {self.workers!r}")
+
+
 class Backend:
     """Maps work over tasks; ``slots`` is how many tasks run at once."""
 
     slots: int = 1
+
+    @property
+    def local_cores(self) -> int:
+        """Processes AstroDrizzle's parallel steps may use; they run on this machine."""
+        return os.cpu_count() or 1
 
     def check(self) -> None:
         """Raise :class:`RunEnvironmentError` when the backend cannot run work."""
@@ -118,6 +139,10 @@ class LocalBackend(Backend):
 
     @property
     def slots(self) -> int:  # type: ignore[override]
+        return self.workers
+
+    @property
+    def local_cores(self) -> int:
         return self.workers
 
     def imap_unordered(self, func: Callable, tasks: Sequence) -> Iterator:
@@ -227,10 +252,12 @@ class DaskBackend(Backend):
         return f"dask ({self.address or 'client'})"
 
 
-def make_backend(*, workers: int | None = None, scheduler: str | None = None) -> Backend:
-    """A Dask backend for ``scheduler``, else a local pool of ``workers`` (default: cores)."""
-    if scheduler:
-        return DaskBackend(address=scheduler)
-    return LocalBackend(workers=workers or os.cpu_count() or 1)
+def make_backend(config: ExecutionConfig | None = None) -> Backend:
+    """A Dask backend for ``config.scheduler``, else a local pool of ``config.workers``
+    processes (default: one per core)."""
+    config = config or ExecutionConfig()
+    if config.scheduler:
+        return DaskBackend(address=config.scheduler)
+    return LocalBackend(workers=config.workers or os.cpu_count() or 1)
 
 

@@ -39,7 +39,7 @@ from hstred.calibrate import CalibrateConfig, CalibrateResult, run_calibrate
 from hstred.drizzle import DrizzleConfig, product_paths, run_drizzle
 from hstred.drizzle.stage import distortion_references
 from hstred.errors import InputError
-from hstred.execution import Backend, bind_children_to_process, make_backend
+from hstred.execution import Backend, ExecutionConfig, bind_children_to_process, make_backend
 from hstred.fileio import atomic_write_text, check_destinations
 from hstred.inputs import check_inputs, check_outname, check_raw_layout, find_inputs
 from hstred.manifest import Manifest, software_versions
@@ -67,12 +67,12 @@ RECORD_SCHEMA = "hstred-run/2"
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """All options of ``hstred run``: one section per stage plus execution."""
+    """All options of ``hstred run``: the science options, one section per stage, and
+    the execution settings apart (they never change a product)."""
 
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     drizzle: DrizzleConfig = field(default_factory=DrizzleConfig)
-    workers: int | None = None
-    scheduler: str | None = None
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     allow_mixed_targets: bool = False
 
     def to_dict(self) -> dict:
@@ -81,7 +81,7 @@ class PipelineConfig:
     @classmethod
     def from_record(cls, path: Path) -> PipelineConfig:
         """The science options of the run recorded in ``path`` (an ``OUTNAME_run.json``);
-        execution settings (workers, scheduler) are not taken: they belong to the machine."""
+        the execution settings are not taken: they belong to the machine."""
         path = Path(path)
         try:
             record = json.loads(path.read_text())
@@ -95,10 +95,9 @@ class PipelineConfig:
         if not isinstance(config, dict) or not {"calibrate", "drizzle"} <= set(config):
             raise InputError(f"--config {path} holds no run options; give an OUTNAME_run.json "
                              "that hstred run wrote")
-        calibrate = {k: v for k, v in config["calibrate"].items() if k != "workers"}
-        drizzle = {k: v for k, v in config["drizzle"].items() if k != "num_cores"}
         try:
-            return cls(calibrate=CalibrateConfig(**calibrate), drizzle=DrizzleConfig(**drizzle),
+            return cls(calibrate=CalibrateConfig(**config["calibrate"]),
+                       drizzle=DrizzleConfig(**config["drizzle"]),
                        allow_mixed_targets=bool(config.get("allow_mixed_targets", False)))
         except TypeError as err:
             raise InputError(f"--config {path}: options this hstred does not know ({err}); "
@@ -120,7 +119,6 @@ def drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig,
                 distortion: dict) -> str:
     """The drizzle stage's cache key of one OUTNAME."""
     params = config.to_dict()
-    params.pop("num_cores")  # parallelism does not change the products
     inputs = list(inputs)
     digests = dict(zip((Path(p).name for p in inputs), manifest.hash_many(inputs), strict=True))
     references = sorted({p for refs in distortion.values() for p in refs.paths.values()
@@ -209,7 +207,7 @@ def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = N
     if from_stage is not None and from_stage not in STAGES:
         raise InputError(f"--from must be one of {', '.join(STAGES)}, not {from_stage!r}")
     data_dir = existing_data_dir(data_dir)
-    backend = backend or make_backend(workers=config.workers, scheduler=config.scheduler)
+    backend = backend or make_backend(config.execution)
     backend.check()
     bind_children_to_process()  # AstroDrizzle's worker processes end with the run
     with data_dir_lock(data_dir, command=f"hstred run {outname}"):

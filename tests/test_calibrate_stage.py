@@ -16,6 +16,7 @@ from hstred.acs import quadrants
 from hstred.calibrate import CalibrateConfig, run_calibrate
 from hstred.cli import app
 from hstred.cte.accuracy import DEFAULT_SETTING_ACCURACY
+from hstred.execution import LocalBackend
 from hstred.manifest import Manifest
 
 pytestmark = pytest.mark.slow
@@ -127,13 +128,11 @@ def test_cte_provenance_in_header(late):
 
 def test_parallel_output_identical_and_cache(sim_program_two_visits, tmp_path):
     directory, _config, result = sim_program_two_visits
-    serial = run_calibrate(directory, QUICK_CTE.__class__(**{**QUICK_CTE.__dict__,
-                                                             "workers": 1}),
-                           out_dir=tmp_path / "serial")
+    serial = run_calibrate(directory, QUICK_CTE, out_dir=tmp_path / "serial",
+                           backend=LocalBackend(workers=1))
     manifest = Manifest(tmp_path / "work")
-    parallel = run_calibrate(directory, QUICK_CTE.__class__(**{**QUICK_CTE.__dict__,
-                                                               "workers": 2}),
-                             out_dir=tmp_path / "parallel", manifest=manifest)
+    parallel = run_calibrate(directory, QUICK_CTE, out_dir=tmp_path / "parallel",
+                             manifest=manifest, backend=LocalBackend(workers=2))
     assert len(serial.outputs) == len(parallel.outputs) == len(result.raw_files) == 2
     for a, b in zip(serial.outputs, parallel.outputs, strict=True):
         with fits.open(a) as ha, fits.open(b) as hb:

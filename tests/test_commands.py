@@ -125,11 +125,12 @@ def test_config_replays_a_record_and_given_options_override_it(tmp_path, monkeyp
     import hstred.plan
     from hstred.calibrate import CalibrateConfig
     from hstred.drizzle import DrizzleConfig
+    from hstred.execution import ExecutionConfig
     from hstred.pipeline import PipelineConfig
 
-    recorded = PipelineConfig(calibrate=CalibrateConfig(cte="none", workers=7),
-                              drizzle=DrizzleConfig(pixfrac=0.6, kernel="gaussian",
-                                                    num_cores=7), allow_mixed_targets=True)
+    recorded = PipelineConfig(calibrate=CalibrateConfig(cte="none"),
+                              drizzle=DrizzleConfig(pixfrac=0.6, kernel="gaussian"),
+                              execution=ExecutionConfig(workers=7), allow_mixed_targets=True)
     record = tmp_path / "X_run.json"
     record.write_text(json.dumps({"schema": "hstred-run/2", "config": recorded.to_dict()}))
     seen = []
@@ -145,9 +146,9 @@ def test_config_replays_a_record_and_given_options_override_it(tmp_path, monkeyp
     replayed, overridden = seen
     assert replayed.calibrate.cte == "none" and replayed.drizzle.kernel == "gaussian"
     assert replayed.drizzle.pixfrac == 0.6 and replayed.allow_mixed_targets
-    assert replayed.calibrate.workers is None  # not the recorded machine's 7
+    assert replayed.execution.workers is None  # not the recorded machine's 7
     assert overridden.drizzle.pixfrac == 0.9 and overridden.drizzle.kernel == "gaussian"
-    assert overridden.calibrate.workers == 1 and overridden.drizzle.num_cores == 1
+    assert overridden.execution.workers == 1
     for bad, message in (("{}", "holds no run options"), ("not json", "not readable"),
                          (None, "no such file")):
         path = tmp_path / "bad.json"

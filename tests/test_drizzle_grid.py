@@ -75,7 +75,7 @@ def test_config_defaults_and_validation():
                 {"weight_type": "IVM"}, {"fit_geometry": "affine"}, {"pixel_scale_arcsec": 30},
                 {"min_matches": 0}, {"min_matches": 2}, {"good_bits": 4096 + 16},
                 {"max_rms_arcsec": -1},
-                {"tolerance_px": 1.0, "refine_tolerance_px": 2.0}, {"num_cores": 0},
+                {"tolerance_px": 1.0, "refine_tolerance_px": 2.0},
                 {"sky_method": "mode"}):
         with pytest.raises(InputError):
             DrizzleConfig(**bad)

@@ -59,6 +59,7 @@ ERAS = ("2024-06-01", "2004-05-01")
 def simulated(request, tmp_path_factory):
     from hstred.ccd import calibrate_exposure
     from hstred.drizzle import DrizzleConfig, run_drizzle
+    from hstred.execution import LocalBackend
     from hstred.simulate import SimulationConfig, simulate_program
 
     root = tmp_path_factory.mktemp(f"simulated_{request.param[:4]}")
@@ -73,7 +74,8 @@ def simulated(request, tmp_path_factory):
 
     flcs = sorted(cal.glob("*_fl?.fits"))
     t0 = time.perf_counter()
-    result = run_drizzle(cal, "sim", DrizzleConfig(num_cores=2), work_dir=root / "work",
+    result = run_drizzle(cal, "sim", DrizzleConfig(), work_dir=root / "work",
+                         backend=LocalBackend(workers=2),
                          distortion=distortion_references(flcs, root / "raw", fetch=False))
     elapsed = time.perf_counter() - t0
     truth = Table.read(sim.truth_catalog)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hstred.errors import RunEnvironmentError
-from hstred.execution import DaskBackend, LocalBackend
+from hstred.execution import DaskBackend, ExecutionConfig, LocalBackend, make_backend
 
 
 def _unit(name: str) -> str:
@@ -32,3 +32,22 @@ def test_missing_scheduler_is_reported_at_once():
                                                   r"scheduler answered"):
         DaskBackend(address="tcp://127.0.0.1:1").check()
     assert time.perf_counter() - t0 < 5
+
+
+def test_execution_settings_live_in_one_config():
+    """Workers and scheduler are one typed config, apart from the science options: the
+    backend it makes sets the processes of AstroDrizzle's parallel steps too."""
+    import dataclasses
+
+    from hstred.calibrate import CalibrateConfig
+    from hstred.drizzle import DrizzleConfig
+    from hstred.errors import InputError
+
+    backend = make_backend(ExecutionConfig(workers=3))
+    assert isinstance(backend, LocalBackend) and backend.slots == backend.local_cores == 3
+    assert isinstance(make_backend(ExecutionConfig(scheduler="tcp://127.0.0.1:9")), DaskBackend)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(InputError, match="--workers"):
+            ExecutionConfig(workers=bad)
+    science = {f.name for c in (CalibrateConfig, DrizzleConfig) for f in dataclasses.fields(c)}
+    assert not science & {"workers", "num_cores", "scheduler"}

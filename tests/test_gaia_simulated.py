@@ -69,12 +69,13 @@ def _simulate_and_calibrate(root: Path, **config):
 
 def _tie_run(root: Path, name: str, cal: Path, flcs, distortion, catalog: Path, **config):
     from hstred.drizzle import DrizzleConfig, run_drizzle
+    from hstred.execution import LocalBackend
 
     out = root / name
     out.mkdir()
-    return run_drizzle(cal, name, DrizzleConfig(num_cores=2, reference_catalog=str(catalog),
-                                                **config),
-                       inputs=flcs, work_dir=root / f"work_{name}", distortion=distortion)
+    return run_drizzle(cal, name, DrizzleConfig(reference_catalog=str(catalog), **config),
+                       inputs=flcs, work_dir=root / f"work_{name}", distortion=distortion,
+                       backend=LocalBackend(workers=2))
 
 
 def _evidence(sim, runs) -> dict:

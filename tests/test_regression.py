@@ -30,6 +30,7 @@ from astropy.io import fits
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
 from hstred.drizzle.stage import distortion_references
+from hstred.execution import ExecutionConfig
 from hstred.pipeline import PipelineConfig, run_pipeline
 from hstred.simulate import SimulationConfig, simulate_program
 
@@ -63,7 +64,7 @@ def reduction(tmp_path_factory):
     root = tmp_path_factory.mktemp("regression")
     data = root / "data"
     simulate_program(data, PROGRAM)
-    result = run_pipeline(data, OUTNAME, PipelineConfig(workers=2))
+    result = run_pipeline(data, OUTNAME, PipelineConfig(execution=ExecutionConfig(workers=2)))
     record = json.loads(result.run_record.read_text())
     yield {"root": root, "data": data, "result": result, "record": record}
     shutil.rmtree(root, ignore_errors=True)

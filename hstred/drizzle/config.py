@@ -41,7 +41,6 @@ class DrizzleConfig:
         once, in the visit drizzle, and reused by the filter and single-exposure
         drizzles; the methods that compare exposures are measured in every run.
     singles : also drizzle every exposure alone onto the common grid.
-    num_cores : processes for AstroDrizzle's parallel steps.
 
     Alignment
     ---------
@@ -80,7 +79,6 @@ class DrizzleConfig:
     good_bits: int = 336
     sky_method: str = "localmin"
     singles: bool = False
-    num_cores: int = 1
     fit_geometry: str = "rscale"
     searchrad_px: float = 60.0
     tolerance_px: float = 3.0
@@ -105,7 +103,7 @@ class DrizzleConfig:
 
 #: Command-line spelling of the options that have one (errors name what the user typed).
 _FLAGS = {"pixel_scale_arcsec": "--pixel-scale", "max_rms_arcsec": "--max-rms",
-          "min_matches": "--min-matches", "num_cores": "--workers", "kernel": "--kernel",
+          "min_matches": "--min-matches", "kernel": "--kernel",
           "weight_type": "--weight-type", "fit_geometry": "--fit-geometry",
           "pixfrac": "--pixfrac"}
 
@@ -153,7 +151,7 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
         raise InputError(f"--min-matches must be at least {MIN_MATCHES} (a fit of shift, "
                          "rotation and scale needs that many stars to be checked), got "
                          f"{config.min_matches}")
-    for name in ("min_matches", "num_cores", "good_bits", "tie_min_matches"):
+    for name in ("min_matches", "good_bits", "tie_min_matches"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < (
             0 if name == "good_bits" else 1

@@ -201,7 +201,7 @@ def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig,
         inputs = tuple(copies[e.rootname] for e in g.exposures)
         errors = (tuple((copies[e.rootname], tuple(e.extvers)) for e in g.exposures)
                   if config.weight_type == "ERR" else ())
-        pars = visit_parameters(len(inputs), num_cores=1 if parallel else config.num_cores,
+        pars = visit_parameters(len(inputs), num_cores=1 if parallel else backend.local_cores,
                                 good_bits=config.good_bits, sky_method=config.sky_method)
         tasks.append(_VisitTask(name=g.name, inputs=inputs, run_dir=work / "visits" / g.name,
                                 parameters=pars,
@@ -396,6 +396,7 @@ class _FinalContext:
     reference: str
     distortion: dict[str, DistortionInfo]  # by rootname
     absolute: AbsoluteTie | None = None
+    num_cores: int = 1  # processes for AstroDrizzle's parallel steps
     moves: list[tuple[Path, Path]] = field(default_factory=list)
 
     def stage(self, images, sci_dst: Path, wht_dst: Path, *, kind: str,
@@ -427,6 +428,7 @@ class _FinalTask:
     config: DrizzleConfig
     single: bool
     expected_chips: int
+    num_cores: int
 
 
 def _grid_numbers(grid: WCS) -> dict:
@@ -455,7 +457,7 @@ def _run_final(task: _FinalTask):
                                  sky_method=c.sky_method, sky_measured=True)
     else:
         pars = final_parameters(len(task.inputs), grid, kernel=c.kernel, pixfrac=c.pixfrac,
-                                weight_type=c.weight_type, num_cores=c.num_cores,
+                                weight_type=c.weight_type, num_cores=task.num_cores,
                                 good_bits=c.good_bits, sky_method=c.sky_method,
                                 sky_measured=True)
     return run_astrodrizzle(list(task.inputs), task.output, run_dir=task.run_dir,
@@ -469,7 +471,7 @@ def _final_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
     return run_in_child(_run_final, _FinalTask(
         inputs=tuple(ctx.copies[e.rootname] for e in exposures), output=output,
         run_dir=run_dir, grid=_grid_numbers(ctx.grid), config=ctx.config, single=single,
-        expected_chips=sum(len(e.extvers) for e in exposures)))
+        expected_chips=sum(len(e.extvers) for e in exposures), num_cores=ctx.num_cores))
 
 
 def _drizzle_filter(ctx: _FinalContext, filt: str,
@@ -534,7 +536,7 @@ def run_drizzle(
         Where the visit drizzles and catalogs run, several at once when it has more
         than one slot (default: one after another in this process). The final drizzles
         run here, one filter at a time (each holds the full output grid in memory),
-        with ``config.num_cores`` processes for AstroDrizzle's parallel steps.
+        with the backend's ``local_cores`` processes for AstroDrizzle's parallel steps.
     distortion : dict of file name to ReferenceSet, optional
         The distortion references of the inputs without a distortion solution, as
         :func:`distortion_references` returns them (resolved here when not given,
@@ -593,6 +595,7 @@ def run_drizzle(
         work = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}drizzle-", dir=data_dir))
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{outname}-staging-", dir=data_dir))
     step = progress or _no_progress
+    backend = backend or LocalBackend(workers=1)
     try:
         step("working copies", 0, len(plan.exposures))
         copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
@@ -601,7 +604,7 @@ def run_drizzle(
         refcat = _reference_catalog(config, plan, copies, Path(catalog_dir) if catalog_dir
                                     else data_dir / "hstred_work" / "catalogs")
         visit_images, catalogs = _drizzle_visits(plan, copies, work, config,
-                                                 backend or LocalBackend(workers=1), step)
+                                                 backend, step)
         step("alignment", 0, 1)
         solutions, outcome, kept = _align(plan, visit_images, catalogs, copies, config,
                                           messages)
@@ -620,7 +623,7 @@ def run_drizzle(
                             staging=staging, grid=grid, copies=copies, solutions=solutions,
                             reference=reference,
                             distortion={d.rootname: d for d in distortion_infos},
-                            absolute=absolute)
+                            absolute=absolute, num_cores=backend.local_cores)
         products: list[DrizzleProduct] = []
         singles: list[SingleProduct] = []
         for filt in plan.filters:
