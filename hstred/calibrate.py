@@ -25,7 +25,7 @@ from typing import Literal
 
 from hstred.cte.model import CORRECTION_EXPRESS, CORRECTION_ITERATIONS
 from hstred.errors import HstredError, InputError, StageError
-from hstred.execution import Backend, LocalBackend, make_backend
+from hstred.execution import Backend, LocalBackend, forwarded_queue, make_backend
 from hstred.inputs import check_inputs, check_raw_layout, find_raw_files
 from hstred.manifest import Manifest, software_versions
 from hstred.refs import ReferenceSet, resolve_references
@@ -150,19 +150,31 @@ def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
     return info
 
 
-def _calibrate_native(raw: Path, references, out_dir: Path,
-                      config: CalibrateConfig) -> ExposureTiming:
+#: The parts of one exposure's calibration a worker reports as it starts them.
+PHASES = ("CCD steps", "CTE correction", "2-D steps", "writing")
+
+
+def _no_phase(phase: str) -> None:
+    return None
+
+
+def _calibrate_native(raw: Path, references, out_dir: Path, config: CalibrateConfig,
+                      phase: Callable[[str], None] = _no_phase) -> ExposureTiming:
     from hstred.ccd import apply_cte, ccd_stage, two_d_stage, write_calibrated
 
     t0 = time.perf_counter()
+    phase(PHASES[0])
     chips = ccd_stage(raw, references)
     t1 = time.perf_counter()
     if config.cte == "arctic":
+        phase(PHASES[1])
         expstart = float(chips[0].primary["EXPSTART"])
         chips = apply_cte(chips, _cte_function(config), cte_info=_cte_info(config, expstart))
     t2 = time.perf_counter()
+    phase(PHASES[2])
     chips = two_d_stage(chips, references)
     t3 = time.perf_counter()
+    phase(PHASES[3])
     out = write_calibrated(chips, out_dir)
     t4 = time.perf_counter()
     return ExposureTiming(rootname=str(chips[0].primary["ROOTNAME"]).strip().lower(),
@@ -172,27 +184,33 @@ def _calibrate_native(raw: Path, references, out_dir: Path,
 
 
 def calibrate_one(raw: Path, references, out_dir: Path, config: CalibrateConfig,
-                  engine: str) -> ExposureTiming:
-    """Calibrate one exposure with the chosen engine (runs inside a worker)."""
+                  engine: str, phase: Callable[[str], None] = _no_phase) -> ExposureTiming:
+    """Calibrate one exposure with the chosen engine (runs inside a worker); the native
+    engine calls ``phase(name)`` as it starts each of :data:`PHASES`."""
     if engine == "calacs":
         from hstred.ccd.calacs import calibrate_with_calacs
 
+        phase("calacs")
         cte = _cte_function(config) if config.cte == "arctic" else None
         return calibrate_with_calacs(raw, references, out_dir, cte=cte,
                                      cte_info_for=functools.partial(_cte_info, config))
-    return _calibrate_native(raw, references, out_dir, config)
+    return _calibrate_native(raw, references, out_dir, config, phase)
 
 
 def _worker_task(args) -> tuple[ExposureTiming, Path]:
-    raw, references, out_dir, config, engine, threads = args
+    raw, references, out_dir, config, engine, threads, phases = args
     from threadpoolctl import threadpool_limits
 
     from hstred.cte.model import load_arcticpy
 
+    def phase(name: str) -> None:
+        if phases is not None:
+            phases.put((Path(raw).name.split("_")[0].lower(), name))
+
     load_arcticpy()  # its OpenMP runtime must be loaded for the limit to reach it
     try:
         with threadpool_limits(limits=threads, user_api="openmp"):
-            return calibrate_one(raw, references, out_dir, config, engine), raw
+            return calibrate_one(raw, references, out_dir, config, engine, phase), raw
     except HstredError as err:
         if str(raw) in str(err) or Path(raw).name in str(err):
             raise
@@ -212,6 +230,7 @@ def exposure_key(manifest: Manifest, raw: Path, references: dict, config: Calibr
 def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
                   raw_files: Sequence[Path] | None = None, out_dir: Path | None = None,
                   progress: Callable[[ExposureTiming, int, int], None] | None = None,
+                  on_phase: Callable[[str, str], None] | None = None,
                   allow_mixed_targets: bool = False, backend: Backend | None = None,
                   manifest: Manifest | None = None, force: bool = False) -> CalibrateResult:
     """Calibrate every raw exposure of ``data_dir`` into ``DIR/hstred_work/calibrated``.
@@ -252,7 +271,19 @@ def run_calibrate(data_dir: Path, config: CalibrateConfig | None = None, *,
     active = max(1, min(backend.slots, len(todo)))
     # Local workers share this machine's cores; Dask workers each own their threads.
     threads = max(1, backend.slots // active) if isinstance(backend, LocalBackend) else 1
-    tasks = [(r.exposure, dict(r.paths), out_dir, config, engine, threads) for r, _ in todo]
+    # Dask workers on other machines cannot reach the queue: they report finished
+    # exposures only.
+    with forwarded_queue(on_phase if isinstance(backend, LocalBackend) else None) as phases:
+        tasks = [(r.exposure, dict(r.paths), out_dir, config, engine, threads, phases)
+                 for r, _ in todo]
+        return _calibrate_all(backend, tasks, todo, done, manifest=manifest, progress=progress,
+                              data_dir=data_dir, engine=engine, active=active,
+                              t_start=t_start, refsets=refsets)
+
+
+def _calibrate_all(backend: Backend, tasks, todo, done: dict, *, manifest, progress,
+                   data_dir, engine: str, active: int, t_start: float,
+                   refsets) -> CalibrateResult:
     keys = {r.exposure: k for r, k in todo}
     timings: list[ExposureTiming] = []
     for timing, raw in backend.imap_unordered(_worker_task, tasks):

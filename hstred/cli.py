@@ -243,29 +243,31 @@ def calibrate(
 
     Writes DIR/hstred_work/calibrated/ROOTNAME_flc.fits (or _flt.fits with --cte none).
     """
-    from hstred.calibrate import CalibrateConfig, run_calibrate
-    from hstred.execution import ExecutionConfig, make_backend
-    from hstred.manifest import Manifest
-    from hstred.workspace import data_dir_lock, remove_leftovers
+    from hstred.calibrate import CalibrateConfig
+    from hstred.execution import ExecutionConfig
+    from hstred.pipeline import COMMAND_STAGES, PipelineConfig, run_pipeline
 
     _setup_logging(data, quiet=False)
     # unset CTE options keep CalibrateConfig's defaults, the one place they are set
     cte_setting = {k: v for k, v in (("cte_iterations", cte_iterations),
                                      ("cte_express", cte_express)) if v is not None}
-    config = CalibrateConfig(cte=cte.value, engine=engine.value, **cte_setting)
-    backend = make_backend(ExecutionConfig(workers=workers))
+    config = PipelineConfig(
+        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, **cte_setting),
+        execution=ExecutionConfig(workers=workers))
 
     def report(timing, done, total):
         typer.echo(f"[{done}/{total}] {timing.output.name}  ccd {timing.ccd_s:.1f}s  "
                    f"cte {timing.cte_s:.1f}s  2d {timing.two_d_s:.1f}s", err=True)
 
-    with data_dir_lock(data):
-        remove_leftovers(data)
-        result = run_calibrate(data, config, progress=report, force=force, backend=backend,
-                               manifest=Manifest(Path(data) / "hstred_work"))
-    typer.echo(f"calibrated {len(result.timings)} exposures ({len(result.skipped)} already "
-               f"done) with the {result.engine} engine in {result.wall_s:.1f}s -> "
-               f"{result.outputs[0].parent}")
+    result = run_pipeline(data, None, config, stages=COMMAND_STAGES["calibrate"], force=force,
+                          on_exposure=report)
+    if result.engine is None:
+        raise InputError(f"{data}: no *_raw.fits to calibrate (calibrated archive files are "
+                         "drizzled as they are: hstred drizzle OUTNAME)")
+    done = len(result.skipped.get("calibrate", []))
+    typer.echo(f"calibrated {len(result.calibrated) - done} exposures ({done} already "
+               f"done) with the {result.engine} engine in {result.timings_s['calibrate']:.1f}s"
+               f" -> {result.calibrated[0].parent}")
 
 
 KernelOpt = Annotated[str, typer.Option(help="Final drizzle kernel: square, point, turbo, "
@@ -386,35 +388,26 @@ def drizzle(
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
-    Uses DIR/hstred_work/calibrated/*_flc.fits (or _flt.fits) when hstred calibrated
-    the data, else the archive *_flc.fits / *_flt.fits files in DIR.
+    Uses the exposures hstred calibrate (or run) calibrated from the raw files in DIR,
+    else the archive *_flc.fits / *_flt.fits files in DIR. Writes the products, the run
+    record and the QA report, as hstred run does.
     """
-    from hstred.calibrate import calibrated_dir
-    from hstred.drizzle import run_drizzle
-    from hstred.execution import ExecutionConfig, bind_children_to_process, make_backend
-    from hstred.inputs import check_outname, find_calibrated_files
-    from hstred.quality import check_exposure_quality
-    from hstred.workspace import data_dir_lock, remove_leftovers
+    from hstred.execution import ExecutionConfig
+    from hstred.inputs import check_outname
+    from hstred.pipeline import COMMAND_STAGES, PipelineConfig, run_pipeline
 
+    check_outname(outname)  # before anything is created
     _setup_logging(data, quiet=False)
-    check_outname(outname)
-    config = _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                             min_matches, max_rms, drop_unaligned, singles,
-                             reference_catalog=reference_catalog,
-                             allow_relative=allow_relative)
-    bind_children_to_process()
-    with data_dir_lock(data):
-        remove_leftovers(data)
-        own = calibrated_dir(data)
-        inputs = find_calibrated_files(own) if own.is_dir() else find_calibrated_files(data)
-        if not inputs:
-            raise InputError(f"{data}: no calibrated *_flc.fits/*_flt.fits; run hstred "
-                             "calibrate first or put archive FLC/FLT files there")
-        check_exposure_quality(inputs, good_bits=config.good_bits)
-        result = run_drizzle(data, outname, config, inputs=inputs,
-                             backend=make_backend(ExecutionConfig(workers=workers)))
+    config = PipelineConfig(
+        drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
+                                fit_geometry, min_matches, max_rms, drop_unaligned, singles,
+                                reference_catalog=reference_catalog,
+                                allow_relative=allow_relative),
+        execution=ExecutionConfig(workers=workers))
+    result = run_pipeline(data, outname, config, stages=COMMAND_STAGES["drizzle"])
     for product in result.products:
-        typer.echo(f"{product.filter}: {product.sci}  {product.wht}")
+        typer.echo(str(product))
+    typer.echo(f"run record {result.run_record}; QA report {result.report}")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
 
@@ -629,7 +622,7 @@ def _run_with_progress(data, outname, config, *, force, from_stage, quiet):
         return run_pipeline(data, outname, config, force=force, from_stage=from_stage)
     # The console keeps the stderr of now: AstroDrizzle's output capture swaps
     # sys.stderr for a log file while it runs, and the display must go on meanwhile.
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<34}"), BarColumn(),
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<40}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=Console(file=sys.stderr))
     tasks: dict[str, int] = {}
@@ -643,7 +636,10 @@ def _run_with_progress(data, outname, config, *, force, from_stage, quiet):
 
     def on_exposure(timing, done, total):
         progress.update(tasks["calibrate"], total=total, completed=done,
-                        description=f"calibrate {timing.rootname}")
+                        description=f"calibrate: {timing.rootname} done")
+
+    def on_phase(rootname, phase):  # a worker started a part of an exposure
+        progress.update(tasks["calibrate"], description=f"calibrate: {rootname} {phase}")
 
     def on_drizzle_step(step, done, total):
         progress.update(tasks["drizzle"], total=total, completed=done,
@@ -651,7 +647,7 @@ def _run_with_progress(data, outname, config, *, force, from_stage, quiet):
 
     with progress:
         return run_pipeline(data, outname, config, force=force, from_stage=from_stage,
-                            on_stage=on_stage, on_exposure=on_exposure,
+                            on_stage=on_stage, on_exposure=on_exposure, on_phase=on_phase,
                             on_drizzle_step=on_drizzle_step)
 
 

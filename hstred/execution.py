@@ -19,6 +19,7 @@ a killed run leaves no orphan writing files. Local workers log to the run's log 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from hstred.errors import InputError, RunEnvironmentError
 
 __all__ = ["ExecutionConfig", "Backend", "LocalBackend", "DaskBackend", "make_backend",
-           "bind_children_to_process", "run_in_child"]
+           "bind_children_to_process", "run_in_child", "forwarded_queue"]
 
 _PR_SET_PDEATHSIG = 1
 _bound = False
@@ -93,6 +94,37 @@ def run_in_child(func: Callable, *args):
                              initializer=_init_worker,
                              initargs=(os.getpid(), _log_files())) as pool:
         return pool.submit(func, *args).result()
+
+
+@contextlib.contextmanager
+def forwarded_queue(callback: Callable | None) -> Iterator:
+    """A queue local worker processes may put tuples on; a thread here calls
+    ``callback(*item)`` for each, in order. Yields None (nothing to report to) without a
+    callback. The queue's server process dies with the run."""
+    if callback is None:
+        yield None
+        return
+    import threading
+    from multiprocessing.managers import SyncManager
+
+    manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+    manager.start(initializer=_die_with_parent)
+    try:
+        queue = manager.Queue()
+
+        def forward() -> None:
+            for item in iter(queue.get, None):
+                callback(*item)
+
+        reader = threading.Thread(target=forward, name="worker-reports", daemon=True)
+        reader.start()
+        try:
+            yield queue
+        finally:
+            queue.put(None)
+            reader.join(timeout=10)
+    finally:
+        manager.shutdown()
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,12 @@ __all__ = ["STAGES", "PipelineConfig", "PipelineResult", "work_dir", "run_pipeli
 
 log = logging.getLogger(__name__)
 
+#: The stages after the input checks, in order; ``--from`` names one of the first two.
 STAGES = ("calibrate", "drizzle")
+PIPELINE = ("calibrate", "drizzle", "report")
+#: What each command runs: ``hstred calibrate`` and ``hstred drizzle`` are the pipeline
+#: limited to their stages, with the same checks, lock, log, cache and record.
+COMMAND_STAGES = {"run": PIPELINE, "calibrate": ("calibrate",), "drizzle": ("drizzle", "report")}
 #: The run record's format (``OUTNAME_run.json`` key ``schema``).
 RECORD_SCHEMA = "hstred-run/2"
 
@@ -95,9 +100,9 @@ class PipelineConfig:
         if not isinstance(config, dict) or not {"calibrate", "drizzle"} <= set(config):
             raise InputError(f"--config {path} holds no run options; give an OUTNAME_run.json "
                              "that hstred run wrote")
-        try:
-            return cls(calibrate=CalibrateConfig(**config["calibrate"]),
-                       drizzle=DrizzleConfig(**config["drizzle"]),
+        try:  # a section is None when its stage did not run (hstred drizzle)
+            return cls(calibrate=CalibrateConfig(**(config["calibrate"] or {})),
+                       drizzle=DrizzleConfig(**(config["drizzle"] or {})),
                        allow_mixed_targets=bool(config.get("allow_mixed_targets", False)))
         except TypeError as err:
             raise InputError(f"--config {path}: options this hstred does not know ({err}); "
@@ -107,12 +112,13 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class PipelineResult:
     products: tuple[Path, ...]
-    run_record: Path
-    report: Path
+    run_record: Path | None  # None when no OUTNAME was reduced (hstred calibrate)
+    report: Path | None
     calibrated: tuple[Path, ...]
     skipped: dict
     timings_s: dict
     warnings: tuple[str, ...]
+    engine: str | None = None  # the calibration engine used, when calibration ran
 
 
 def drizzle_key(manifest: Manifest, inputs, outname: str, config: DrizzleConfig,
@@ -188,36 +194,52 @@ def space_needed(exposures, *, n_calibrate: int, drizzle: bool, config: Pipeline
     return need * 1.1
 
 
-def run_pipeline(data_dir: Path, outname: str, config: PipelineConfig | None = None,
+def run_pipeline(data_dir: Path, outname: str | None, config: PipelineConfig | None = None,
                  *,
+                 stages: tuple[str, ...] = PIPELINE,
                  force: bool = False, from_stage: str | None = None,
                  backend: Backend | None = None,
                  on_exposure: Callable | None = None,
+                 on_phase: Callable[[str, str], None] | None = None,
                  on_stage: Callable[[str, str], None] | None = None,
                  on_drizzle_step: Callable[[str, int, int], None] | None = None
                  ) -> PipelineResult:
     """Reduce the exposures in ``data_dir`` to ``DIR/OUTNAME_FILTER_drz_{sci,wht}.fits``.
 
-    ``force`` redoes every stage; ``from_stage`` redoes that stage and those after it.
+    ``stages`` limits the run to some of :data:`PIPELINE` (:data:`COMMAND_STAGES`): without
+    ``calibrate``, raw exposures must have been calibrated already; without ``drizzle``,
+    no OUTNAME is needed and no run record is written. ``force`` redoes every stage;
+    ``from_stage`` redoes that stage and those after it.
     ``on_stage(stage, state)`` is called with state 'start', 'done' or 'cached';
+    ``on_exposure(timing, done, total)`` as exposures finish calibrating and
+    ``on_phase(rootname, phase)`` as local workers start each part of one;
     ``on_drizzle_step(step, done, total)`` as the drizzle stage's sub-steps advance.
     """
     config = config if config is not None else PipelineConfig()
-    check_outname(outname)
+    if not stages or any(s not in PIPELINE for s in stages) or (
+            "report" in stages and "drizzle" not in stages):
+        raise ValueError(f"stages must be some of {PIPELINE} in order, not {stages!r}")
+    if "drizzle" in stages or outname is not None:
+        check_outname(outname)
     if from_stage is not None and from_stage not in STAGES:
         raise InputError(f"--from must be one of {', '.join(STAGES)}, not {from_stage!r}")
     data_dir = existing_data_dir(data_dir)
     backend = backend or make_backend(config.execution)
     backend.check()
     bind_children_to_process()  # AstroDrizzle's worker processes end with the run
-    with data_dir_lock(data_dir, command=f"hstred run {outname}"):
+    command = next(c for c, s in COMMAND_STAGES.items() if s == tuple(stages))
+    with data_dir_lock(data_dir, command=f"hstred {command} {outname or ''}".strip()):
         remove_leftovers(data_dir)
-        return _run_locked(data_dir, outname, config, force=force, from_stage=from_stage,
-                           backend=backend, on_exposure=on_exposure, on_stage=on_stage,
+        return _run_locked(data_dir, outname, config, stages=tuple(stages), force=force,
+                           from_stage=from_stage,
+                           backend=backend, on_exposure=on_exposure, on_phase=on_phase,
+                           on_stage=on_stage,
                            on_drizzle_step=on_drizzle_step)
 
 
-def _destinations(data_dir: Path, outname: str, exposures, config: PipelineConfig):
+def _destinations(data_dir: Path, outname: str | None, exposures, config: PipelineConfig):
+    if outname is None:
+        return [], []
     files = [*(p for f in sorted({e.filter for e in exposures})
                for p in product_paths(data_dir, outname, f)),
              data_dir / f"{outname}_run.json", data_dir / f"{outname}_report.html"]
@@ -234,8 +256,26 @@ def _drizzle_cached(manifest: Manifest, outname: str) -> bool:
     return bool(outputs) and all(p.is_file() for p in outputs)
 
 
-def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: bool,
-                from_stage: str | None, backend: Backend, on_exposure, on_stage,
+def _calibrated_before(manifest: Manifest, exposures) -> list[Path]:
+    """The calibrated files of raw exposures calibrated by an earlier run, or an error
+    naming those that were not."""
+    found, missing = [], []
+    for e in exposures:
+        outputs = manifest.outputs("calibrate", e.rootname)
+        if outputs and all(p.is_file() for p in outputs):
+            found.append(outputs[0])
+        else:
+            missing.append(e.path.name)
+    if missing:
+        raise InputError(f"{len(missing)} exposure(s) not calibrated yet "
+                         f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
+                         "run hstred calibrate first, or hstred run")
+    return sorted(found, key=lambda p: p.name)
+
+
+def _run_locked(data_dir: Path, outname: str | None, config: PipelineConfig, *,
+                stages: tuple[str, ...], force: bool, from_stage: str | None,
+                backend: Backend, on_exposure, on_stage, on_phase=None,
                 on_drizzle_step=None) -> PipelineResult:
     t0 = time.perf_counter()
     work = work_dir(data_dir)
@@ -252,34 +292,45 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
     kind, paths = find_inputs(data_dir)
     exposures = check_inputs(paths, allow_mixed_targets=config.allow_mixed_targets)
     raws = [e.path for e in exposures] if kind == "raw" else []
+    calibrating = bool(raws) and "calibrate" in stages
     if raws:
         check_raw_layout(exposures)
+    if calibrating:
         resolve_references(raws, data_dir)
     files, directories = _destinations(data_dir, outname, exposures, config)
     check_destinations(files, directories=directories)
-    drizzle_later = "drizzle" in redo or not _drizzle_cached(manifest, outname)
-    n_calibrate = len(raws) if (raws and "calibrate" in redo) else sum(
-        1 for e in exposures if raws and not manifest.entries("calibrate").get(e.rootname))
+    drizzle_later = "drizzle" in stages and (
+        "drizzle" in redo or not _drizzle_cached(manifest, outname))
+    n_calibrate = 0 if not calibrating else len(raws) if "calibrate" in redo else sum(
+        1 for e in exposures if not manifest.entries("calibrate").get(e.rootname))
     check_free_space(data_dir, space_needed(exposures, n_calibrate=n_calibrate,
                                             drizzle=drizzle_later, config=config),
                      what=f"{n_calibrate} calibrated exposure(s)"
                      + (f" and drizzling {len(exposures)}" if drizzle_later else ""))
 
     calibration: CalibrateResult | None = None
-    if raws:
+    if calibrating:
         notify("calibrate", "start")
         started["calibrate"] = time.time()
         t = time.perf_counter()
         calibration = run_calibrate(data_dir, config.calibrate, raw_files=raws,
-                                    progress=on_exposure, backend=backend, manifest=manifest,
+                                    progress=on_exposure, on_phase=on_phase,
+                                    backend=backend, manifest=manifest,
                                     force="calibrate" in redo,
                                     allow_mixed_targets=config.allow_mixed_targets)
         timings["calibrate"] = time.perf_counter() - t
         skipped["calibrate"] = list(calibration.skipped)
         calibrated = list(calibration.outputs)
         notify("calibrate", "cached" if not calibration.timings else "done")
+    elif raws:
+        calibrated = _calibrated_before(manifest, exposures)
     else:
         calibrated = list(paths)
+    if "drizzle" not in stages:
+        return PipelineResult(products=(), run_record=None, report=None,
+                              calibrated=tuple(calibrated), skipped=skipped,
+                              timings_s=timings, warnings=(),
+                              engine=calibration.engine if calibration else None)
 
     notify("drizzle", "start")
     started["drizzle"] = time.time()
@@ -326,7 +377,8 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
         "software": software_versions(),
         "outname": outname,
         "data_dir": str(data_dir.resolve()),
-        "config": config.to_dict(),
+        "config": {**config.to_dict(),
+                   **({} if calibrating else {"calibrate": None})},
         "execution": backend.describe(),
         "inputs": [str(p.name) for p in (raws or calibrated)],
         "calibrated": [str(p) for p in calibrated],
@@ -366,7 +418,8 @@ def _run_locked(data_dir: Path, outname: str, config: PipelineConfig, *, force: 
     atomic_write_text(run_record, json.dumps(record, indent=1, default=str))
     return PipelineResult(products=products, run_record=run_record, report=report,
                           calibrated=tuple(calibrated), skipped=skipped, timings_s=timings,
-                          warnings=tuple(drizzle_record.get("warnings", ())))
+                          warnings=tuple(drizzle_record.get("warnings", ())),
+                          engine=calibration.engine if calibration else None)
 
 
 def _reference_hashes(manifest: Manifest, calibration: CalibrateResult | None,

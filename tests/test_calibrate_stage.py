@@ -13,7 +13,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from hstred.acs import quadrants
-from hstred.calibrate import CalibrateConfig, run_calibrate
+from hstred.calibrate import PHASES, CalibrateConfig, run_calibrate
 from hstred.cli import app
 from hstred.cte.accuracy import DEFAULT_SETTING_ACCURACY
 from hstred.execution import LocalBackend
@@ -22,7 +22,8 @@ from hstred.manifest import Manifest
 pytestmark = pytest.mark.slow
 
 # Fast arCTIc settings where only determinism and bookkeeping are tested.
-QUICK_CTE = CalibrateConfig(cte="arctic", engine="native", cte_iterations=1, cte_express=20)
+#: The cheapest correction (one iteration, express 1): these tests compare runs, not accuracy.
+QUICK_CTE = CalibrateConfig(cte="arctic", engine="native", cte_iterations=1, cte_express=1)
 
 
 def _sha(path: Path) -> str:
@@ -131,8 +132,15 @@ def test_parallel_output_identical_and_cache(sim_program_two_visits, tmp_path):
     serial = run_calibrate(directory, QUICK_CTE, out_dir=tmp_path / "serial",
                            backend=LocalBackend(workers=1))
     manifest = Manifest(tmp_path / "work")
+    phases = []
     parallel = run_calibrate(directory, QUICK_CTE, out_dir=tmp_path / "parallel",
-                             manifest=manifest, backend=LocalBackend(workers=2))
+                             manifest=manifest, backend=LocalBackend(workers=2),
+                             on_phase=lambda root, phase: phases.append((root, phase)))
+    # the workers report each part of the exposure they start, in order
+    roots = sorted({root for root, _ in phases})
+    assert roots == sorted(p.name[:9] for p in parallel.outputs)
+    for root in roots:
+        assert [phase for r, phase in phases if r == root] == list(PHASES)
     assert len(serial.outputs) == len(parallel.outputs) == len(result.raw_files) == 2
     for a, b in zip(serial.outputs, parallel.outputs, strict=True):
         with fits.open(a) as ha, fits.open(b) as hb:

@@ -107,14 +107,38 @@ def test_rerun_with_nothing_changed_redoes_nothing(reduced):
     assert record["skipped"]["drizzle"] is True
     assert record["skipped"]["report"] is True
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
-    # a changed option redoes the drizzle stage and the report, not the calibration
+    # hstred calibrate and hstred drizzle are the run limited to their stages: the same
+    # cache, checks and record. Calibration is found done; a changed drizzle option
+    # redoes the drizzle stage and the report, not the calibration.
+    result = CliRunner().invoke(app, ["calibrate", "--data", str(data), "--cte", "none"])
+    assert result.exit_code == 0, result.output
+    assert "calibrated 0 exposures (2 already done)" in result.output
+    result = CliRunner().invoke(app, ["drizzle", OUTNAME, "--data", str(data),
+                                      "--pixfrac", "0.9", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((data / f"{OUTNAME}_run.json").read_text())
+    assert "calibrate" not in record["skipped"] and record["config"]["calibrate"] is None
+    assert record["skipped"]["drizzle"] is False and record["skipped"]["report"] is False
+    assert record["config"]["drizzle"]["pixfrac"] == 0.9
+    assert record["calibrated"] == [str(p) for p in sorted(
+        (data / "hstred_work" / "calibrated").glob("*_flt.fits"))]
+    assert fits.getval(data / f"{OUTNAME}_F814W_drz_sci.fits", "DRZPIXFR") == 0.9
+    # the run with the same options reuses what the stage commands did
     result = _run(data, "--pixfrac", "0.9")
     assert result.exit_code == 0, result.output
     record = json.loads((data / f"{OUTNAME}_run.json").read_text())
-    assert len(record["skipped"]["calibrate"]) == 2
-    assert record["skipped"]["drizzle"] is False and record["skipped"]["report"] is False
-    assert record["config"]["drizzle"]["pixfrac"] == 0.9
+    assert len(record["skipped"]["calibrate"]) == 2 and record["skipped"]["drizzle"] is True
     assert _run(data).exit_code == 0  # back to the defaults for the tests below
+
+
+def test_drizzle_command_needs_the_calibration_first(sim_program_two_visits, tmp_path):
+    src, _config, _result = sim_program_two_visits
+    data = _copy_program(src, tmp_path / "data")
+    result = CliRunner().invoke(app, ["drizzle", OUTNAME, "--data", str(data)])
+    assert result.exit_code == 2, result.output
+    assert "2 exposure(s) not calibrated yet" in result.output
+    assert "run hstred calibrate first" in result.output
+    assert not list(data.glob(f"{OUTNAME}_*"))
 
 
 def _kill_when(proc: subprocess.Popen, condition, timeout_s: float = 600) -> None:
@@ -178,7 +202,7 @@ def test_dask_backend_matches_local(sim_program_two_visits, tmp_path):
     from hstred.execution import DaskBackend, LocalBackend
 
     src, _config, _result = sim_program_two_visits
-    config = CalibrateConfig(cte="arctic", engine="native", cte_iterations=1, cte_express=20)
+    config = CalibrateConfig(cte="arctic", engine="native", cte_iterations=1, cte_express=1)
     local = run_calibrate(src, config, out_dir=tmp_path / "local", backend=LocalBackend(1))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
