@@ -14,6 +14,29 @@ SMALL_CONFIG = SimulationConfig(visits=1, exposures=1, filters=("F606W",), seed=
                                 cte=False, truth_images=True)
 
 
+#: Test files that reduce whole simulated programs, heaviest first (measured worker time).
+_HEAVY_FILES = ("test_drizzle_simulated.py", "test_regression.py", "test_pipeline.py",
+                "test_gaia_simulated.py", "test_calibrate_stage.py", "test_failures.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heaviest test files first, then the other slow ones, then the rest.
+
+    ``make test`` hands whole files to two workers in this order, as each becomes free:
+    long files started first run side by side, and the short ones fill the gaps at the
+    end instead of one long file running alone while the other worker idles.
+    """
+    weights: dict[str, tuple[int, int]] = {}
+    for item in items:
+        name = item.path.name
+        if name in _HEAVY_FILES:
+            weight = (0, _HEAVY_FILES.index(name))
+        else:
+            weight = (1, 0) if item.get_closest_marker("slow") else (2, 0)
+        weights[name] = min(weights.get(name, weight), weight)
+    items.sort(key=lambda item: weights[item.path.name])  # stable: files stay whole
+
+
 def _simulate(tmp_path_factory, name: str, config: SimulationConfig):
     """Simulate into a fresh directory; yield it and remove it (~0.4 GB) afterwards."""
     out = tmp_path_factory.mktemp(name)
