@@ -225,13 +225,13 @@ def calibrate(
     engine: Annotated[EngineOption, typer.Option(
         help="'native' (hstred's CCD steps), 'calacs' (hstcal's acsccd.e/acs2d.e on PATH) "
              "or 'auto' (calacs when present).")] = EngineOption.auto,
-    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes "
+    workers: Annotated[int | None, typer.Option(help="Worker processes "
                                                 "(default: all cores).")] = None,
-    cte_iterations: Annotated[int | None, typer.Option(min=1, help="arCTIc correction "
+    cte_iterations: Annotated[int | None, typer.Option(help="arCTIc correction "
                                                        "iterations (default: the "
                                                        "calibration stage's, see README).")]
     = None,
-    cte_express: Annotated[int | None, typer.Option(min=0, help="arCTIc express factor "
+    cte_express: Annotated[int | None, typer.Option(help="arCTIc express factor "
                                                     "(0 = exact, slower; default: the "
                                                     "calibration stage's, see README).")]
     = None,
@@ -297,7 +297,7 @@ RefCatOpt = Annotated[str | None, typer.Option(
 AllowRelativeOpt = Annotated[bool, typer.Option(
     "--allow-relative", help="When the tie to --reference-catalog fails its gates, warn and "
                              "keep the relative alignment instead of stopping.")]
-WorkersOpt = Annotated[int | None, typer.Option(min=1, help="Local worker processes "
+WorkersOpt = Annotated[int | None, typer.Option(help="Local worker processes "
                                                 "(default: all cores).")]
 OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
                                            "OUTNAME_FILTER_drz_sci.fits and _drz_wht.fits.")]

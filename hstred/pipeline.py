@@ -216,9 +216,9 @@ def run_pipeline(data_dir: Path, outname: str | None, config: PipelineConfig | N
     ``on_drizzle_step(step, done, total)`` as the drizzle stage's sub-steps advance.
     """
     config = config if config is not None else PipelineConfig()
-    if not stages or any(s not in PIPELINE for s in stages) or (
-            "report" in stages and "drizzle" not in stages):
-        raise ValueError(f"stages must be some of {PIPELINE} in order, not {stages!r}")
+    if tuple(stages) not in COMMAND_STAGES.values():
+        raise ValueError(f"stages must be one of {list(COMMAND_STAGES.values())}, "
+                         f"not {stages!r}")
     if "drizzle" in stages or outname is not None:
         check_outname(outname)
     if from_stage is not None and from_stage not in STAGES:

@@ -110,7 +110,8 @@ def tied(tmp_path_factory):
 
 #: Truth sources of the dense field. With seed 1 the simulator then draws 72 Gaia-like
 #: stars (G < 21) within 150" of the field's centre, of which the tie matches 37 in the
-#: visits' footprint (202" x 202" per pointing): 3-4 per arcmin^2, Gaia DR3's density to
+#: visits' footprint (202" x 202" per pointing; 34 in F606W alone): 3-4 per arcmin^2,
+#: Gaia DR3's density to
 #: G = 21 at intermediate galactic latitude (|b| near 30-40 deg; several times fewer near
 #: the poles, many more towards the plane). The standard program's 400 sources give 12,
 #: 9 matched: a high-latitude field.
