@@ -9,7 +9,9 @@ UV          := $(BOOTSTRAP)/bin/uv
 DEMO_DIR    ?= demo
 PYTEST_ARGS ?=
 # Test files run two at a time (pytest-xdist), each file whole on one worker so its
-# simulated programs are made once; TEST_WORKERS=0 runs them in this process, one by one.
+# simulated programs are made once, handed out in the order tests/conftest.py gives them
+# (heaviest first; xdist's own reordering by test count is off); TEST_WORKERS=0 runs them
+# in this process, one by one.
 TEST_WORKERS ?= 2
 
 # Never download a Python interpreter: use the machine's python3.
@@ -47,7 +49,8 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	touch $@
 
 test: install
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  $(PYTEST_ARGS)
 
 demo: install
 	@if ls $(DEMO_DIR)/*_raw.fits >/dev/null 2>&1; then \
