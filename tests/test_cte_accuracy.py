@@ -26,7 +26,7 @@ from hstred.cte.model import (
     MJD_TO_JD,
     load_arcticpy,
 )
-from hstred.pipeline import _cte_record
+from hstred.record import cte_keywords
 
 MJD_2024 = 60462.0
 
@@ -104,21 +104,21 @@ def test_header_and_run_record_carry_setting_and_accuracy(tmp_path):
 
     path = tmp_path / "x_flc.fits"
     fits.PrimaryHDU(header=h).writeto(path)
-    record = _cte_record([path])["x_flc.fits"]
+    record = cte_keywords([path])["x_flc.fits"]
     assert record["CTEEXPR"] == CORRECTION_EXPRESS and record["CTE_NIT"] == CORRECTION_ITERATIONS
     assert record["CTEACFLX"] == DEFAULT_SETTING_ACCURACY.flux_fraction
 
 
 def test_cli_takes_cte_defaults_from_the_config(monkeypatch, tmp_path):
-    import hstred.calibrate
+    import hstred.pipeline
 
     seen = []
 
-    def fake_run(data, config, **kwargs):
-        seen.append(config)
-        raise hstred.calibrate.InputError("stop here")
+    def fake_run(data, outname, config, **kwargs):
+        seen.append(config.calibrate)
+        raise hstred.pipeline.InputError("stop here")
 
-    monkeypatch.setattr(hstred.calibrate, "run_calibrate", fake_run)
+    monkeypatch.setattr(hstred.pipeline, "run_pipeline", fake_run)
     res = CliRunner().invoke(app, ["calibrate", "--data", str(tmp_path)])
     assert res.exit_code == 2, res.output
     assert (seen[0].cte_express, seen[0].cte_iterations) == (CORRECTION_EXPRESS,
