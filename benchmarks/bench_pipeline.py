@@ -164,7 +164,7 @@ def run_hstred(program: Path, root: Path, name: str, workers: int, *, fresh: boo
     first = min(starts.values())
     windows = {"startup": (t0, first)}
     windows.update({k: (s, s + timings[k]) for k, s in starts.items()})
-    products = [p[k] for p in record["drizzle"]["products"] for k in ("sci", "wht")]
+    products = [data / p[k] for p in record["drizzle"]["products"] for k in ("sci", "wht")]
     result = _result(t0, t1, sampler, windows, products=products)
     result["skipped"] = record["skipped"]
     return result

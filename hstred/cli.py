@@ -80,7 +80,10 @@ _FILE_ONLY = {"console": False}  # log records the terminal already shows
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    if logging.getLogger().handlers:  # else logging's last resort would print it again
+    # Into the log when the command has logged already (else logging's last resort would
+    # print it again, or the log would be created for a command that did nothing).
+    if any(isinstance(h, _LogFile) and h.stream is not None
+           for h in logging.getLogger().handlers):
         log.error(message, extra=_FILE_ONLY)
     typer.echo(f"hstred: error: {message}", err=True)
     return typer.Exit(code)
@@ -116,7 +119,7 @@ def _report_errors(func):
 
 def _bug(err: BaseException) -> typer.Exit:
     text = "".join(traceback.format_exception(err))
-    if logging.getLogger().handlers:
+    if any(isinstance(h, _LogFile) for h in logging.getLogger().handlers):
         log.error("internal error:\n%s", text, extra=_FILE_ONLY)
     typer.echo(text.rstrip(), err=True)
     return _fail(f"internal error (a bug), {type(err).__name__}: {err}; please report it with "
@@ -245,7 +248,7 @@ def calibrate(
     """
     from hstred.calibrate import CalibrateConfig
     from hstred.execution import ExecutionConfig
-    from hstred.pipeline import COMMAND_STAGES, PipelineConfig, run_pipeline
+    from hstred.pipeline import PipelineConfig, run_pipeline
 
     _setup_logging(data, quiet=False)
     # unset CTE options keep CalibrateConfig's defaults, the one place they are set
@@ -259,11 +262,8 @@ def calibrate(
         typer.echo(f"[{done}/{total}] {timing.output.name}  ccd {timing.ccd_s:.1f}s  "
                    f"cte {timing.cte_s:.1f}s  2d {timing.two_d_s:.1f}s", err=True)
 
-    result = run_pipeline(data, None, config, stages=COMMAND_STAGES["calibrate"], force=force,
+    result = run_pipeline(data, None, config, command="calibrate", force=force,
                           on_exposure=report)
-    if result.engine is None:
-        raise InputError(f"{data}: no *_raw.fits to calibrate (calibrated archive files are "
-                         "drizzled as they are: hstred drizzle OUTNAME)")
     done = len(result.skipped.get("calibrate", []))
     typer.echo(f"calibrated {len(result.calibrated) - done} exposures ({done} already "
                f"done) with the {result.engine} engine in {result.timings_s['calibrate']:.1f}s"
@@ -337,14 +337,25 @@ def _mark_file_only(logger: logging.Logger) -> None:
         logger.addFilter(_FileOnly())
 
 
+class _LogFile(logging.FileHandler):
+    """The log file, created (with its directory) by the first line logged: a command that
+    stops on bad inputs before logging anything leaves the directory as it was."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def _setup_logging(data: Path, *, quiet: bool) -> Path:
     """Log to ``DIR/hstred_work/hstred.log`` (created in an existing ``data`` only) and
     warnings to the terminal unless ``quiet``."""
     from hstred.workspace import existing_data_dir, work_dir
 
     log_path = work_dir(existing_data_dir(data)) / "hstred.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path)
+    handler = _LogFile(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -394,7 +405,7 @@ def drizzle(
     """
     from hstred.execution import ExecutionConfig
     from hstred.inputs import check_outname
-    from hstred.pipeline import COMMAND_STAGES, PipelineConfig, run_pipeline
+    from hstred.pipeline import PipelineConfig, run_pipeline
 
     check_outname(outname)  # before anything is created
     _setup_logging(data, quiet=False)
@@ -404,7 +415,7 @@ def drizzle(
                                 reference_catalog=reference_catalog,
                                 allow_relative=allow_relative),
         execution=ExecutionConfig(workers=workers))
-    result = run_pipeline(data, outname, config, stages=COMMAND_STAGES["drizzle"])
+    result = run_pipeline(data, outname, config, command="drizzle")
     for product in result.products:
         typer.echo(str(product))
     typer.echo(f"run record {result.run_record}; QA report {result.report}")
@@ -537,7 +548,7 @@ def _plan(outname: str | None = None, **options) -> None:
 
     Takes run's options: which exposures are calibrated already and which would be (and
     why), which references are found or missing, and, given OUTNAME, whether the drizzle
-    stage's products would be reused or redone.
+    stage.s products and the report would be reused or redone.
     """
     from rich.console import Console
     from rich.table import Table
@@ -585,6 +596,9 @@ def _plan(outname: str | None = None, **options) -> None:
     for product, exists in d.products:
         console.print(f"  {product}  {'exists' if exists else 'to be written'}",
                       markup=False)
+    r = plan.report
+    state = f"run ({r.reason})" if r.state == RUN else "cached: report reused"
+    console.print(f"report {r.outname}: {state}", markup=False)
 
 
 def _plan_signature():

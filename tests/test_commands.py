@@ -132,7 +132,7 @@ def test_config_replays_a_record_and_given_options_override_it(tmp_path, monkeyp
                               drizzle=DrizzleConfig(pixfrac=0.6, kernel="gaussian"),
                               execution=ExecutionConfig(workers=7), allow_mixed_targets=True)
     record = tmp_path / "X_run.json"
-    record.write_text(json.dumps({"schema": "hstred-run/2", "config": recorded.to_dict()}))
+    record.write_text(json.dumps({"schema": "hstred-run/3", "config": recorded.to_dict()}))
     seen = []
 
     def capture(data_dir, config, outname=None, **kwargs):

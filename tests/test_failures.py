@@ -434,7 +434,7 @@ def test_disk_filling_anyway_removes_partial_files(program, small_disk):
     (data / "crds").symlink_to(program / "crds")
     before = _inputs(data)
     free = shutil.disk_usage(small_disk).free
-    script = ("import hstred.pipeline as p; p.check_free_space = lambda *a, **k: None; "
+    script = ("import hstred.stages as s; s.check_free_space = lambda *a, **k: None; "
               "from hstred.cli import run; run()")
     result = subprocess.run([sys.executable, "-c", script, "run", OUTNAME, "--data", str(data),
                              "--cte", "none", "--workers", "1", "--quiet"],

@@ -77,7 +77,7 @@ def test_products_record_and_report(reduced):
     assert "<h2>Distortion</h2>" in page and "<h2>Warnings</h2>" in page
     assert "<h2>References</h2>" in page
     assert all(digest in page for digest in record["reference_sha256"].values())
-    assert record["schema"] == "hstred-run/2" and record["engine"] == "native"
+    assert record["schema"] == "hstred-run/3" and record["engine"] == "native"
     # the report draws the record: exposure rows and per-visit residual vectors are in it
     rows = {r["rootname"]: r for r in record["exposures"]}
     assert len(rows) == 2 and all(r["cr_fraction"] is not None for r in rows.values())
@@ -120,7 +120,7 @@ def test_rerun_with_nothing_changed_redoes_nothing(reduced):
     assert "calibrate" not in record["skipped"] and record["config"]["calibrate"] is None
     assert record["skipped"]["drizzle"] is False and record["skipped"]["report"] is False
     assert record["config"]["drizzle"]["pixfrac"] == 0.9
-    assert record["calibrated"] == [str(p) for p in sorted(
+    assert record["calibrated"] == [p.relative_to(data).as_posix() for p in sorted(
         (data / "hstred_work" / "calibrated").glob("*_flt.fits"))]
     assert fits.getval(data / f"{OUTNAME}_F814W_drz_sci.fits", "DRZPIXFR") == 0.9
     # the run with the same options reuses what the stage commands did
@@ -246,7 +246,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reduced, sim_program_two_
     record = json.loads((data / f"{OUTNAME}_run.json").read_text())
     assert first_done <= set(record["skipped"]["calibrate"])
     expected = json.loads((full / f"{OUTNAME}_run.json").read_text())
-    assert record["schema"] == expected["schema"] == "hstred-run/2"
+    assert record["schema"] == expected["schema"] == "hstred-run/3"
     for key in ("references", "reference_sha256", "engine"):
         assert record[key] == expected[key]
     named = {n for refs in record["references"].values() for n in refs.values() if n}
@@ -316,6 +316,7 @@ def test_plan_before_and_after_a_run_writes_nothing(reduced, sim_program_two_vis
     assert result.exit_code == 0, result.output
     assert "run: not calibrated yet" in result.output
     assert f"drizzle {OUTNAME}: run (after calibrating 2 exposure(s))" in result.output
+    assert f"report {OUTNAME}: run (after the drizzle)" in result.output
     assert _listing(fresh) == before  # no hstred_work, no log, no lock
 
     # after: the reduced directory, with the options of its run
@@ -324,6 +325,7 @@ def test_plan_before_and_after_a_run_writes_nothing(reduced, sim_program_two_vis
     result = CliRunner().invoke(app, ["plan", OUTNAME, "--data", str(data), *plan_args])
     assert result.exit_code == 0, result.output
     assert f"drizzle {OUTNAME}: cached" in result.output
+    assert f"report {OUTNAME}: cached" in result.output
     assert "0 cached" not in result.output and "2 cached" in result.output
     config = PipelineConfig(calibrate=CalibrateConfig(cte="none"))
     plan = make_plan(data, config, OUTNAME)
@@ -341,4 +343,23 @@ def test_plan_before_and_after_a_run_writes_nothing(reduced, sim_program_two_vis
     plan = make_plan(data, config, OUTNAME, from_stage="drizzle")
     assert [e.calibrate for e in plan.exposures] == [CACHED, CACHED]
     assert plan.drizzle.state == RUN and plan.drizzle.reason == "redone on request"
+    assert plan.report.state == RUN
+    assert _listing(data) == before
+
+    # the same directory mounted elsewhere (as at /data in the container): the cache keys
+    # hold no absolute path, so nothing is redone (hard links: no data copied)
+    moved = tmp_path / "mounted_elsewhere"
+    shutil.copytree(data, moved, symlinks=True, copy_function=os.link,
+                    ignore=shutil.ignore_patterns("lock", "hstred.log", "drizzle"))
+    result = CliRunner().invoke(app, ["plan", OUTNAME, "--data", str(moved), *plan_args])
+    assert result.exit_code == 0, result.output
+    assert f"drizzle {OUTNAME}: cached" in result.output
+    assert f"report {OUTNAME}: cached" in result.output
+    result = _run(moved)
+    assert result.exit_code == 0, result.output
+    record = json.loads((moved / f"{OUTNAME}_run.json").read_text())
+    assert len(record["skipped"]["calibrate"]) == 2
+    assert record["skipped"]["drizzle"] is True and record["skipped"]["report"] is True
+    assert record["calibrated"] == [p.relative_to(data).as_posix() for p in sorted(
+        (data / "hstred_work" / "calibrated").glob("*_flt.fits"))]
     assert _listing(data) == before

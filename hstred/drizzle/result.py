@@ -151,11 +151,18 @@ class DrizzleResult:
                 return s
         raise KeyError(f"{visit}_{filter_}")
 
-    def to_dict(self) -> dict:
-        """A JSON-friendly dictionary (paths as strings)."""
+    def to_dict(self, root: Path | None = None) -> dict:
+        """A JSON-friendly dictionary: paths as strings, relative to ``root`` (the data
+        directory) when inside it, so that the directory can be mounted elsewhere."""
+        base = Path(root).resolve() if root is not None else None
 
         def convert(value):
             if isinstance(value, Path):
+                if base is not None:
+                    try:
+                        return value.resolve().relative_to(base).as_posix()
+                    except ValueError:
+                        pass
                 return str(value)
             if isinstance(value, dict):
                 return {k: convert(v) for k, v in value.items()}

@@ -34,13 +34,13 @@ font-size:13px;text-align:right}th{background:#eee}img{max-width:100%;border:1px
 .grid{display:flex;flex-wrap:wrap;gap:1em}.grid figure{flex:1 1 45%;margin:0}"""
 
 
-def _downsampled(paths: list[str]) -> dict[str, np.ndarray]:
+def _downsampled(paths: list[Path]) -> dict[Path, np.ndarray]:
     """Preview-sized block means of product images, two at a time.
 
     The products are memory-mapped and read a few rows at a time (numpy's copies and
     sums release the GIL, so two threads keep two cores busy).
     """
-    def load(path: str) -> np.ndarray:
+    def load(path: Path) -> np.ndarray:
         with fits.open(path, memmap=True) as hdul:
             return figures.downsample(hdul[0].data)
 
@@ -93,12 +93,13 @@ def write_report(data_dir: Path, outname: str, record: dict) -> Path:
         drz = record["drizzle"]
         scale = float(record["config"]["drizzle"]["pixel_scale_arcsec"])
         previews = []
-        small = _downsampled([p[k] for p in drz["products"] for k in ("sci", "wht")])
+        # product paths are relative to the data directory (absolute when outside it)
+        small = _downsampled([data_dir / p[k] for p in drz["products"] for k in ("sci", "wht")])
         for product in drz["products"]:
             filt = product["filter"]
-            figures.plot_image(small[product["sci"]], files / f"{filt}_sci.png",
+            figures.plot_image(small[data_dir / product["sci"]], files / f"{filt}_sci.png",
                                title=f"{outname} {filt} science", label="electrons / s")
-            figures.plot_image(small[product["wht"]], files / f"{filt}_wht.png",
+            figures.plot_image(small[data_dir / product["wht"]], files / f"{filt}_wht.png",
                                title=f"{outname} {filt} weight", label="weight",
                                stretch="linear")
             previews.append(
