@@ -337,6 +337,10 @@ def _mark_file_only(logger: logging.Logger) -> None:
         logger.addFilter(_FileOnly())
 
 
+class _Console(logging.StreamHandler):
+    """Warnings on the terminal."""
+
+
 class _LogFile(logging.FileHandler):
     """The log file, created (with its directory) by the first line logged: a command that
     stops on bad inputs before logging anything leaves the directory as it was."""
@@ -355,9 +359,12 @@ def _setup_logging(data: Path, *, quiet: bool) -> Path:
     from hstred.workspace import existing_data_dir, work_dir
 
     log_path = work_dir(existing_data_dir(data)) / "hstred.log"
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _LogFile | _Console)]:
+        root.removeHandler(old)  # an earlier command in this process logged elsewhere
+        old.close()
     handler = _LogFile(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     # astropy prints its warnings itself; they reach the log file through the root logger
@@ -370,7 +377,7 @@ def _setup_logging(data: Path, *, quiet: bool) -> Path:
                     handler, logging.FileHandler):
                 handler.setLevel(max(handler.level, logging.ERROR))
     if not quiet:
-        console = logging.StreamHandler()
+        console = _Console()
         console.setLevel(logging.WARNING)
         console.setFormatter(logging.Formatter("hstred: %(levelname)s: %(message)s"))
         console.addFilter(_ConsoleFilter())
