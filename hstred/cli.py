@@ -411,7 +411,7 @@ def drizzle(
     record and the QA report, as hstred run does.
     """
     from hstred.execution import ExecutionConfig
-    from hstred.inputs import check_outname
+    from hstred.naming import check_outname
     from hstred.pipeline import PipelineConfig, run_pipeline
 
     check_outname(outname)  # before anything is created
@@ -475,7 +475,7 @@ def run_command(
     the visits and drizzles each filter onto one grid. Finished work recorded in
     DIR/hstred_work/manifest.json is not redone.
     """
-    from hstred.inputs import check_outname
+    from hstred.naming import check_outname
 
     check_outname(outname)  # before anything is created
     _setup_logging(data, quiet=quiet)

@@ -15,7 +15,6 @@ Checks, before any work, from headers and file structure only:
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,43 +26,13 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from hstred.acs import RAW_NX, RAW_NY
 from hstred.errors import InputError
+from hstred.naming import filter_name, visit_name
 from hstred.workspace import existing_data_dir
 
 __all__ = ["InputExposure", "find_raw_files", "find_calibrated_files", "find_inputs",
-           "check_inputs", "check_raw_layout", "check_outname", "fits_damage",
-           "filter_name"]
+           "check_inputs", "check_raw_layout", "fits_damage"]
 
 log = logging.getLogger(__name__)
-
-_OUTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
-
-
-def check_outname(outname: str) -> str:
-    """``outname`` when it is a plain file-name stem (letters, digits, ``_ . + -``, not
-    starting with ``.`` or ``-``, at most 100 characters); :class:`InputError` otherwise."""
-    if not isinstance(outname, str) or not _OUTNAME.fullmatch(outname):
-        raise InputError(f"OUTNAME {outname!r} must be a plain file-name stem of letters, "
-                         "digits, '_', '.', '+' or '-' (no spaces or '/'), e.g. ABELL1689")
-    return outname
-
-
-def filter_name(filter1: str, filter2: str) -> str:
-    """The spectral element of an ACS/WFC exposure from FILTER1/FILTER2.
-
-    CLEAR* (and empty/N/A) positions are ignored; two real elements are joined with ``-``.
-
-    >>> filter_name("F606W", "CLEAR2L")
-    'F606W'
-    >>> filter_name("CLEAR1L", "F814W")
-    'F814W'
-    """
-    names = []
-    for value in (filter1, filter2):
-        value = str(value or "").strip().upper()
-        if value and not value.startswith("CLEAR") and value != "N/A":
-            names.append(value)
-    return "-".join(names)
-
 
 @dataclass(frozen=True)
 class InputExposure:
@@ -81,7 +50,7 @@ class InputExposure:
     @property
     def visit(self) -> str:
         """The first 6 characters of the rootname identify the visit."""
-        return self.rootname[:6]
+        return visit_name(self.rootname)
 
     @property
     def filter(self) -> str:
@@ -213,6 +182,11 @@ def check_inputs(paths: Sequence[Path], *, allow_mixed_targets: bool = False
     if no_time:
         raise InputError(f"exposure time must be > 0: remove {', '.join(no_time)} or replace "
                          "it with an intact copy from the archive")
+    unnamed = [f"{e.path.name} (ROOTNAME {e.rootname!r})" for e in exposures
+               if len(e.rootname) != 9]
+    if unnamed:
+        raise InputError(f"ROOTNAME must be the archive's 9-character exposure name: fix "
+                         f"{', '.join(unnamed)} or replace it with the archive's file")
     by_root: dict[str, list[Path]] = defaultdict(list)
     for e in exposures:
         by_root[e.rootname].append(e.path)

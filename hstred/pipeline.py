@@ -35,8 +35,9 @@ from hstred.drizzle import DrizzleConfig
 from hstred.errors import InputError
 from hstred.execution import Backend, ExecutionConfig, bind_children_to_process, make_backend
 from hstred.fileio import atomic_write_text
-from hstred.inputs import check_outname, find_inputs
+from hstred.inputs import find_inputs
 from hstred.manifest import Manifest
+from hstred.naming import check_outname, run_record_path
 from hstred.stages import (
     COMMAND_STAGES,
     FROM_STAGES,
@@ -163,7 +164,7 @@ def run_pipeline(data_dir: Path, outname: str | None, config: PipelineConfig | N
                   "skipped": ctx.skipped,
                   "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
                   "stage_start_epoch_s": {k: round(v, 3) for k, v in ctx.started.items()}}
-        run_record = data_dir / f"{outname}_run.json"
+        run_record = run_record_path(data_dir, outname)
         atomic_write_text(run_record, json.dumps(record, indent=1, default=str))
         return PipelineResult(products=tuple(DrizzleStage().outputs(ctx)),
                               run_record=run_record, report=ctx.report,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hstred.calibrate import choose_engine
-from hstred.inputs import check_outname
 from hstred.manifest import Manifest
+from hstred.naming import check_outname
 from hstred.pipeline import PipelineConfig, redo_stages
 from hstred.stages import (
     CACHED,

@@ -15,7 +15,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from hstred.acs import quadrants
-from hstred.inputs import filter_name
+from hstred.naming import filter_name, visit_name
 
 __all__ = ["CTE_KEYWORDS", "cte_keywords", "exposure_rows", "cte_profile",
            "cosmic_ray_fraction"]
@@ -68,7 +68,7 @@ def exposure_rows(calibrated, cr_fractions: dict[str, float] | None = None) -> l
         root = str(header.get("ROOTNAME", path.name[:9])).strip().lower()
         rows.append({
             "rootname": root,
-            "visit": root[:6],
+            "visit": visit_name(root),
             "filter": filter_name(header.get("FILTER1", ""), header.get("FILTER2", "")),
             "date": Time(float(header["EXPSTART"]), format="mjd").isot[:19],
             "exptime_s": float(header.get("EXPTIME", 0.0)),

@@ -38,13 +38,20 @@ from astropy.time import Time
 from hstred._version import __version__
 from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.calibrate import CalibrateResult, choose_engine, exposure_key, run_calibrate
-from hstred.drizzle import product_paths, run_drizzle
+from hstred.drizzle import run_drizzle
 from hstred.drizzle.stage import distortion_references
 from hstred.errors import InputError, ReferenceFileError
 from hstred.execution import Backend
 from hstred.fileio import check_destinations
 from hstred.inputs import InputExposure, check_inputs, check_raw_layout, find_inputs
 from hstred.manifest import Manifest, software_versions
+from hstred.naming import (
+    product_paths,
+    report_files_dir,
+    report_path,
+    run_record_path,
+    single_paths,
+)
 from hstred.quality import check_exposure_quality
 from hstred.record import cte_keywords, cte_profile, exposure_rows
 from hstred.refs import ReferenceSet, resolve_references
@@ -253,11 +260,10 @@ def _destinations(ctx: Context) -> tuple[list[Path], list[Path]]:
     data_dir, outname = ctx.data_dir, ctx.outname
     files = [*(p for f in sorted({e.filter for e in ctx.exposures})
                for p in product_paths(data_dir, outname, f)),
-             data_dir / f"{outname}_run.json", data_dir / f"{outname}_report.html"]
+             run_record_path(data_dir, outname), report_path(data_dir, outname)]
     if ctx.config.drizzle.singles:
-        files += [data_dir / "singles" / f"{e.rootname}_drz_{k}.fits"
-                  for e in ctx.exposures for k in ("sci", "wht")]
-    return files, [data_dir / f"{outname}_report_files"]
+        files += [p for e in ctx.exposures for p in single_paths(data_dir, e.rootname)]
+    return files, [report_files_dir(data_dir, outname)]
 
 
 # ---------------------------------------------------------------------------- calibrate
@@ -590,7 +596,7 @@ class ReportStage(Stage):
         return report_key(ctx.manifest, ctx.record, DrizzleStage().outputs(ctx))
 
     def plan(self, ctx: Context) -> StagePlan:
-        path = ctx.data_dir / f"{ctx.outname}_report.html"
+        path = report_path(ctx.data_dir, ctx.outname)
         products = ((path, path.is_file()),)
         if "report" in ctx.redo:
             return StagePlan(ctx.outname, RUN, "redone on request", products)
@@ -602,12 +608,12 @@ class ReportStage(Stage):
 
     def run(self, ctx: Context) -> bool:
         key = self._key(ctx)
-        ctx.report = ctx.data_dir / f"{ctx.outname}_report.html"
+        ctx.report = report_path(ctx.data_dir, ctx.outname)
         if "report" not in ctx.redo and ctx.manifest.lookup("report", ctx.outname, key):
             ctx.skipped["report"] = True
             return True
         ctx.report = write_report(ctx.data_dir, ctx.outname, ctx.record)
-        figures = sorted((ctx.data_dir / f"{ctx.outname}_report_files").glob("*.png"))
+        figures = sorted(report_files_dir(ctx.data_dir, ctx.outname).glob("*.png"))
         ctx.manifest.record("report", ctx.outname, key, [ctx.report, *figures])
         ctx.skipped["report"] = False
         return False

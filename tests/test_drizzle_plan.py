@@ -10,16 +10,11 @@ import pytest
 from astropy.io import fits
 from test_drizzle_synthetic import write_fake_program
 
-from hstred.drizzle.plan import (
-    CalibratedExposure,
-    build_plan,
-    filter_name,
-    read_exposure,
-    visit_name,
-)
+from hstred.drizzle.plan import CalibratedExposure, build_plan, read_exposure
 from hstred.drizzle.stage import plan_drizzle
 from hstred.errors import InputError
 from hstred.inputs import find_calibrated_files
+from hstred.naming import filter_name, visit_name
 
 
 @pytest.fixture(scope="module")

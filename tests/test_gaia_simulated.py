@@ -81,7 +81,7 @@ def _tie_run(root: Path, name: str, cal: Path, flcs, distortion, catalog: Path, 
 
 
 def _of_filter(flcs, filt: str) -> list[Path]:
-    from hstred.inputs import filter_name
+    from hstred.naming import filter_name
 
     return [p for p in flcs
             if filter_name(fits.getval(p, "FILTER1", 0), fits.getval(p, "FILTER2", 0)) == filt]

@@ -69,6 +69,14 @@ def test_duplicate_rootnames(tmp_path):
         check_inputs(paths)
 
 
+def test_a_rootname_that_names_no_visit_is_named(tmp_path):
+    """The visit is the rootname's first six characters: a short ROOTNAME cannot be grouped."""
+    paths = [_write(tmp_path / "jd7101aaq_raw.fits"),
+             _write(tmp_path / "jd7101abq_raw.fits", ROOTNAME="JD71")]
+    with pytest.raises(InputError, match=r"9-character.*jd7101abq_raw.fits \(ROOTNAME 'jd71'\)"):
+        check_inputs(paths)
+
+
 def test_truncated_file_is_named(tmp_path):
     good = _write(tmp_path / "jd7101aaq_raw.fits")
     bad = tmp_path / "jd7101abq_raw.fits"

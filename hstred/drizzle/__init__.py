@@ -9,7 +9,8 @@ from hstred.drizzle.result import (
     GridInfo,
     SingleProduct,
 )
-from hstred.drizzle.stage import plan_drizzle, product_paths, run_drizzle
+from hstred.drizzle.stage import plan_drizzle, run_drizzle
+from hstred.naming import product_paths
 
 __all__ = [
     "AlignmentSolution",

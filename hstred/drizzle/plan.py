@@ -14,14 +14,12 @@ from pathlib import Path
 from astropy.io import fits
 
 from hstred.errors import InputError
-from hstred.inputs import filter_name
+from hstred.naming import filter_name, visit_name
 
 __all__ = [
     "CalibratedExposure",
     "VisitGroup",
     "DrizzlePlan",
-    "filter_name",
-    "visit_name",
     "read_exposure",
     "build_plan",
     "REQUIRED_PRIMARY_KEYWORDS",
@@ -90,14 +88,6 @@ class DrizzlePlan:
             if g.name == name:
                 return g
         raise KeyError(name)
-
-
-def visit_name(rootname: str) -> str:
-    """The visit of a rootname: its first six characters, lower case."""
-    rootname = rootname.strip().lower()
-    if len(rootname) < 9:
-        raise ValueError(f"rootname {rootname!r} is shorter than the 9 characters of HST names")
-    return rootname[:6]
 
 
 def _require(header: fits.Header, keys: Iterable[str], where: str) -> None:

@@ -80,7 +80,8 @@ from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend, run_in_child
 from hstred.fileio import check_destinations, publish_all
-from hstred.inputs import check_outname, find_calibrated_files
+from hstred.inputs import find_calibrated_files
+from hstred.naming import check_outname, product_paths, single_paths
 from hstred.record import cosmic_ray_fraction
 from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
 from hstred.workspace import STAGING_PREFIX
@@ -88,12 +89,6 @@ from hstred.workspace import STAGING_PREFIX
 __all__ = ["run_drizzle", "plan_drizzle", "product_paths", "distortion_references"]
 
 log = logging.getLogger(__name__)
-
-
-def product_paths(data_dir: Path, outname: str, filter_: str) -> tuple[Path, Path]:
-    """Where the final products of one filter go."""
-    return (Path(data_dir) / f"{outname}_{filter_}_drz_sci.fits",
-            Path(data_dir) / f"{outname}_{filter_}_drz_wht.fits")
 
 
 def plan_drizzle(data_dir: Path, inputs: Sequence[Path] | None = None) -> DrizzlePlan:
@@ -495,8 +490,7 @@ def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> Sin
     if abs(exptime - e.exptime_s) > 1e-6 * e.exptime_s:
         raise StageError(f"{out.sci.name}: EXPTIME {exptime} differs from the exposure's "
                          f"{e.exptime_s}; the single image would mislead PSF modelling")
-    sci_dst = ctx.data_dir / "singles" / f"{e.rootname}_drz_sci.fits"
-    wht_dst = ctx.data_dir / "singles" / f"{e.rootname}_drz_wht.fits"
+    sci_dst, wht_dst = single_paths(ctx.data_dir, e.rootname)
     ctx.stage(out, sci_dst, wht_dst, kind="SINGLE", rootnames=[e.rootname])
     return SingleProduct(rootname=e.rootname, filter=filt, sci=sci_dst, wht=wht_dst,
                          exptime_s=exptime)
@@ -580,8 +574,7 @@ def run_drizzle(
     plan = plan_drizzle(data_dir, inputs)
     destinations = [p for f in plan.filters for p in product_paths(data_dir, outname, f)]
     if config.singles:
-        destinations += [data_dir / "singles" / f"{e.rootname}_drz_{k}.fits"
-                         for e in plan.exposures for k in ("sci", "wht")]
+        destinations += [p for e in plan.exposures for p in single_paths(data_dir, e.rootname)]
     check_destinations(destinations)
     if distortion is None:
         distortion = distortion_references([e.path for e in plan.exposures], data_dir,

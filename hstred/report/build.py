@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from hstred.naming import report_files_dir, report_path
 from hstred.report import figures
 
 __all__ = ["write_report"]
@@ -83,8 +84,8 @@ def _absolute_section(tie: dict, files: Path, link: str) -> str:
 def write_report(data_dir: Path, outname: str, record: dict) -> Path:
     """Write ``DIR/OUTNAME_report.html`` (+ ``OUTNAME_report_files/*.png``) atomically."""
     data_dir = Path(data_dir)
-    final_html = data_dir / f"{outname}_report.html"
-    final_files = data_dir / f"{outname}_report_files"
+    final_html = report_path(data_dir, outname)
+    final_files = report_files_dir(data_dir, outname)
     staging = Path(tempfile.mkdtemp(prefix=f".{outname}-report-", dir=data_dir))
     try:
         files = staging / final_files.name

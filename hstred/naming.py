@@ -1,0 +1,79 @@
+"""Every name hstred gives or reads: OUTNAME, filter, visit, and the paths of its products.
+
+One place for each rule, so that the commands, the stages, the plan and the report agree.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hstred.errors import InputError
+
+__all__ = ["check_outname", "filter_name", "visit_name", "product_paths", "single_paths",
+           "run_record_path", "report_path", "report_files_dir", "SINGLES_DIR"]
+
+_OUTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+#: Subdirectory of the data directory holding the per-exposure drizzles (``--singles``).
+SINGLES_DIR = "singles"
+
+
+def check_outname(outname: str) -> str:
+    """``outname`` when it is a plain file-name stem (letters, digits, ``_ . + -``, not
+    starting with ``.`` or ``-``, at most 100 characters); :class:`InputError` otherwise."""
+    if not isinstance(outname, str) or not _OUTNAME.fullmatch(outname):
+        raise InputError(f"OUTNAME {outname!r} must be a plain file-name stem of letters, "
+                         "digits, '_', '.', '+' or '-' (no spaces or '/'), e.g. ABELL1689")
+    return outname
+
+
+def filter_name(filter1: str, filter2: str) -> str:
+    """The spectral element of an ACS/WFC exposure from FILTER1/FILTER2.
+
+    CLEAR* (and empty/N/A) positions are ignored; two real elements are joined with ``-``.
+
+    >>> filter_name("F606W", "CLEAR2L")
+    'F606W'
+    >>> filter_name("CLEAR1L", "F814W")
+    'F814W'
+    """
+    names = []
+    for value in (filter1, filter2):
+        value = str(value or "").strip().upper()
+        if value and not value.startswith("CLEAR") and value != "N/A":
+            names.append(value)
+    return "-".join(names)
+
+
+def visit_name(rootname: str) -> str:
+    """The visit of a rootname: its first six characters, lower case."""
+    rootname = rootname.strip().lower()
+    if len(rootname) < 9:
+        raise ValueError(f"rootname {rootname!r} is shorter than the 9 characters of HST names")
+    return rootname[:6]
+
+
+def product_paths(data_dir: Path, outname: str, filter_: str) -> tuple[Path, Path]:
+    """Where the final science and weight images of one filter go."""
+    return (Path(data_dir) / f"{outname}_{filter_}_drz_sci.fits",
+            Path(data_dir) / f"{outname}_{filter_}_drz_wht.fits")
+
+
+def single_paths(data_dir: Path, rootname: str) -> tuple[Path, Path]:
+    """Where one exposure's science and weight images on the common grid go (``--singles``)."""
+    return (Path(data_dir) / SINGLES_DIR / f"{rootname}_drz_sci.fits",
+            Path(data_dir) / SINGLES_DIR / f"{rootname}_drz_wht.fits")
+
+
+def run_record_path(data_dir: Path, outname: str) -> Path:
+    return Path(data_dir) / f"{outname}_run.json"
+
+
+def report_path(data_dir: Path, outname: str) -> Path:
+    return Path(data_dir) / f"{outname}_report.html"
+
+
+def report_files_dir(data_dir: Path, outname: str) -> Path:
+    """The report's figures."""
+    return Path(data_dir) / f"{outname}_report_files"
