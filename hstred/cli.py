@@ -369,7 +369,7 @@ def _setup_logging(data: Path, *, quiet: bool) -> Path:
     root.setLevel(logging.INFO)
     # astropy prints its warnings itself; they reach the log file through the root logger
     # but are not printed a second time by the console handler below
-    astropy_log = logging.getLogger("astropy")
+    from astropy import log as astropy_log  # created by astropy, as its own logger class
     _mark_file_only(astropy_log)
     if quiet:  # only errors on the terminal, astropy's own warnings included
         for handler in astropy_log.handlers:
