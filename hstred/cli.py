@@ -182,6 +182,9 @@ def simulate(
     no_cte: Annotated[bool, typer.Option("--no-cte", help="Do not add CTE trails.")] = False,
     truth_images: Annotated[bool, typer.Option(
         "--truth-images", help="Also write each exposure's noiseless electron image.")] = False,
+    satellites: Annotated[float, typer.Option(
+        help="Fraction of exposures crossed by a satellite trail (0 to 1); each trail's "
+             "mask in truth/ROOTNAME_trails.fits.")] = 0.0,
 ) -> None:
     """Write a simulated ACS/WFC observing program: raw files, references and truth."""
     from hstred.simulate import SimulationConfig, simulate_program
@@ -190,7 +193,8 @@ def simulate(
     try:
         config = SimulationConfig(visits=visits, exposures=exposures, filters=filter_names,
                                   seed=seed, date=date, sources=sources, cte=not no_cte,
-                                  truth_images=truth_images, exptime_s=exptime)
+                                  truth_images=truth_images, exptime_s=exptime,
+                                  satellites=satellites)
     except ValueError as err:
         raise InputError(str(err)) from err
     result = simulate_program(directory, config, progress=_progress)

@@ -103,6 +103,7 @@ def test_plan_takes_runs_options():
 @pytest.mark.parametrize(("args", "named"), [
     (["simulate", "{tmp}/sim", "--visits", "0"], "visits"),
     (["simulate", "{tmp}/sim", "--exptime", "0.1"], "exptime"),
+    (["simulate", "{tmp}/sim", "--satellites", "1.5"], "satellites"),
     (["run", "X", "--data", "{tmp}", "--min-matches", "2"], "--min-matches"),
     (["plan", "X", "--data", "{tmp}", "--pixfrac", "1.5"], "--pixfrac"),
 ])

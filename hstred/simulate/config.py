@@ -116,7 +116,8 @@ class SimulationConfig:
     ``exposures`` counts exposures per visit and per filter; ``date`` is the
     ISO date of the first visit (later visits follow days to weeks apart);
     ``sources`` is the number of truth sources (stars and galaxies);
-    ``program`` is the 3-character program code of the rootnames.
+    ``program`` is the 3-character program code of the rootnames; ``satellites`` the
+    fraction of exposures crossed by a satellite trail (:mod:`hstred.simulate.trails`).
     """
 
     visits: int = 2
@@ -130,6 +131,7 @@ class SimulationConfig:
     exptime_s: float = 500.0
     program: str = "d71"
     target: str = "SIMCLUSTER"
+    satellites: float = 0.0
 
     @property
     def start_date(self) -> _dt.date:
@@ -186,6 +188,9 @@ def validate_config(config: SimulationConfig) -> SimulationConfig:
         _fail(f"sources must be an integer from 1 to 100000, got {config.sources!r}")
     if not 0.5 <= float(config.exptime_s) <= 3600.0:
         _fail(f"exptime_s must be between 0.5 and 3600 s, got {config.exptime_s!r}")
+    if (isinstance(config.satellites, bool) or not isinstance(config.satellites, int | float)
+            or not 0.0 <= config.satellites <= 1.0):
+        _fail(f"satellites must be a fraction from 0 to 1, got {config.satellites!r}")
     if not isinstance(config.program, str) or not re.fullmatch(r"[a-z0-9]{3}", config.program):
         _fail(f"program must be 3 lower-case letters or digits, got {config.program!r}")
     if (not isinstance(config.target, str)

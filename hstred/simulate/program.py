@@ -59,7 +59,10 @@ epoch_jyear, exptime_s, darktime_s, dither_step, dither_px
 [x, y], postarg_arcsec [x, y], bias_offsets_dn {amp}, chips {"1"/"2":
 {cosmic_rays, sources_rendered, true_wcs {crpix_flt, crval, cd, sip_a, sip_b},
 header_wcs {...}, sip_fit_residual_px}}, cte_model (CTEModel.to_dict() or
-null)}}, ``cte`` {enabled, express, model}, ``detector`` (DetectorParams),
+null), satellite_trail (null, or {ra_deg, dec_deg, pa_deg, fwhm_px, peak_e, sky_sigma_e,
+mask_file, chips {"1"/"2": {x0, y0, x1, y1 (0-indexed FLT end points), mask_pixels}}};
+see :mod:`hstred.simulate.trails`)}}, ``cte`` {enabled, express, model}, ``detector``
+(DetectorParams),
 ``defects`` (list of {chip, x, y, length, axis, response, dq}; x, y 0-indexed
 FLT), ``references`` {keyword: file name, or per-visit / per-filter mapping},
 ``files``.
@@ -75,7 +78,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from hstred.acs import CHIPS, raw_to_trimmed
+from hstred.acs import CHIP_NX, CHIP_NY, CHIPS, raw_to_trimmed
 from hstred.align.epoch import mjd_to_jyear
 from hstred.cte.model import add_cte_to_chip, cte_model_for_date
 from hstred.errors import InputError
@@ -120,6 +123,7 @@ from hstred.simulate.references import (
 )
 from hstred.simulate.rng import rng_for
 from hstred.simulate.scene import photon_rate_image
+from hstred.simulate.trails import draw_trail, trail_image, trail_mask_hdul, trailed_exposures
 from hstred.simulate.truth import (
     CATALOG_RADIUS_ARCSEC,
     CTE_EXPRESS,
@@ -237,7 +241,18 @@ def _planned_outputs(out_dir: Path, plan: ProgramPlan, names: dict) -> list[Path
               out_dir / "truth" / "detector.fits"]
     if plan.config.truth_images:
         paths += [out_dir / "truth" / f"{e.rootname}_truth.fits" for e in plan.exposures()]
+    paths += [_trail_mask_path(out_dir, root) for root in sorted(_trailed(plan))]
     return paths
+
+
+def _trailed(plan: ProgramPlan) -> set[str]:
+    """Rootnames of the exposures a satellite crosses."""
+    return trailed_exposures(rng_for(plan.config.seed, "satellites"),
+                             [e.rootname for e in plan.exposures()], plan.config.satellites)
+
+
+def _trail_mask_path(out_dir: Path, rootname: str) -> Path:
+    return out_dir / "truth" / f"{rootname}_trails.fits"
 
 
 def _prepare_directory(out_dir: Path, outputs: list[Path]) -> None:
@@ -283,7 +298,7 @@ class _DetectorState:
 def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: DistortedWcs,
                    catalog, state: _DetectorState, dark: np.ndarray, cte: bool,
                    stripes: np.ndarray, offsets: dict, seed: int, want_truth: bool,
-                   drift: np.ndarray | None = None):
+                   drift: np.ndarray | None = None, trail_e: np.ndarray | None = None):
     params = state.params
     rate, n_sources = photon_rate_image(catalog, wcs, exp.filter_name,
                                         sky_e_per_s=visit.sky_e_per_s[exp.filter_name],
@@ -292,6 +307,8 @@ def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: Disto
     expected = rate * exp.exptime_s
     expected *= state.qe(chip, exp.filter_name)
     expected += dark * (exp.darktime_s + params.ovrhufls_s)
+    if trail_e is not None:  # reflected sunlight: electrons, with their shot noise
+        expected += trail_e
     del rate
     charge = rng_for(seed, "photons", exp.rootname, chip).poisson(expected).astype(np.float64)
     del expected
@@ -476,13 +493,26 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
         drift_rng = rng_for(seed, "bias-drift", exp.rootname)
         drifts = {lay.chip: det.bias_drift(drift_rng, params=params) for lay in CHIPS}
     sci, header_cards, chips_truth, truth_images = {}, {}, {}, {}
+    trail, trail_truth, trail_masks = None, None, {}
+    if exp.rootname in _trailed(plan):
+        trail, sky_sigma = _draw_trail(plan, visit, exp, geometry, params)
+        trail_truth = {**trail.to_dict(), "sky_sigma_e": sky_sigma, "chips": {},
+                       "mask_file": f"truth/{exp.rootname}_trails.fits"}
     for lay in CHIPS:
         true_wcs = geometry.true_wcs[lay.chip]
         head_wcs = geometry.header_wcs[lay.chip]
+        trail_e = None
+        if trail is not None:
+            trail_e, ends = trail_image(trail, true_wcs)
+            if trail_e is not None:
+                trail_masks[lay.chip] = trail_e > sky_sigma
+                trail_truth["chips"][str(lay.chip)] = {
+                    **ends, "mask_pixels": int(np.count_nonzero(trail_masks[lay.chip]))}
         raw, truth, info = _simulate_chip(
             chip=lay.chip, exp=exp, visit=visit, wcs=true_wcs, catalog=scene, state=state,
             dark=darks[lay.chip], cte=config.cte, stripes=stripes, offsets=offsets, seed=seed,
-            want_truth=config.truth_images, drift=drifts.get(lay.chip))
+            want_truth=config.truth_images, drift=drifts.get(lay.chip), trail_e=trail_e)
+        del trail_e
         sci[lay.chip] = raw
         header_cards[lay.chip] = head_wcs.linear_header_cards()
         truth_images[lay.chip] = truth
@@ -494,6 +524,9 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
                     _aperture_sky(geometry.attitude, visit.wcs_error),
                     vafactor=geometry.vafactor)
     raw_path = writer.fits(hdul, out_dir / f"{exp.rootname}_raw.fits")
+    if trail is not None:
+        writer.fits(trail_mask_hdul(exp.rootname, trail_masks, sky_sigma_e=sky_sigma,
+                                    trail=trail), _trail_mask_path(out_dir, exp.rootname))
     truth_path = None
     if config.truth_images:
         truth_path = writer.fits(truth_image_hdul(exp, truth_images),
@@ -514,5 +547,22 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
         "pa_v3_header_deg": float(geometry.primary["PA_V3"]),
         "chips": chips_truth,
         "cte_model": cte_model_for_date(exp.expstart_mjd).to_dict() if config.cte else None,
+        "satellite_trail": trail_truth,
     }
     return record, raw_path, truth_path
+
+
+def _draw_trail(plan: ProgramPlan, visit: VisitPlan, exp: ExposurePlan, geometry, params):
+    """The exposure's trail, about its true field centre (the middle of the two chips'
+    centres), and the sky's 1-sigma noise in electrons (the truth mask's threshold)."""
+    centres = [geometry.true_wcs[lay.chip].pix2world(CHIP_NX / 2.0 + 0.5, CHIP_NY / 2.0 + 0.5)
+               for lay in CHIPS]
+    ra = float(np.mean([c[0] for c in centres]))
+    dec = float(np.mean([c[1] for c in centres]))
+    read_noise = float(np.mean(list(params.read_noise_e.values())))
+    sky_sigma = float(np.sqrt(visit.sky_e_per_s[exp.filter_name] * exp.exptime_s
+                              + read_noise ** 2))
+    trail = draw_trail(rng_for(plan.config.seed, "satellite", exp.rootname), center_ra_deg=ra,
+                       center_dec_deg=dec, sky_sigma_e=sky_sigma,
+                       full_well_e=params.saturation_mean_e * params.full_well_over_satufile)
+    return trail, sky_sigma
