@@ -62,10 +62,12 @@ from hstred.workspace import check_free_space, drizzle_work_dir, work_dir
 if TYPE_CHECKING:
     from hstred.pipeline import PipelineConfig
 
-__all__ = ["CACHED", "RUN", "CALIBRATED_INPUT", "Context", "Events", "ExposurePlan",
-           "StagePlan", "Stage", "STAGES", "drizzle_key", "report_key"]
+__all__ = ["PIPELINE", "FROM_STAGES", "COMMAND_STAGES", "RECORD_SCHEMA", "CACHED", "RUN",
+           "CALIBRATED_INPUT", "Context", "Events", "ExposurePlan", "StagePlan", "Stage",
+           "STAGES", "run_stages", "plan_stages", "build_record", "drizzle_key", "report_key",
+           "space_needed"]
 
-#: The stages after the input checks (:data:`hstred.stages.STAGES`), in order.
+#: The names of the stages after the input checks (:data:`STAGES`), in order.
 PIPELINE = ("calibrate", "drizzle", "report")
 #: What ``--from`` can name: the stage redone with those after it.
 FROM_STAGES = ("calibrate", "drizzle")
@@ -106,7 +108,7 @@ class Context:
     outname: str | None
     config: PipelineConfig
     manifest: Manifest
-    command: str = "run"  # a key of hstred.pipeline.COMMAND_STAGES
+    command: str = "run"  # a key of COMMAND_STAGES
     redo: frozenset[str] = frozenset()
     backend: Backend | None = None  # None when planning
     events: Events = field(default_factory=Events)
