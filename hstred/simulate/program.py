@@ -504,10 +504,11 @@ def _simulate_exposure(out_dir, plan, visit, exp, names, catalog, state, darks, 
         trail_e = None
         if trail is not None:
             trail_e, ends = trail_image(trail, true_wcs)
-            if trail_e is not None:
-                trail_masks[lay.chip] = trail_e > sky_sigma
+            mask = trail_e > sky_sigma if trail_e is not None else None
+            if mask is not None and mask.any():  # a chip the trail only grazes is not crossed
+                trail_masks[lay.chip] = mask
                 trail_truth["chips"][str(lay.chip)] = {
-                    **ends, "mask_pixels": int(np.count_nonzero(trail_masks[lay.chip]))}
+                    **ends, "mask_pixels": int(np.count_nonzero(mask))}
         raw, truth, info = _simulate_chip(
             chip=lay.chip, exp=exp, visit=visit, wcs=true_wcs, catalog=scene, state=state,
             dark=darks[lay.chip], cte=config.cte, stripes=stripes, offsets=offsets, seed=seed,

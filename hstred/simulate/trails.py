@@ -136,8 +136,6 @@ def trail_image(trail: Trail, wcs, *, shape: tuple[int, int] = (CHIP_NY, CHIP_NX
         distance = (grid_v[None, :] - centre[:, None]) * cos[:, None]
     sigma = trail.fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     image = trail.peak_e * np.exp(-0.5 * (distance / sigma) ** 2)
-    if not image.any():
-        return None, None
     ends = _chip_ends(grid_u, centre, along_x, nx, ny)
     return image, ends
 
