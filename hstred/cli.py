@@ -301,6 +301,10 @@ RefCatOpt = Annotated[str | None, typer.Option(
 AllowRelativeOpt = Annotated[bool, typer.Option(
     "--allow-relative", help="When the tie to --reference-catalog fails its gates, warn and "
                              "keep the relative alignment instead of stopping.")]
+SatellitesOpt = Annotated[str, typer.Option(
+    "--satellites", metavar="mask|off",
+    help="Find satellite trails in every exposure (acstools) and mask them (DQ 16384) "
+         "before drizzling, or leave the exposures as they are.")]
 WorkersOpt = Annotated[int | None, typer.Option(help="Local worker processes "
                                                 "(default: all cores).")]
 OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
@@ -308,7 +312,7 @@ OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
 
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                     min_matches, max_rms, drop_unaligned, singles, *,
-                    reference_catalog=None, allow_relative=False):
+                    reference_catalog=None, allow_relative=False, satellites="mask"):
     """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``.
     Options left unset keep the configuration's defaults."""
     from hstred.drizzle import DrizzleConfig
@@ -322,7 +326,7 @@ def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geo
                          weight_type=weight_type.upper(), north_up=north_up,
                          fit_geometry=fit_geometry, min_matches=min_matches,
                          max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                         singles=singles, **tie)
+                         singles=singles, satellites=satellites, **tie)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -407,6 +411,7 @@ def drizzle(
     workers: WorkersOpt = None,
     reference_catalog: RefCatOpt = None,
     allow_relative: AllowRelativeOpt = False,
+    satellites: SatellitesOpt = "mask",
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
@@ -424,7 +429,7 @@ def drizzle(
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
-                                allow_relative=allow_relative),
+                                allow_relative=allow_relative, satellites=satellites),
         execution=ExecutionConfig(workers=workers))
     result = run_pipeline(data, outname, config, command="drizzle")
     for product in result.products:
@@ -460,6 +465,7 @@ def run_command(
     singles: SinglesOpt = False,
     reference_catalog: RefCatOpt = None,
     allow_relative: AllowRelativeOpt = False,
+    satellites: SatellitesOpt = "mask",
     allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets",
                                                       help="Reduce exposures of several "
                                                       "targets together.")] = False,
@@ -489,7 +495,8 @@ def run_command(
         pixel_scale=pixel_scale, pixfrac=pixfrac, weight_type=weight_type, north_up=north_up,
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
         drop_unaligned=drop_unaligned, singles=singles, reference_catalog=reference_catalog,
-        allow_relative=allow_relative, allow_mixed_targets=allow_mixed_targets)
+        allow_relative=allow_relative, satellites=satellites,
+        allow_mixed_targets=allow_mixed_targets)
     result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
                                 quiet=quiet)
     if not quiet:
@@ -507,6 +514,7 @@ _SCIENCE_OPTIONS = {
     "drop_unaligned": ("drizzle", "drop_unaligned"), "singles": ("drizzle", "singles"),
     "reference_catalog": ("drizzle", "reference_catalog"),
     "allow_relative": ("drizzle", "allow_relative"),
+    "satellites": ("drizzle", "satellites"),
     "allow_mixed_targets": (None, "allow_mixed_targets"),
 }
 
@@ -514,7 +522,7 @@ _SCIENCE_OPTIONS = {
 def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, scheduler,
                      kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                      min_matches, max_rms, drop_unaligned, singles, reference_catalog,
-                     allow_relative, allow_mixed_targets):
+                     allow_relative, satellites, allow_mixed_targets):
     """PipelineConfig from the options of ``run`` (which ``plan`` shares); with
     ``--config``, the recorded run's science options, overridden by those given here."""
     import dataclasses
@@ -529,7 +537,7 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, s
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
-                                allow_relative=allow_relative),
+                                allow_relative=allow_relative, satellites=satellites),
         execution=execution, allow_mixed_targets=allow_mixed_targets)
     if config_file is None:
         return given

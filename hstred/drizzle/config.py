@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from hstred.errors import InputError
+from hstred.satellites import SATELLITE_MODES, TRAIL_DQ
 
 __all__ = ["DrizzleConfig", "KERNELS", "WEIGHT_TYPES", "FIT_GEOMETRIES", "SKY_METHODS"]
 
@@ -41,6 +42,9 @@ class DrizzleConfig:
         once, in the visit drizzle, and reused by the filter and single-exposure
         drizzles; the methods that compare exposures are measured in every run.
     singles : also drizzle every exposure alone onto the common grid.
+    satellites : ``"mask"`` (default): satellite trails are found in every exposure
+        (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
+        working copies before any drizzle; ``"off"``: exposures are drizzled as they are.
 
     Alignment
     ---------
@@ -79,6 +83,7 @@ class DrizzleConfig:
     good_bits: int = 336
     sky_method: str = "localmin"
     singles: bool = False
+    satellites: str = "mask"
     fit_geometry: str = "rscale"
     searchrad_px: float = 60.0
     tolerance_px: float = 3.0
@@ -105,7 +110,7 @@ class DrizzleConfig:
 _FLAGS = {"pixel_scale_arcsec": "--pixel-scale", "max_rms_arcsec": "--max-rms",
           "min_matches": "--min-matches", "kernel": "--kernel",
           "weight_type": "--weight-type", "fit_geometry": "--fit-geometry",
-          "pixfrac": "--pixfrac"}
+          "pixfrac": "--pixfrac", "satellites": "--satellites"}
 
 
 def _option(name: str) -> str:
@@ -159,6 +164,11 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
             raise InputError(f"{_option(name)} must be a positive integer, got {value!r}")
     if config.good_bits & 4096:
         raise InputError("good_bits must not include 4096 (cosmic rays found by the drizzle stage)")
+    if config.good_bits & TRAIL_DQ:
+        raise InputError(f"good_bits must not include {TRAIL_DQ} (satellite trails)")
+    if config.satellites not in SATELLITE_MODES:
+        raise InputError(f"--satellites {config.satellites!r} is unknown; choose from "
+                         f"{', '.join(SATELLITE_MODES)}")
     if config.refine_tolerance_px > config.tolerance_px:
         raise InputError("refine_tolerance_px must not exceed tolerance_px")
     for name in ("wcsname", "tie_wcsname"):

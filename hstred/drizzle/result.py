@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hstred.distortion import DistortionInfo
+from hstred.satellites import TrailSearch
 
 __all__ = ["AlignmentSolution", "AbsoluteTie", "DrizzleProduct", "SingleProduct", "GridInfo",
            "DrizzleResult"]
@@ -138,6 +139,8 @@ class DrizzleResult:
     absolute: AbsoluteTie | None = None  # the tie to a reference catalog, when asked for
     #: fraction of each exposure's pixels flagged as cosmic rays, by rootname
     cr_fractions: dict = field(default_factory=dict)
+    #: the satellite-trail search of each exposure, in plan order (empty when off)
+    satellites: tuple[TrailSearch, ...] = ()
 
     def product(self, filter_: str) -> DrizzleProduct:
         for p in self.products:
@@ -170,4 +173,6 @@ class DrizzleResult:
                 return [convert(v) for v in value]
             return value
 
-        return convert(asdict(self))
+        out = convert(asdict(self))
+        out["satellites"] = [convert(s.to_dict()) for s in self.satellites]
+        return out

@@ -5,7 +5,9 @@ Steps (all on working copies; the inputs are only read):
 1. plan: exposures grouped by filter, then visit; the camera's distortion references
    (IDCTAB, NPOLFILE, D2IMFILE) of every exposure without a distortion solution
    resolved before any work, and applied to its working copy with stwcs;
-2. visit images: AstroDrizzle per visit group (sky, cosmic rays) at 0.05"/pixel;
+2. satellite trails (unless ``satellites="off"``): found in every working copy and
+   their pixels flagged (DQ 16384) before the first drizzle (:mod:`hstred.satellites`);
+   then the visit images: AstroDrizzle per visit group (sky, cosmic rays) at 0.05"/pixel;
 3. alignment: catalogs of the visit images, a reference group chosen from the data,
    every other group fitted to it with tweakwcs; quality gates;
 4. the aligned WCSs are written into the working copies (originals kept as alternates);
@@ -84,6 +86,7 @@ from hstred.inputs import find_calibrated_files
 from hstred.naming import check_outname, product_paths, single_paths
 from hstred.record import cosmic_ray_fraction
 from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
+from hstred.satellites import TrailSearch, mask_exposure
 from hstred.workspace import STAGING_PREFIX
 
 __all__ = ["run_drizzle", "plan_drizzle", "product_paths", "distortion_references"]
@@ -140,6 +143,27 @@ def _copy_inputs(plan: DrizzlePlan, dest: Path,
                      ", ".join(f"{k}={v}" for k, v in info.files.items()))
         infos.append(dataclasses.replace(info, rootname=e.rootname))
     return copies, infos
+
+
+def _mask_trails(plan: DrizzlePlan, copies: dict[str, Path], backend: Backend,
+                 progress: ProgressCallback) -> tuple[TrailSearch, ...]:
+    """Find the satellite trails of every working copy (several at once on ``backend``)
+    and flag their pixels (DQ ``TRAIL_DQ``) before any drizzle sees them."""
+    paths = [copies[e.rootname] for e in plan.exposures]
+    runner = backend if backend.slots > 1 and len(paths) > 1 else LocalBackend(workers=1)
+    found: dict[str, TrailSearch] = {}
+    progress("satellite trails", 0, len(paths))
+    for search in runner.imap_unordered(mask_exposure, paths):
+        found[search.rootname] = search
+        progress("satellite trails", len(found), len(paths))
+    out = []
+    for e in plan.exposures:
+        search = dataclasses.replace(found[copies[e.rootname].name.split("_")[0].lower()],
+                                     path=e.path)
+        log.info("%s: %d satellite trail(s), %.2f%% of pixels masked (%.1f s)", e.rootname,
+                 len(search.trails), 100 * search.masked_fraction, search.seconds)
+        out.append(search)
+    return tuple(out)
 
 
 def _chips(exposures: Sequence[CalibratedExposure], copies: dict[str, Path]):
@@ -537,6 +561,7 @@ def run_drizzle(
         fetching through CRDS when ``fetch_references`` and a server answers).
     progress : callable, optional
         ``progress(step, done, total)`` as the sub-steps advance: "working copies",
+        "satellite trails" (unless off),
         "visits", "alignment", then "filter F606W" (and "singles F606W") for each filter.
     catalog_dir : Path, optional
         Where ``config.reference_catalog = "gaia"`` saves (and finds again) the Gaia
@@ -593,6 +618,8 @@ def run_drizzle(
         step("working copies", 0, len(plan.exposures))
         copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
         step("working copies", len(plan.exposures), len(plan.exposures))
+        trails = (_mask_trails(plan, copies, backend, step) if config.satellites == "mask"
+                  else ())
         # The reference catalog is read (or fetched) before the costly work.
         refcat = _reference_catalog(config, plan, copies, Path(catalog_dir) if catalog_dir
                                     else data_dir / "hstred_work" / "catalogs")
@@ -660,4 +687,5 @@ def run_drizzle(
         distortion=tuple(distortion_infos),
         absolute=absolute,
         cr_fractions=cr_fractions,
+        satellites=trails,
     )

@@ -81,6 +81,47 @@ def _absolute_section(tie: dict, files: Path, link: str) -> str:
             f"<img src='{link}/catalog_residuals.png'>")
 
 
+def _satellites_section(data_dir: Path, searches: list[dict], files: Path, link: str,
+                        mode: str | None) -> str:
+    """Satellite trails: each one found (end points, width, significance) and a preview of
+    every exposure crossed, with the trails drawn over it."""
+    if mode == "off":
+        return ("<h2>Satellite trails</h2><p>Not searched (--satellites off): trails, if "
+                "any, are in the products.</p>")
+    rows, figs = [], []
+    for search in searches:
+        for t in search["trails"]:
+            rows.append({"rootname": search["rootname"], **t,
+                         "ends": f"({t['x0']:.0f}, {t['y0']:.0f}) - ({t['x1']:.0f}, "
+                                 f"{t['y1']:.0f})",
+                         "snr": "saturated" if t["snr"] is None else f"{t['snr']:.0f}"})
+        path = search.get("path")
+        if not search["trails"] or not path:
+            continue
+        source = data_dir / path
+        if not source.is_file():
+            continue
+        with fits.open(source) as hdul:
+            chips = {int(h.header.get("EXTVER", 1)): np.asarray(h.data, dtype=np.float32)
+                     for h in hdul if h.name == "SCI" and h.data is not None}
+        name = f"trails_{search['rootname']}.png"
+        figures.plot_trails(chips, search["trails"], files / name,
+                            title=f"{search['rootname']}: {len(search['trails'])} trail(s), "
+                                  f"{100 * search['masked_fraction']:.2f}% of pixels masked")
+        figs.append(f"<figure><img src='{link}/{name}'></figure>")
+    crossed = len({r["rootname"] for r in rows})
+    text = (f"<p>{len(rows)} trail(s) in {crossed} of {len(searches)} exposures, masked "
+            "(DQ 16384) before drizzling. End points are pixels of the exposure's SCI "
+            "extension (EXTVER).</p>")
+    table = _table(rows, [("rootname", "exposure", ""), ("extver", "EXTVER", "d"),
+                          ("ends", "end points [px]", ""), ("fwhm_px", "FWHM [px]", ".1f"),
+                          ("peak_e", "peak [e-]", ".0f"), ("snr", "S/N", ""),
+                          ("persistence", "persistence", ".2f"),
+                          ("masked_pixels", "masked px", "d")]) if rows else ""
+    return "<h2>Satellite trails</h2>" + text + table + (
+        "<div class='grid'>" + "".join(figs) + "</div>" if figs else "")
+
+
 def write_report(data_dir: Path, outname: str, record: dict) -> Path:
     """Write ``DIR/OUTNAME_report.html`` (+ ``OUTNAME_report_files/*.png``) atomically."""
     data_dir = Path(data_dir)
@@ -156,6 +197,11 @@ def write_report(data_dir: Path, outname: str, record: dict) -> Path:
         absolute = drz.get("absolute")
         if absolute:
             sections.append(_absolute_section(absolute, files, final_files.name))
+
+        satellites = drz.get("satellites") or []
+        if satellites or record.get("config", {}).get("drizzle", {}).get("satellites"):
+            sections.append(_satellites_section(data_dir, satellites, files, final_files.name,
+                                                record["config"]["drizzle"].get("satellites")))
 
         profile = record.get("cte_profile")
         if profile:

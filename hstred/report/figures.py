@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_image", "plot_alignment", "plot_cte_profile", "downsample"]
+__all__ = ["plot_image", "plot_alignment", "plot_cte_profile", "plot_trails", "downsample"]
 
 
 def downsample(image: np.ndarray, *, max_size: int = 1200,
@@ -156,6 +156,38 @@ def plot_cte_profile(offsets: np.ndarray, before: np.ndarray, after: np.ndarray,
     ax.set_ylabel("electrons above sky")
     ax.set_title(title)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_trails(chips: dict[int, np.ndarray], trails: Sequence[dict], path: Path, *,
+                title: str) -> Path:
+    """A preview of one exposure, its chips stacked as on the detector (SCI,1, WFC2, at
+    the bottom), with each trail found drawn as its centre line (full-resolution pixel
+    end points, by EXTVER)."""
+    order = sorted(chips)
+    factor = 8
+    small = [downsample(chips[k], max_size=max(chips[k].shape) // factor) for k in order]
+    data = np.vstack(small)
+    finite = data[np.isfinite(data)]
+    fig, ax = plt.subplots(figsize=(7, 7), dpi=100)
+    if finite.size:
+        lo, hi = np.percentile(finite, [1, 99.5])
+        ax.imshow(data, origin="lower", cmap="gray_r", interpolation="nearest",
+                  norm=matplotlib.colors.AsinhNorm(linear_width=max((hi - lo) / 30, 1e-12),
+                                                   vmin=lo, vmax=hi))
+    offsets = dict(zip(order, np.cumsum([0] + [s.shape[0] for s in small[:-1]]), strict=True))
+    for t in trails:
+        scale = data.shape[1] / chips[t["extver"]].shape[1]
+        dy = offsets.get(t["extver"], 0)
+        ax.plot([t["x0"] * scale, t["x1"] * scale], [t["y0"] * scale + dy, t["y1"] * scale + dy],
+                color="tab:red", lw=1.2, alpha=0.8)
+    ax.set_xlim(-0.5, data.shape[1] - 0.5)
+    ax.set_ylim(-0.5, data.shape[0] - 0.5)
+    ax.set_title(title)
+    ax.set_xlabel(f"x (pixels / {factor})")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
