@@ -15,7 +15,8 @@ SMALL_CONFIG = SimulationConfig(visits=1, exposures=1, filters=("F606W",), seed=
 
 
 #: Test files that reduce whole simulated programs, heaviest first (measured worker time).
-_HEAVY_FILES = ("test_pipeline.py", "test_drizzle_simulated.py", "test_gaia_simulated.py",
+_HEAVY_FILES = ("test_pipeline.py", "test_drizzle_simulated.py", "test_satellites.py",
+                "test_gaia_simulated.py",
                 "test_regression.py", "test_failures.py", "test_calibrate_stage.py")
 
 

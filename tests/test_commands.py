@@ -106,6 +106,8 @@ def test_plan_takes_runs_options():
     (["simulate", "{tmp}/sim", "--satellites", "1.5"], "satellites"),
     (["run", "X", "--data", "{tmp}", "--min-matches", "2"], "--min-matches"),
     (["plan", "X", "--data", "{tmp}", "--pixfrac", "1.5"], "--pixfrac"),
+    (["run", "X", "--data", "{tmp}", "--satellites", "maybe"], "--satellites"),
+    (["drizzle", "X", "--data", "{tmp}", "--satellites", "maybe"], "--satellites"),
 ])
 def test_option_limits_come_from_the_configs(tmp_path, args, named):
     """A limit is checked once, by the stage's config: the CLI gives the same one-line
