@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -202,10 +201,7 @@ def _candidates(path: Path, hdu: int) -> list[tuple[float, float, float, float]]
 
 
 def _bad_pixels(dq: np.ndarray) -> np.ndarray:
-    ignore = 0
-    for bit in IGNORE_FLAGS:
-        ignore |= bit
-    return (dq & ~np.uint32(ignore)) != 0
+    return (dq & ~np.uint32(sum(IGNORE_FLAGS))) != 0
 
 
 def _band(image: np.ndarray, p0: np.ndarray, u: np.ndarray, n: np.ndarray, s: np.ndarray,
@@ -406,11 +402,10 @@ def _rasterise(shape: tuple[int, int], line: np.ndarray, half: np.ndarray) -> np
     return mask
 
 
-def search_chip(path: Path, extver: int, image: np.ndarray, dq: np.ndarray
+def search_chip(path: Path, hdu: int, extver: int, image: np.ndarray, dq: np.ndarray
                 ) -> tuple[list[FoundTrail], np.ndarray, int]:
-    """Trails on one chip: (trails, mask, number of acstools candidates)."""
-    with fits.open(path) as hdul:
-        hdu = hdul.index_of(("SCI", extver))
+    """Trails on one chip, the SCI array ``image`` at HDU index ``hdu`` of ``path``:
+    (trails, mask, number of acstools candidates)."""
     lines = _candidates(path, hdu)
     mask = np.zeros(image.shape, dtype=bool)
     trails: list[FoundTrail] = []
@@ -445,18 +440,18 @@ def search_exposure(path: Path) -> tuple[TrailSearch, dict[int, np.ndarray]]:
     start = time.perf_counter()
     path = Path(path)
     masks, trails, candidates, n_pixels, n_masked = {}, [], 0, 0, 0
-    rootname = _root(path)
     with fits.open(path) as hdul:
-        chips = [(h.header.get("EXTVER", 1), h.data, hdul["DQ", h.header.get("EXTVER", 1)].data)
-                 for h in hdul if h.name == "SCI" and h.data is not None]
-        for extver, sci, dq in chips:
-            found, mask, n = search_chip(path, int(extver), sci, dq)
-            masks[int(extver)] = mask
+        for hdu, h in enumerate(hdul):
+            if h.name != "SCI" or h.data is None:
+                continue
+            extver = int(h.header.get("EXTVER", 1))
+            found, mask, n = search_chip(path, hdu, extver, h.data, hdul["DQ", extver].data)
+            masks[extver] = mask
             trails += found
             candidates += n
             n_pixels += mask.size
             n_masked += int(mask.sum())
-    return TrailSearch(rootname=rootname, path=path, trails=tuple(trails),
+    return TrailSearch(rootname=path.name.split("_")[0].lower(), path=path, trails=tuple(trails),
                        masked_fraction=n_masked / max(1, n_pixels), candidates=candidates,
                        seconds=time.perf_counter() - start), masks
 
@@ -471,16 +466,3 @@ def mask_exposure(path: Path) -> TrailSearch:
                     dq = hdul["DQ", extver]
                     dq.data = dq.data | np.where(mask, TRAIL_DQ, 0).astype(dq.data.dtype)
     return search
-
-
-def mask_exposures(paths: Sequence[Path], backend=None) -> list[TrailSearch]:
-    """:func:`mask_exposure` on every path (on ``backend`` when given), in input order."""
-    paths = [Path(p) for p in paths]
-    if backend is None:
-        return [mask_exposure(p) for p in paths]
-    done = {s.rootname: s for s in backend.imap_unordered(mask_exposure, paths)}
-    return [done[k] for k in sorted(done, key=[_root(p) for p in paths].index)]
-
-
-def _root(path: Path) -> str:
-    return path.name.split("_")[0].lower()

@@ -82,7 +82,7 @@ def _absolute_section(tie: dict, files: Path, link: str) -> str:
 
 
 def _satellites_section(data_dir: Path, searches: list[dict], files: Path, link: str,
-                        mode: str | None) -> str:
+                        mode: str) -> str:
     """Satellite trails: each one found (end points, width, significance) and a preview of
     every exposure crossed, with the trails drawn over it."""
     if mode == "off":
@@ -198,10 +198,10 @@ def write_report(data_dir: Path, outname: str, record: dict) -> Path:
         if absolute:
             sections.append(_absolute_section(absolute, files, final_files.name))
 
-        satellites = drz.get("satellites") or []
-        if satellites or record.get("config", {}).get("drizzle", {}).get("satellites"):
-            sections.append(_satellites_section(data_dir, satellites, files, final_files.name,
-                                                record["config"]["drizzle"].get("satellites")))
+        mode = (record.get("config", {}).get("drizzle") or {}).get("satellites")
+        if mode:
+            sections.append(_satellites_section(data_dir, drz.get("satellites") or [], files,
+                                                final_files.name, mode))
 
         profile = record.get("cte_profile")
         if profile:
