@@ -17,21 +17,24 @@ calibrated exposure is searched in two steps:
    ``MIN_PERSISTENCE`` of its segments: a diffraction spike or the edge of a bleed
    column is short and fails that, a satellite crosses the chip. The centres are fitted
    with a quadratic (the camera's distortion bends a trail by a few pixels across a
-   chip), and the mask covers, in each segment, every pixel where the median profile
-   is above the sky's 1 sigma per pixel or above half the trail's peak, whichever is
-   wider, plus ``MASK_MARGIN_PX``.
+   chip; straight when the quadratic bends more than ``MAX_BEND_PX``), and the mask
+   covers, in each segment, every pixel where the median profile is above the sky's
+   1 sigma per pixel or above half the trail's peak, whichever is wider, plus
+   ``MASK_MARGIN_PX``. A trail's pixels are set to the sky before the next
+   candidate is followed, so a candidate crossing it does not borrow its light.
 
 Pixels of a trail get DQ bit :data:`TRAIL_DQ` (16384, the value acstools uses for
 ACS/WFC), which no drizzle counts as good.
 
-Cost and binning (measured by ``benchmarks/bench_satellites.py``): the MRT's cost grows
-with the square of the binned size, and a trail's signal-to-noise in it does not depend
-on the binning as long as a bin is wider than the trail. acstools' documented ``binsize``
-of 4 costs about 100 s per chip and 16 about 5 s, against about 26 s for calibrating a
-whole exposure; 32 costs about 1.2 s per chip, and the full-resolution trace brings
-back the precision the coarse grid gives up. The price is shorter trails: the MRT
-ignores lines shorter than ``MIN_LENGTH_BINNED`` bins (``MIN_LENGTH_BINNED`` x 32 px),
-so a trail that only clips a chip's corner for fewer pixels is not found.
+Cost and binning (``benchmarks/bench_satellites.py``): the MRT's cost grows with the
+square of the binned size, and a trail's signal-to-noise in it does not depend on the
+binning as long as a bin is wider than the trail. acstools' documented ``binsize`` of 4
+costs about 100 s per chip and 16 about 5 s; at 32 the whole search (both chips, MRT about
+half of it) takes about 4 s per exposure on one core, against about 45 s for calibrating
+the exposure with arCTIc on one core (9 %), and the full-resolution trace brings back the
+precision the coarse grid gives up. The price is shorter trails: the MRT ignores lines
+shorter than ``MIN_LENGTH_BINNED`` bins (``MIN_LENGTH_BINNED`` x 32 px), so a trail that
+only clips a chip's corner for fewer pixels is not found.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ SEGMENT_PX = 256
 #: Fraction of a trail's segments it must be seen in (3 sigma) to be kept.
 MIN_PERSISTENCE = 0.5
 SEGMENT_SNR = 3.0
+#: Largest bend of a trail from a straight line across a chip, pixels: a satellite
+#: follows a great circle, which the camera's distortion bends by a few pixels (up to 7
+#: measured); a quadratic that bends more is fitting segments the trail only grazes, and
+#: the trail is fitted straight.
+MAX_BEND_PX = 15.0
 #: Pixels added on each side of the masked band.
 MASK_MARGIN_PX = 2.0
 #: DQ bits not counted as bad when the trails are searched (as acstools: cosmic rays
@@ -96,8 +104,8 @@ log = logging.getLogger(__name__)
 class FoundTrail:
     """One trail on one chip: its centre line's end points (0-based pixel coordinates of
     the chip's SCI array, where it meets the chip's edges), its FWHM, peak (e-) and
-    signal-to-noise across the whole chip (a saturated trail: the peak of its unsaturated
-    wings, FWHM of the whole, no signal-to-noise), the fraction of its segments it
+    signal-to-noise across the whole chip (a saturated trail: the width of its saturated
+    core, the peak of its unsaturated wings, no signal-to-noise), the fraction of its segments it
     was seen in, its largest bend from a straight line, and the pixels masked."""
 
     extver: int
@@ -320,17 +328,21 @@ def _trace(image: np.ndarray, sigma: float, line: tuple[float, float, float, flo
     persistence = float(seen.sum() / max(1, good.sum()))
     if persistence < MIN_PERSISTENCE or seen.sum() < 2:
         return _reject(line, "persistence %.2f", persistence)
-    # the centre line: a quadratic through the segments that see it, one 3-px clip
-    deg = 2 if seen.sum() >= 4 else 1
+    # the centre line: a quadratic through the segments that see it (a straight line for
+    # a short one, or when the quadratic bends more than a trail can), one 3-px clip
     ss, cc = seg_s[seen], centres[seen]
-    coef = np.polyfit(ss, cc, deg)
-    keep = np.abs(np.polyval(coef, ss) - cc) <= 3.0
-    if keep.sum() > deg + 1 and not keep.all():
-        coef = np.polyfit(ss[keep], cc[keep], deg)
-    centre = np.polyval(coef, s)
     on = inside[len(t) // 2]
-    chord = np.polyval(np.polyfit(s[on], centre[on], 1), s[on]) if on.sum() > 2 else centre[on]
-    bend = float(np.max(np.abs(centre[on] - chord))) if on.any() else 0.0
+    for deg in ((2, 1) if seen.sum() >= 4 else (1,)):
+        coef = np.polyfit(ss, cc, deg)
+        keep = np.abs(np.polyval(coef, ss) - cc) <= 3.0
+        if keep.sum() > deg + 1 and not keep.all():
+            coef = np.polyfit(ss[keep], cc[keep], deg)
+        centre = np.polyval(coef, s)
+        chord = np.polyval(np.polyfit(s[on], centre[on], 1), s[on]) if on.sum() > 2 \
+            else centre[on]
+        bend = float(np.max(np.abs(centre[on] - chord))) if on.any() else 0.0
+        if bend <= MAX_BEND_PX:
+            break
 
     # second pass, along the fitted centre line: profile, width and mask
     band, inside = _band(image, p0, u, n, s, t, centre=centre)
@@ -351,7 +363,10 @@ def _trace(image: np.ndarray, sigma: float, line: tuple[float, float, float, flo
         snr = peak / (_MEDIAN_NOISE * sigma / np.sqrt(npix))
     if snr < THRESHOLD:
         return _reject(line, "signal-to-noise %.1f", snr)
-    fwhm = 2.0 * _extent(whole, t, 0.5 * peak, sat_all) - 1.0
+    if sat_all[core].any():  # the peak is unknown: the width of the saturated core
+        fwhm = 2.0 * _extent(np.zeros_like(whole), t, 1.0, sat_all) - 1.0
+    else:
+        fwhm = 2.0 * _extent(whole, t, 0.5 * peak, sat_all) - 1.0
     if fwhm > MAX_WIDTH_PX:
         return _reject(line, "FWHM %.1f px", fwhm)
     level = min(sigma, 0.5 * peak)
@@ -432,6 +447,7 @@ def search_chip(path: Path, hdu: int, extver: int, image: np.ndarray, dq: np.nda
             continue
         trails.append(trail)
         mask |= trail_mask
+        work[trail_mask] = 0.0  # the sky: later candidates do not see this trail
     return trails, mask, len(lines)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.errors import InputError
 from hstred.naming import filter_name, visit_name
 
@@ -51,6 +52,8 @@ class CalibratedExposure:
     expstart_mjd: float
     extvers: tuple[int, ...]  # EXTVERs of the SCI extensions (1 = WFC2, 2 = WFC1)
     suffix: str  # "flc" or "flt"
+    #: SUBARRAY is F and every SCI array is a whole chip (what the trail search needs)
+    full_frame: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def read_exposure(path: Path) -> CalibratedExposure:
                     "remove the file or fix its header"
                 )
             extvers = []
+            full_frame = prim.get("SUBARRAY") is False
             for hdu in hdul[1:]:
                 if hdu.header.get("EXTNAME", "").strip().upper() != "SCI":
                     continue
@@ -140,6 +144,8 @@ def read_exposure(path: Path) -> CalibratedExposure:
                     raise InputError(f"{where}: BUNIT is {bunit!r}; the drizzle stage needs "
                                      "calibrated images in ELECTRONS")
                 extvers.append(int(hdu.header["EXTVER"]))
+                full_frame &= (hdu.header.get("NAXIS1"), hdu.header.get("NAXIS2")) == (
+                    CHIP_NX, CHIP_NY)
             for extname in ("ERR", "DQ"):
                 for extver in extvers:
                     try:
@@ -168,6 +174,7 @@ def read_exposure(path: Path) -> CalibratedExposure:
         expstart_mjd=float(prim["EXPSTART"]),
         extvers=tuple(sorted(extvers)),
         suffix=suffix,
+        full_frame=full_frame,
     )
 
 

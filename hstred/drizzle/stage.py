@@ -37,6 +37,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.align.absolute import TieGroup, apply_tie, gate_tie, tie_to_catalog
 from hstred.align.apply import write_aligned_wcs
 from hstred.align.refcat import (
@@ -151,15 +152,14 @@ def _mask_trails(plan: DrizzlePlan, copies: dict[str, Path], backend: Backend,
     and flag their pixels (DQ ``TRAIL_DQ``) before any drizzle sees them."""
     paths = [copies[e.rootname] for e in plan.exposures]
     runner = backend if backend.slots > 1 and len(paths) > 1 else LocalBackend(workers=1)
-    found: dict[str, TrailSearch] = {}
+    found: dict[Path, TrailSearch] = {}
     progress("satellite trails", 0, len(paths))
     for search in runner.imap_unordered(mask_exposure, paths):
-        found[search.rootname] = search
+        found[search.path] = search
         progress("satellite trails", len(found), len(paths))
     out = []
-    for e in plan.exposures:
-        search = dataclasses.replace(found[copies[e.rootname].name.split("_")[0].lower()],
-                                     path=e.path)
+    for e, path in zip(plan.exposures, paths, strict=True):
+        search = dataclasses.replace(found[path], path=e.path)  # the input, not the copy
         log.info("%s: %d satellite trail(s), %.2f%% of pixels masked (%.1f s)", e.rootname,
                  len(search.trails), 100 * search.masked_fraction, search.seconds)
         out.append(search)
@@ -601,6 +601,12 @@ def run_drizzle(
     if config.singles:
         destinations += [p for e in plan.exposures for p in single_paths(data_dir, e.rootname)]
     check_destinations(destinations)
+    if config.satellites == "mask":
+        for e in plan.exposures:
+            if not e.full_frame:
+                raise InputError(f"{e.path}: not a full-frame exposure (SUBARRAY F and two "
+                                 f"{CHIP_NX} x {CHIP_NY} chips); the satellite-trail search "
+                                 "needs whole chips: pass --satellites off")
     if distortion is None:
         distortion = distortion_references([e.path for e in plan.exposures], data_dir,
                                            fetch=fetch_references)

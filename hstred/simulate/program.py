@@ -307,11 +307,14 @@ def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: Disto
     expected = rate * exp.exptime_s
     expected *= state.qe(chip, exp.filter_name)
     expected += dark * (exp.darktime_s + params.ovrhufls_s)
-    if trail_e is not None:  # reflected sunlight: electrons, with their shot noise
-        expected += trail_e
     del rate
     charge = rng_for(seed, "photons", exp.rootname, chip).poisson(expected).astype(np.float64)
     del expected
+    if trail_e is not None:
+        # reflected sunlight, with its own shot noise: a sum of Poisson draws is the draw
+        # of the sum, and with its own stream every pixel off the trail holds what the
+        # same program without the satellite holds
+        charge += rng_for(seed, "trail photons", exp.rootname, chip).poisson(trail_e)
     cosmic, n_cr = det.cosmic_ray_image(rng_for(seed, "cosmic", exp.rootname, chip),
                                         exptime_s=exp.exptime_s, params=params)
     charge += cosmic
