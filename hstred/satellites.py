@@ -137,9 +137,10 @@ class TrailSearch:
     masked_fraction: float = 0.0
     candidates: int = 0
     seconds: float = field(default=0.0, compare=False)
+    searched: bool = True  # False: not a full-frame exposure, not searched
 
     def to_dict(self) -> dict:
-        return {"rootname": self.rootname, "path": self.path,
+        return {"rootname": self.rootname, "path": self.path, "searched": self.searched,
                 "trails": [t.to_dict() for t in self.trails],
                 "masked_fraction": round(self.masked_fraction, 7),
                 "candidates": self.candidates}

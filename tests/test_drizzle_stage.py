@@ -39,7 +39,8 @@ def program(tmp_path_factory):
     prog = write_fake_program(root / "data", chip_shape=CHIP, visit_errors=ERRORS, n_stars=110,
                               seed=7)
     before = _digest(prog.paths)
-    result = run_drizzle(prog.directory, "field", DrizzleConfig(singles=True),
+    # cut-out chips: no satellite-trail search (it needs whole chips; tests/test_satellites.py)
+    result = run_drizzle(prog.directory, "field", DrizzleConfig(singles=True, satellites="off"),
                          work_dir=root / "work")
     return prog, result, before, root / "work"
 

@@ -106,15 +106,23 @@ def test_mask_sets_the_trail_bit_in_place(program, tmp_path):
             assert np.array_equal(after["SCI", extver].data, before["SCI", extver].data)
 
 
-def test_a_subarray_stops_the_search_before_any_work(program, tmp_path):
+def test_a_subarray_is_not_searched_and_a_warning_says_so(program):
+    """acstools needs whole chips: an exposure that is not full frame is left as it is."""
+    from hstred.drizzle.plan import read_exposure
+    from hstred.drizzle.stage import _mask_trails
+    from hstred.execution import LocalBackend
+
     src = program["calibrated"][0]
-    copy = tmp_path / src.name
-    copy.write_bytes(src.read_bytes())
-    with fits.open(copy, mode="update") as hdul:
-        hdul[0].header["SUBARRAY"] = True
-    with pytest.raises(InputError, match="--satellites off"):
-        run_drizzle(tmp_path, "SUB", DrizzleConfig(), inputs=[copy])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+    exposure = replace(read_exposure(src), full_frame=False)
+    plan = type("Plan", (), {"exposures": (exposure,)})()
+    messages = []
+    (search,) = _mask_trails(plan, {exposure.rootname: src}, LocalBackend(workers=1),
+                             lambda *a: None, messages)
+    assert not search.searched and search.trails == ()
+    assert len(messages) == 1 and exposure.rootname in messages[0] and "full-frame" in messages[0]
+    with fits.open(src) as hdul:
+        assert hdul[0].header["SUBARRAY"] is False
+    assert read_exposure(src).full_frame
 
 
 def test_options_checked():

@@ -37,7 +37,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.align.absolute import TieGroup, apply_tie, gate_tie, tie_to_catalog
 from hstred.align.apply import write_aligned_wcs
 from hstred.align.refcat import (
@@ -147,10 +146,17 @@ def _copy_inputs(plan: DrizzlePlan, dest: Path,
 
 
 def _mask_trails(plan: DrizzlePlan, copies: dict[str, Path], backend: Backend,
-                 progress: ProgressCallback) -> tuple[TrailSearch, ...]:
-    """Find the satellite trails of every working copy (several at once on ``backend``)
-    and flag their pixels (DQ ``TRAIL_DQ``) before any drizzle sees them."""
-    paths = [copies[e.rootname] for e in plan.exposures]
+                 progress: ProgressCallback, messages: list[str]) -> tuple[TrailSearch, ...]:
+    """Find the satellite trails of every full-frame working copy (several at once on
+    ``backend``) and flag their pixels (DQ ``TRAIL_DQ``) before any drizzle sees them;
+    the others (subarrays, cut-outs: acstools needs whole chips) are not searched, and a
+    warning says so."""
+    full = [e for e in plan.exposures if e.full_frame]
+    skipped = [e.rootname for e in plan.exposures if not e.full_frame]
+    if skipped:
+        messages.append(f"satellite trails not searched in {', '.join(skipped)}: not "
+                        "full-frame exposures (the search needs whole chips)")
+    paths = [copies[e.rootname] for e in full]
     runner = backend if backend.slots > 1 and len(paths) > 1 else LocalBackend(workers=1)
     found: dict[Path, TrailSearch] = {}
     progress("satellite trails", 0, len(paths))
@@ -158,8 +164,11 @@ def _mask_trails(plan: DrizzlePlan, copies: dict[str, Path], backend: Backend,
         found[search.path] = search
         progress("satellite trails", len(found), len(paths))
     out = []
-    for e, path in zip(plan.exposures, paths, strict=True):
-        search = dataclasses.replace(found[path], path=e.path)  # the input, not the copy
+    for e in plan.exposures:
+        if not e.full_frame:
+            out.append(TrailSearch(rootname=e.rootname, path=e.path, searched=False))
+            continue
+        search = dataclasses.replace(found[copies[e.rootname]], path=e.path)  # the input
         log.info("%s: %d satellite trail(s), %.2f%% of pixels masked (%.1f s)", e.rootname,
                  len(search.trails), 100 * search.masked_fraction, search.seconds)
         out.append(search)
@@ -601,12 +610,6 @@ def run_drizzle(
     if config.singles:
         destinations += [p for e in plan.exposures for p in single_paths(data_dir, e.rootname)]
     check_destinations(destinations)
-    if config.satellites == "mask":
-        for e in plan.exposures:
-            if not e.full_frame:
-                raise InputError(f"{e.path}: not a full-frame exposure (SUBARRAY F and two "
-                                 f"{CHIP_NX} x {CHIP_NY} chips); the satellite-trail search "
-                                 "needs whole chips: pass --satellites off")
     if distortion is None:
         distortion = distortion_references([e.path for e in plan.exposures], data_dir,
                                            fetch=fetch_references)
@@ -624,8 +627,8 @@ def run_drizzle(
         step("working copies", 0, len(plan.exposures))
         copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
         step("working copies", len(plan.exposures), len(plan.exposures))
-        trails = (_mask_trails(plan, copies, backend, step) if config.satellites == "mask"
-                  else ())
+        trails = (_mask_trails(plan, copies, backend, step, messages)
+                  if config.satellites == "mask" else ())
         # The reference catalog is read (or fetched) before the costly work.
         refcat = _reference_catalog(config, plan, copies, Path(catalog_dir) if catalog_dir
                                     else data_dir / "hstred_work" / "catalogs")
