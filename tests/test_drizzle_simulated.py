@@ -74,7 +74,7 @@ def simulated(request, tmp_path_factory):
 
     flcs = sorted(cal.glob("*_fl?.fits"))
     t0 = time.perf_counter()
-    result = run_drizzle(cal, "sim", DrizzleConfig(), work_dir=root / "work",
+    result = run_drizzle(cal, "sim", DrizzleConfig(satellites="off"), work_dir=root / "work",
                          backend=LocalBackend(workers=2),
                          distortion=distortion_references(flcs, root / "raw", fetch=False))
     elapsed = time.perf_counter() - t0

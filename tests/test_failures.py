@@ -31,7 +31,7 @@ from hstred.simulate import SimulationConfig, simulate_program
 pytestmark = pytest.mark.slow
 
 OUTNAME = "FAIL"
-QUICK = ["--cte", "none", "--workers", "2", "--quiet"]
+QUICK = ["--cte", "none", "--workers", "2", "--quiet", "--satellites", "off"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
