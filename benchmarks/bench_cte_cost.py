@@ -7,7 +7,9 @@ OpenMP limited to one thread, once per setting, best of --repeat runs: CPU secon
 (on a machine shared with other jobs, the wall time an idle core would take) and
 wall seconds. The
 default settings compared are the former default (express 5, 3 iterations) and
-the calibration stage's current default (``CalibrateConfig``).
+the calibration stage's current default (``CalibrateConfig``), each with the read noise
+held out of the correction (``--cte-noise separate``, the default; its cost included) and
+without (``amplify``).
 
 Usage: .venv/bin/python benchmarks/bench_cte_cost.py [--dir DIR] [--repeat 1]
        [--setting EXPRESS ITERATIONS ...]
@@ -16,7 +18,6 @@ Usage: .venv/bin/python benchmarks/bench_cte_cost.py [--dir DIR] [--repeat 1]
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -42,9 +43,10 @@ def _simulate(directory: Path) -> Path:
 def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
-    from hstred.calibrate import CalibrateConfig
+    from hstred.calibrate import CalibrateConfig, _cte_function
     from hstred.ccd import apply_cte, ccd_stage
-    from hstred.cte.model import load_arcticpy, remove_cte_from_quadrant
+    from hstred.cte.model import load_arcticpy
+    from hstred.cte.noise import NOISE_METHODS
     from hstred.refs import resolve_references
 
     default = CalibrateConfig()
@@ -63,17 +65,20 @@ def main(argv=None) -> int:
 
     load_arcticpy()  # its OpenMP runtime must be loaded for the limit to reach it
     print(f"CTE correction of {raw.name} (4 quadrants of 2048 x 2048), one core:")
-    print(f"  {'express':>7} {'iterations':>10} {'CPU s':>8} {'wall s':>8}")
+    print(f"  {'express':>7} {'iterations':>10} {'read noise':>10} {'CPU s':>8} {'wall s':>8}")
     with threadpool_limits(limits=1, user_api="openmp"):
         for express, iterations in settings:
-            cte = functools.partial(remove_cte_from_quadrant, express=express,
-                                    n_iterations=iterations)
-            best = (float("inf"), float("inf"))
-            for _ in range(args.repeat):
-                t0, c0 = time.perf_counter(), time.process_time()
-                apply_cte(chips, cte)
-                best = min(best, (time.process_time() - c0, time.perf_counter() - t0))
-            print(f"  {express:>7} {iterations:>10} {best[0]:8.2f} {best[1]:8.2f}", flush=True)
+            for noise in NOISE_METHODS:
+                cte = _cte_function(CalibrateConfig(cte_express=express,
+                                                    cte_iterations=iterations,
+                                                    cte_noise=noise))
+                best = (float("inf"), float("inf"))
+                for _ in range(args.repeat):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    apply_cte(chips, cte)
+                    best = min(best, (time.process_time() - c0, time.perf_counter() - t0))
+                print(f"  {express:>7} {iterations:>10} {noise:>10} {best[0]:8.2f} "
+                      f"{best[1]:8.2f}", flush=True)
     return 0
 
 

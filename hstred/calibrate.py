@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from hstred.cte.model import CORRECTION_EXPRESS, CORRECTION_ITERATIONS
+from hstred.cte.noise import NOISE_METHODS, noise_parameters
 from hstred.errors import HstredError, InputError, StageError
 from hstred.execution import Backend, LocalBackend, forwarded_queue, make_backend
 from hstred.inputs import check_inputs, check_raw_layout, find_raw_files
@@ -59,12 +60,17 @@ class CalibrateConfig:
     cte_iterations, cte_express
         arCTIc forward-modelling iterations and express factor (0 = exact); the
         defaults are set, with the reasons, in :mod:`hstred.cte.model`.
+    cte_noise
+        ``'separate'`` (default): each quadrant's read-noise estimate is held out of the CTE
+        correction and added back unamplified (:mod:`hstred.cte.noise`); ``'amplify'``: the
+        whole quadrant is corrected, read noise included.
     """
 
     cte: CTEChoice = "arctic"
     engine: EngineChoice = "auto"
     cte_iterations: int = CORRECTION_ITERATIONS
     cte_express: int = CORRECTION_EXPRESS
+    cte_noise: str = "separate"
 
     def __post_init__(self) -> None:
         if self.cte not in ("arctic", "none"):
@@ -75,6 +81,9 @@ class CalibrateConfig:
             raise InputError("--cte-iterations must be at least 1")
         if self.cte_express < 0:
             raise InputError("--cte-express must be 0 (exact) or more")
+        if self.cte_noise not in NOISE_METHODS:
+            raise InputError(f"--cte-noise must be {' or '.join(NOISE_METHODS)}, not "
+                             f"{self.cte_noise!r}")
 
 
 @dataclass(frozen=True)
@@ -123,11 +132,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _correct_all(correct, quad_sci, quad, mjd, read_noise_e):
+    """``--cte-noise amplify``: the quadrant corrected whole, its read noise included."""
+    return correct(quad_sci, quad, mjd)
+
+
 def _cte_function(config: CalibrateConfig):
     from hstred.cte.model import remove_cte_from_quadrant
 
-    return functools.partial(remove_cte_from_quadrant, express=config.cte_express,
-                             n_iterations=config.cte_iterations)
+    correct = functools.partial(remove_cte_from_quadrant, express=config.cte_express,
+                                n_iterations=config.cte_iterations)
+    return correct if config.cte_noise == "separate" else functools.partial(_correct_all,
+                                                                            correct)
 
 
 def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
@@ -140,7 +156,9 @@ def _cte_info(config: CalibrateConfig, expstart_mjd: float) -> dict:
     info = model.to_dict()
     info.update(model=model.name, total_trap_density=model.total_trap_density,
                 n_iterations=config.cte_iterations, express=config.cte_express,
-                arcticpy_version=arcticpy_version())
+                arcticpy_version=arcticpy_version(), read_noise=config.cte_noise)
+    if config.cte_noise == "separate":
+        info.update(noise_parameters())
     info.pop("name", None)
     if (config.cte_express, config.cte_iterations) == (CORRECTION_EXPRESS,
                                                         CORRECTION_ITERATIONS):

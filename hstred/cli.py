@@ -242,6 +242,7 @@ def calibrate(
                                                     "(0 = exact, slower; default: the "
                                                     "calibration stage's, see README).")]
     = None,
+    cte_noise: CteNoiseOpt = "separate",
     force: Annotated[bool, typer.Option("--force", help="Recalibrate exposures already "
                                         "calibrated with the same inputs and options.")]
     = False,
@@ -259,7 +260,8 @@ def calibrate(
     cte_setting = {k: v for k, v in (("cte_iterations", cte_iterations),
                                      ("cte_express", cte_express)) if v is not None}
     config = PipelineConfig(
-        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, **cte_setting),
+        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, cte_noise=cte_noise,
+                                  **cte_setting),
         execution=ExecutionConfig(workers=workers))
 
     def report(timing, done, total):
@@ -301,6 +303,10 @@ RefCatOpt = Annotated[str | None, typer.Option(
 AllowRelativeOpt = Annotated[bool, typer.Option(
     "--allow-relative", help="When the tie to --reference-catalog fails its gates, warn and "
                              "keep the relative alignment instead of stopping.")]
+CteNoiseOpt = Annotated[str, typer.Option(
+    "--cte-noise", metavar="separate|amplify",
+    help="Hold each quadrant's read-noise estimate out of the CTE correction and add it back "
+         "unamplified, or correct the whole image, read noise included.")]
 SatellitesOpt = Annotated[str, typer.Option(
     "--satellites", metavar="mask|off",
     help="Find satellite trails in every exposure (acstools) and mask them (DQ 16384) "
@@ -449,6 +455,7 @@ def run_command(
     = CTEOption.arctic,
     engine: Annotated[EngineOption, typer.Option(help="CCD calibration engine.")]
     = EngineOption.auto,
+    cte_noise: CteNoiseOpt = "separate",
     workers: WorkersOpt = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address "
                                                   "(tcp://host:8786) for per-exposure work.")]
@@ -491,7 +498,8 @@ def run_command(
     _setup_logging(data, quiet=quiet)
     config = _pipeline_config(
         ctx, config_file=config_file,
-        cte=cte, engine=engine, workers=workers, scheduler=scheduler, kernel=kernel,
+        cte=cte, engine=engine, cte_noise=cte_noise, workers=workers, scheduler=scheduler,
+        kernel=kernel,
         pixel_scale=pixel_scale, pixfrac=pixfrac, weight_type=weight_type, north_up=north_up,
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
         drop_unaligned=drop_unaligned, singles=singles, reference_catalog=reference_catalog,
@@ -507,6 +515,7 @@ def run_command(
 #: are execution settings, never replayed from a record.
 _SCIENCE_OPTIONS = {
     "cte": ("calibrate", "cte"), "engine": ("calibrate", "engine"),
+    "cte_noise": ("calibrate", "cte_noise"),
     "kernel": ("drizzle", "kernel"), "pixel_scale": ("drizzle", "pixel_scale_arcsec"),
     "pixfrac": ("drizzle", "pixfrac"), "weight_type": ("drizzle", "weight_type"),
     "north_up": ("drizzle", "north_up"), "fit_geometry": ("drizzle", "fit_geometry"),
@@ -519,7 +528,8 @@ _SCIENCE_OPTIONS = {
 }
 
 
-def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, scheduler,
+def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise, workers,
+                     scheduler,
                      kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                      min_matches, max_rms, drop_unaligned, singles, reference_catalog,
                      allow_relative, satellites, allow_mixed_targets):
@@ -533,7 +543,7 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, workers, s
 
     execution = ExecutionConfig(workers=workers, scheduler=scheduler)
     given = PipelineConfig(
-        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value),
+        calibrate=CalibrateConfig(cte=cte.value, engine=engine.value, cte_noise=cte_noise),
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,

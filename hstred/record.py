@@ -25,7 +25,8 @@ CR_BIT = 4096
 
 #: Primary-header keywords of the CTE correction copied into the record per exposure.
 CTE_KEYWORDS = ("PCTECORR", "CTEMODEL", "CTEDATE", "CTE_NIT", "CTEEXPR", "CTETRAPD",
-                "CTEFWELL", "CTEWFPOW", "ARCTICV", "CTEACRMS", "CTEACFLX", "CTEACCEN")
+                "CTEFWELL", "CTEWFPOW", "ARCTICV", "CTEACRMS", "CTEACFLX", "CTEACCEN",
+                "CTERNOIS", "CTERNBLK", "CTERNLOC", "CTERNSTF", "CTERNCLP")
 
 
 def cte_keywords(calibrated) -> dict:

@@ -16,6 +16,7 @@ from hstred.acs import quadrants
 from hstred.calibrate import PHASES, CalibrateConfig, run_calibrate
 from hstred.cli import app
 from hstred.cte.accuracy import DEFAULT_SETTING_ACCURACY
+from hstred.cte.noise import BLOCK_PX, CLIP_READ_NOISE, LOCAL_PX, STRUCTURE_FACTOR
 from hstred.execution import LocalBackend
 from hstred.manifest import Manifest
 
@@ -124,7 +125,29 @@ def test_cte_provenance_in_header(late):
     assert header["CTEACRMS"] == DEFAULT_SETTING_ACCURACY.rms_read_noise
     assert header["CTEACFLX"] == DEFAULT_SETTING_ACCURACY.flux_fraction
     assert header["CTEACCEN"] == DEFAULT_SETTING_ACCURACY.centroid_px
+    # the read noise was held out of the correction, with the separation's parameters
+    assert header["CTERNOIS"] == "separate"
+    assert (header["CTERNBLK"], header["CTERNLOC"]) == (BLOCK_PX, LOCAL_PX)
+    assert (header["CTERNSTF"], header["CTERNCLP"]) == (STRUCTURE_FACTOR, CLIP_READ_NOISE)
     assert fits.getval(outputs["none"], "PCTECORR", 0) in ("OMIT", "SKIPPED")
+
+
+def test_err_describes_the_noise_after_cte_correction(late):
+    """Blank sky of the CTE-corrected late exposure: (SCI - truth)/ERR has a robust width
+    of 1.00 +- 0.03 (the read noise is not amplified by the correction), on each chip."""
+    from astropy.stats import mad_std
+
+    outputs, truth_path = late
+    truths = _chips(truth_path, "TRUTH")
+    path = outputs["arctic"]
+    sci, err, dq = _chips(path), _chips(path, "ERR"), _chips(path, "DQ")
+    for chip, truth in truths.items():
+        res = sci[chip] - truth
+        outliers = ndimage.binary_dilation(np.abs(res) > 4 * err[chip], iterations=2)
+        blank = (truth < np.median(truth) + 0.05) & (dq[chip] == 0) & ~outliers
+        assert blank.sum() > 1_000_000
+        width = mad_std(res[blank] / err[chip][blank])
+        assert width == pytest.approx(1.0, abs=0.03), (chip, width)
 
 
 def test_parallel_output_identical_and_cache(sim_program_two_visits, tmp_path):

@@ -241,8 +241,8 @@ def calibrated(tmp_path_factory):
     bump = {"A": 1.0, "B": 2.0, "C": 3.0, "D": 4.0}
     cte_calls = []
 
-    def fake_cte(quad_sci, quad, mjd):
-        cte_calls.append((quad.chip, quad.amp, quad_sci.shape, mjd))
+    def fake_cte(quad_sci, quad, mjd, read_noise_e):
+        cte_calls.append((quad.chip, quad.amp, quad_sci.shape, mjd, read_noise_e))
         return quad_sci + bump[quad.amp]
 
     flc = calibrate_exposure(raw, refs, d / "out", cte=fake_cte,
@@ -382,10 +382,12 @@ def test_dq_flags_of_injected_defects(calibrated):
 
 def test_cte_hook_runs_on_each_quadrant_and_uses_cte_dark(calibrated):
     calls = calibrated["cte_calls"]
-    assert sorted((c, a) for c, a, _, _ in calls) == [(1, "A"), (1, "B"), (2, "C"), (2, "D")]
+    assert sorted((c, a) for c, a, *_ in calls) == [(1, "A"), (1, "B"), (2, "C"), (2, "D")]
     assert all(shape == (CHIP_NY, CHIP_NX // 2) and mjd == 57000.25
-               for _, _, shape, mjd in calls)
+               for _, _, shape, mjd, _ in calls)
     h = fits.getheader(calibrated["flc"], 0)
+    # each quadrant gets its own amplifier's read noise, from the header the CCD steps wrote
+    assert all(rn == h[f"READNSE{amp}"] for _, amp, _, _, rn in calls)
     assert h["PCTECORR"] == "COMPLETE"
     assert h["CTEMODEL"] == "test model" and h["CTE_NIT"] == 3 and h["CTEEXPR"] == 5
     assert h["CTETRAPD"] == pytest.approx(0.3) and h["ARCTICV"] == "2.6"
@@ -421,7 +423,7 @@ def test_record_cte_correction_without_running_cte(calibrated):
     marked = record_cte_correction(chips, {"model": "external"})
     assert marked[0].primary["PCTECORR"] == "COMPLETE"
     assert chips[0].primary["PCTECORR"] == "PERFORM"  # the input record is untouched
-    identity = apply_cte(chips, functools.partial(lambda q, quad, mjd: q))
+    identity = apply_cte(chips, functools.partial(lambda q, quad, mjd, rn: q))
     np.testing.assert_array_equal(identity[0].sci, chips[0].sci)
 
 

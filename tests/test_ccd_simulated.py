@@ -263,8 +263,8 @@ def test_pre_sm4_cte_uses_the_release_times_before_july_2006(sim_program_pre_sm4
     try:
         out = _calibrate_against_truth(
             sim_dir, result, d / "out", cte_info=info,
-            cte=lambda q, quad, mjd: remove_cte_from_quadrant(q, quad, mjd, express=5,
-                                                              n_iterations=3))
+            cte=lambda q, quad, mjd, rn: remove_cte_from_quadrant(q, quad, mjd, rn, express=5,
+                                                                  n_iterations=3))
     finally:
         shutil.rmtree(d, ignore_errors=True)
     h = out["primary"]

@@ -108,6 +108,8 @@ def test_plan_takes_runs_options():
     (["plan", "X", "--data", "{tmp}", "--pixfrac", "1.5"], "--pixfrac"),
     (["run", "X", "--data", "{tmp}", "--satellites", "maybe"], "--satellites"),
     (["drizzle", "X", "--data", "{tmp}", "--satellites", "maybe"], "--satellites"),
+    (["run", "X", "--data", "{tmp}", "--cte-noise", "hide"], "--cte-noise"),
+    (["calibrate", "--data", "{tmp}", "--cte-noise", "hide"], "--cte-noise"),
 ])
 def test_option_limits_come_from_the_configs(tmp_path, args, named):
     """A limit is checked once, by the stage's config: the CLI gives the same one-line

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from hstred.acs import CHIP_NX, CHIP_NY, quadrants
-from hstred.ccd.calibrate import record_cte_correction
+from hstred.acs import CHIP_NX, CHIP_NY
+from hstred.ccd.calibrate import apply_cte
 from hstred.ccd.chipdata import ChipData
 from hstred.errors import StageError
 
@@ -67,17 +67,11 @@ def _correct_blv(blv: Path, blc: Path, cte: Callable, cte_info: Mapping) -> None
     from hstred.ccd.calibrate import write_calibrated
 
     chips = _read_chips(blv)
-    expstart = float(chips[0].primary["EXPSTART"])
-    corrected = []
     for chip in chips:
         if chip.shape != (CHIP_NY, CHIP_NX):
             raise StageError(f"{blv.name}: calacs left a {chip.shape} chip; expected the trimmed "
                              f"{CHIP_NY}x{CHIP_NX} full frame")
-        sci = chip.sci.copy()
-        for quad in quadrants(chip.chip):
-            sci[quad.flt] = cte(chip.sci[quad.flt].astype(np.float64), quad, expstart)
-        corrected.append(chip.replace(sci=sci))
-    write_calibrated(record_cte_correction(corrected, cte_info), blc)
+    write_calibrated(apply_cte(chips, cte, cte_info=cte_info), blc)
 
 
 def calibrate_with_calacs(raw: Path, references: Mapping[str, Path | None], out_dir: Path, *,

@@ -73,9 +73,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: ``cte(quad_sci_e, quad, expstart_mjd) -> corrected quad_sci_e`` on one amplifier quadrant of
-#: a trimmed, bias-free electron image, in detector orientation.
-CTEFunction = Callable[[np.ndarray, Quadrant, float], np.ndarray]
+#: ``cte(quad_sci_e, quad, expstart_mjd, read_noise_e) -> corrected quad_sci_e`` on one
+#: amplifier quadrant of a trimmed, bias-free electron image, in detector orientation;
+#: ``read_noise_e`` is the quadrant's amplifier read noise (READNSEx).
+CTEFunction = Callable[[np.ndarray, Quadrant, float, float], np.ndarray]
 
 COMPLETE, SKIPPED, OMIT, PERFORM = "COMPLETE", "SKIPPED", "OMIT", "PERFORM"
 
@@ -807,8 +808,11 @@ def record_cte_correction(chips: Sequence[ChipData],
     ``arcticpy_version`` -> ARCTICV; the setting's accuracy, as bounds on its measured
     differences from the exact model's correction: ``accuracy_rms_read_noise``
     -> CTEACRMS (pixel RMS, read noises), ``accuracy_flux_fraction`` -> CTEACFLX (star
-    flux, fraction), ``accuracy_centroid_px`` -> CTEACCEN (star centroid, pixels).
-    Every item is also written as a HISTORY line.
+    flux, fraction), ``accuracy_centroid_px`` -> CTEACCEN (star centroid, pixels); the
+    read noise's handling (``read_noise`` -> CTERNOIS) and the separation's parameters
+    (``noise_block_px``, ``noise_local_px``, ``noise_structure_factor``, ``noise_clip`` ->
+    CTERNBLK, CTERNLOC, CTERNSTF, CTERNCLP; :mod:`hstred.cte.noise`). Every item is also
+    written as a HISTORY line.
     """
     primary = chips[0].primary.copy()
     info = dict(cte_info or {})
@@ -829,6 +833,11 @@ def record_cte_correction(chips: Sequence[ChipData],
                      "star flux diff from exact model < (fraction)"),
         "CTEACCEN": (info.get("accuracy_centroid_px"),
                      "star centroid diff from exact model < (px)"),
+        "CTERNOIS": (info.get("read_noise"), "read noise: separate (held out) or amplify"),
+        "CTERNBLK": (info.get("noise_block_px"), "read-noise sep.: sky block (px)"),
+        "CTERNLOC": (info.get("noise_local_px"), "read-noise sep.: structure box (px)"),
+        "CTERNSTF": (info.get("noise_structure_factor"), "read-noise sep.: structure factor"),
+        "CTERNCLP": (info.get("noise_clip"), "read-noise sep.: clip (read noises)"),
     }
     for key, (value, comment) in cards.items():
         if value is None:
@@ -848,8 +857,9 @@ def apply_cte(chips: Sequence[ChipData], cte: CTEFunction, *,
               cte_info: Mapping[str, object] | None = None) -> list[ChipData]:
     """Run ``cte`` on every amplifier quadrant of trimmed electron chips (serially).
 
-    ``cte(quad_sci, quad, expstart_mjd)`` gets a float64 copy of the quadrant in
-    detector orientation and returns the corrected quadrant. The chips are then
+    ``cte(quad_sci, quad, expstart_mjd, read_noise_e)`` gets a float64 copy of the quadrant
+    in detector orientation and its amplifier's read noise, and returns the corrected
+    quadrant. The chips are then
     recorded with :func:`record_cte_correction`.
     """
     expstart = float(chips[0].primary["EXPSTART"])
@@ -860,7 +870,12 @@ def apply_cte(chips: Sequence[ChipData], cte: CTEFunction, *,
                              "ccd_stage first")
         sci = chip.sci.copy()
         for quad in quadrants(chip.chip):
-            corrected = np.asarray(cte(chip.sci[quad.flt].astype(np.float64), quad, expstart))
+            keyword = f"READNSE{quad.amp}"
+            if keyword not in chip.primary:
+                raise StageError(f"pixel CTE correction needs {keyword} (the read noise) in "
+                                 "the primary header; run ccd_stage first")
+            corrected = np.asarray(cte(chip.sci[quad.flt].astype(np.float64), quad, expstart,
+                                       float(chip.primary[keyword])))
             if corrected.shape != sci[quad.flt].shape:
                 raise StageError(f"CTE function returned {corrected.shape} for quadrant "
                                  f"{quad.amp}, expected {sci[quad.flt].shape}")

@@ -27,9 +27,12 @@ __all__ = [
     "DEFAULT_SETTING_ACCURACY",
     "AccuracyBounds",
     "CorrectionAccuracy",
+    "NoiseStrip",
     "TestQuadrant",
     "compare_with_reference",
     "correction_iterates",
+    "noise_strip",
+    "noise_strip_residuals",
     "realistic_quadrant",
 ]
 
@@ -267,3 +270,76 @@ def compare_with_reference(corrected: np.ndarray, reference: np.ndarray,
         mean_centroid_px=float(dcen.mean()),
         flux_to_truth=float(np.median(flux / truth_flux)),
     )
+
+
+@dataclass(frozen=True)
+class NoiseStrip:
+    """A quadrant strip in detector orientation for the read-noise checks of the correction.
+
+    ``truth``: the expected charge (sky + stars); ``collected``: its Poisson draw;
+    ``trailed``: that clocked out through the arCTIc model (express 5, as the simulator
+    does); ``noise``: the read noise added after readout, ``observed = trailed + noise``.
+    ``stars`` rows are (row, column) of the star centres.
+    """
+
+    mjd: float
+    sky: float
+    read_noise_e: float
+    quadrant: object
+    truth: np.ndarray
+    collected: np.ndarray
+    trailed: np.ndarray
+    noise: np.ndarray
+    stars: tuple
+
+    @property
+    def observed(self) -> np.ndarray:
+        return self.trailed + self.noise
+
+
+def noise_strip(mjd: float, sky: float, *, columns: int = 48, rows: int = 2048, seed: int = 1,
+                read_noise_e: float = 4.5) -> NoiseStrip:
+    """A seeded strip of amplifier A's quadrant (2048 rows: every trail length): flat sky,
+    stars of 100-10000 e- every 96 rows and 16 columns, Poisson noise, CTE, read noise."""
+    from hstred.acs import quadrants
+    from hstred.cte.model import add_cte_to_quadrant
+
+    rng = np.random.default_rng(seed)
+    truth = np.full((rows, columns), float(sky))
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    stars = []
+    for row in range(100, rows - 60, 96):
+        for col in range(8, columns - 8, 16):
+            flux = 10 ** rng.uniform(2.0, 4.0)
+            truth += flux / (2 * np.pi) * np.exp(-((yy - row) ** 2 + (xx - col) ** 2) / 2)
+            stars.append((row, col))
+    quad = quadrants(1)[0]
+    collected = rng.poisson(truth).astype(np.float64)
+    trailed = add_cte_to_quadrant(collected, quad, mjd)
+    noise = rng.normal(0.0, read_noise_e, truth.shape)
+    return NoiseStrip(mjd=mjd, sky=float(sky), read_noise_e=read_noise_e, quadrant=quad,
+                      truth=truth, collected=collected, trailed=trailed, noise=noise,
+                      stars=tuple(stars))
+
+
+def noise_strip_residuals(strip: NoiseStrip, image: np.ndarray) -> tuple[float, float]:
+    """``(width, trail charge)`` of a (corrected) strip: the robust width of the blank-sky
+    ``(image - truth) / sqrt(RN**2 + truth)`` (1 = the expected noise), and the charge in
+    rows 4-23 behind the stars beyond the collected charge and the read noise."""
+    from astropy.stats import mad_std
+    from scipy import ndimage
+
+    away = -1 if strip.quadrant.flip_y else 1
+    structure = ndimage.binary_dilation(strip.truth - strip.sky > 0.05, iterations=3)
+    trails = np.zeros_like(structure)
+    excess = image - strip.collected - strip.noise
+    charge = 0.0
+    for row, col in strip.stars:
+        behind = slice(row + 4, row + 60) if away > 0 else slice(row - 59, row - 3)
+        trails[behind, col - 3:col + 4] = True
+        window = (slice(row + 4, row + 24) if away > 0 else slice(row - 23, row - 3),
+                  slice(col - 1, col + 2))
+        charge += float(excess[window].sum())
+    blank = ~structure & ~trails
+    err = np.sqrt(strip.read_noise_e ** 2 + strip.truth)
+    return float(mad_std(((image - strip.truth) / err)[blank])), charge

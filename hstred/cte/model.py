@@ -115,14 +115,26 @@ def add_cte_to_quadrant(quad_data: np.ndarray, quad: Quadrant, mjd: float, *,
     return np.ascontiguousarray(to_readout_orientation(out, quad))
 
 
-def remove_cte_from_quadrant(quad_data: np.ndarray, quad: Quadrant, mjd: float, *,
+def remove_cte_from_quadrant(quad_data: np.ndarray, quad: Quadrant, mjd: float,
+                             read_noise_e: float | None = None, *,
                              express: int = CORRECTION_EXPRESS,
                              n_iterations: int = CORRECTION_ITERATIONS) -> np.ndarray:
-    """Remove parallel CTE trails from one quadrant given in detector orientation."""
+    """Remove parallel CTE trails from one quadrant given in detector orientation.
+
+    With ``read_noise_e`` (the amplifier's read noise, e-), the read-noise estimate of
+    :func:`hstred.cte.noise.separate_read_noise` is held out of the correction and added
+    back afterwards; without it the whole quadrant is corrected.
+    """
+    noise = None
+    if read_noise_e is not None:
+        from hstred.cte.noise import separate_read_noise
+
+        quad_data, noise = separate_read_noise(quad_data, read_noise_e)
     oriented = to_readout_orientation(quad_data, quad)
     out = _run_arctic(oriented, mjd, remove=True, express=express,
                       n_iterations=n_iterations)
-    return np.ascontiguousarray(to_readout_orientation(out, quad))
+    out = np.ascontiguousarray(to_readout_orientation(out, quad))
+    return out if noise is None else out + noise
 
 
 def _check_chip(image: np.ndarray) -> None:
