@@ -27,8 +27,15 @@ columns on an idle core, so full quadrants take hours. The trailed quadrants and
 the exact corrections are cached in --cache; later runs take seconds.
 ``--markdown`` prints the README table.
 
+``--cte-noise separate`` (the default, as in the calibration stage) holds the quadrant's
+read-noise estimate (``hstred.cte.noise``) out of every correction, the exact one included,
+and adds it back; ``amplify`` corrects the read noise with the rest, as before that option
+existed. The differences between settings are then those of the CTE model on the charge
+that was clocked out, not of how each setting amplifies the read noise.
+
 Usage: .venv/bin/python benchmarks/bench_cte_accuracy.py [--dates 2003 2012 2024]
        [--columns 16] [--max-iterations 5] [--cache DIR] [--markdown]
+       [--cte-noise separate|amplify]
 """
 
 from __future__ import annotations
@@ -45,13 +52,14 @@ import numpy as np
 DATES_MJD = {"2003": 52791.0, "2012": 56079.0, "2024": 60462.0}
 
 
-def _cached_exact(year: str, columns: int, max_iterations: int, cache: Path):
+def _cached_exact(year: str, columns: int, max_iterations: int, cache: Path, noise: str):
     """The test quadrant and the exact model's iterates (computed once, then cached)."""
-    from hstred.cte.accuracy import TestQuadrant, correction_iterates, realistic_quadrant
+    from hstred.cte.accuracy import TestQuadrant, corrections, realistic_quadrant
     from hstred.cte.model import arcticpy_version
 
     mjd = DATES_MJD[year]
-    path = cache / f"exact_{year}_{columns}_{max_iterations}_arcticpy{arcticpy_version()}.npz"
+    path = cache / (f"exact_{year}_{columns}_{max_iterations}_{noise}"
+                    f"_arcticpy{arcticpy_version()}.npz")
     if path.is_file():
         with np.load(path) as f:
             quadrant = TestQuadrant(mjd=float(f["mjd"]), truth=f["truth"], trailed=f["trailed"],
@@ -61,8 +69,8 @@ def _cached_exact(year: str, columns: int, max_iterations: int, cache: Path):
     t0 = time.perf_counter()
     quadrant = realistic_quadrant(mjd, n_columns=columns)
     timings: list[float] = []
-    iterates = correction_iterates(quadrant.trailed, mjd, express=0,
-                                   n_iterations=max_iterations, timings=timings)
+    iterates = corrections(quadrant, noise=noise, express=0, n_iterations=max_iterations,
+                           timings=timings)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(tmp, mjd=mjd, truth=quadrant.truth, trailed=quadrant.trailed, sky=quadrant.sky,
              stars=quadrant.stars, read_noise_e=quadrant.read_noise_e,
@@ -78,19 +86,20 @@ def _iterate(iterates: list, n: int):
     return iterates[0] if n == 1 else iterates[n]
 
 
-def map_date(year: str, *, columns: int, express_values, max_iterations: int, cache: Path):
+def map_date(year: str, *, columns: int, express_values, max_iterations: int, cache: Path,
+             noise: str):
     """Rows of the map for one date: dicts of setting, cost and accuracy."""
-    from hstred.cte.accuracy import ACCURACY_BOUNDS, compare_with_reference, correction_iterates
+    from hstred.cte.accuracy import ACCURACY_BOUNDS, compare_with_reference, corrections
 
-    quadrant, exact, exact_timings = _cached_exact(year, columns, max_iterations, cache)
+    quadrant, exact, exact_timings = _cached_exact(year, columns, max_iterations, cache, noise)
     rows = []
     for express in express_values:
         if express == 0:
             iterates, timings = exact, exact_timings
         else:
             timings = []
-            iterates = correction_iterates(quadrant.trailed, quadrant.mjd, express=express,
-                                           n_iterations=max_iterations, timings=timings)
+            iterates = corrections(quadrant, noise=noise, express=express,
+                                   n_iterations=max_iterations, timings=timings)
         for n in range(1, max_iterations + 1):
             corrected = _iterate(iterates, n)
             same_n = compare_with_reference(corrected, _iterate(exact, n), quadrant)
@@ -154,8 +163,10 @@ def cheapest_within_bounds(rows, years):
 def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
+    from hstred.calibrate import CalibrateConfig
     from hstred.cte.accuracy import ACCURACY_BOUNDS
     from hstred.cte.model import load_arcticpy
+    from hstred.cte.noise import NOISE_METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dates", nargs="+", default=list(DATES_MJD), choices=list(DATES_MJD))
@@ -164,6 +175,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-iterations", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/hstred-bench-cte-accuracy"))
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--cte-noise", choices=NOISE_METHODS, default=CalibrateConfig().cte_noise,
+                        help="read noise held out of every correction (separate, the "
+                             "calibration stage's default) or corrected with the rest")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
 
@@ -172,13 +186,14 @@ def main(argv=None) -> int:
     with threadpool_limits(limits=1, user_api="openmp"):
         for year in args.dates:
             rows += map_date(year, columns=args.columns, express_values=args.express,
-                             max_iterations=args.max_iterations, cache=args.cache)
+                             max_iterations=args.max_iterations, cache=args.cache,
+                             noise=args.cte_noise)
     if args.markdown:
         _print_markdown(rows, args.dates)
     else:
         _print_text(rows, args.columns, args.max_iterations)
     best = cheapest_within_bounds(rows, args.dates)
-    print(f"\nbounds: {ACCURACY_BOUNDS.describe()}")
+    print(f"\nread noise: {args.cte_noise}; bounds: {ACCURACY_BOUNDS.describe()}")
     print("cheapest setting within the bounds on every date: "
           + (f"express {best[0]}, {best[1]} iterations" if best else "none"))
     return 0
