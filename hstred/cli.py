@@ -499,8 +499,8 @@ def run_command(
     config = _pipeline_config(
         ctx, config_file=config_file,
         cte=cte, engine=engine, cte_noise=cte_noise, workers=workers, scheduler=scheduler,
-        kernel=kernel,
-        pixel_scale=pixel_scale, pixfrac=pixfrac, weight_type=weight_type, north_up=north_up,
+        kernel=kernel, pixel_scale=pixel_scale, pixfrac=pixfrac, weight_type=weight_type,
+        north_up=north_up,
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
         drop_unaligned=drop_unaligned, singles=singles, reference_catalog=reference_catalog,
         allow_relative=allow_relative, satellites=satellites,
@@ -529,10 +529,9 @@ _SCIENCE_OPTIONS = {
 
 
 def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise, workers,
-                     scheduler,
-                     kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
-                     min_matches, max_rms, drop_unaligned, singles, reference_catalog,
-                     allow_relative, satellites, allow_mixed_targets):
+                     scheduler, kernel, pixel_scale, pixfrac, weight_type, north_up,
+                     fit_geometry, min_matches, max_rms, drop_unaligned, singles,
+                     reference_catalog, allow_relative, satellites, allow_mixed_targets):
     """PipelineConfig from the options of ``run`` (which ``plan`` shares); with
     ``--config``, the recorded run's science options, overridden by those given here."""
     import dataclasses

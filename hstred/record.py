@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from hstred.acs import quadrants
+from hstred.ccd.calibrate import CTE_CARDS
 from hstred.naming import filter_name, visit_name
 
 __all__ = ["CTE_KEYWORDS", "cte_keywords", "exposure_rows", "cte_profile",
@@ -24,9 +25,7 @@ __all__ = ["CTE_KEYWORDS", "cte_keywords", "exposure_rows", "cte_profile",
 CR_BIT = 4096
 
 #: Primary-header keywords of the CTE correction copied into the record per exposure.
-CTE_KEYWORDS = ("PCTECORR", "CTEMODEL", "CTEDATE", "CTE_NIT", "CTEEXPR", "CTETRAPD",
-                "CTEFWELL", "CTEWFPOW", "ARCTICV", "CTEACRMS", "CTEACFLX", "CTEACCEN",
-                "CTERNOIS", "CTERNBLK", "CTERNLOC", "CTERNSTF", "CTERNCLP")
+CTE_KEYWORDS = ("PCTECORR", *(key for key, _name, _comment in CTE_CARDS))
 
 
 def cte_keywords(calibrated) -> dict:

@@ -27,7 +27,7 @@ from hstred.ccd import (
     two_d_stage,
     write_calibrated,
 )
-from hstred.errors import InputError, ReferenceFileError
+from hstred.errors import InputError, ReferenceFileError, StageError
 
 GAIN = {"A": 2.0, "B": 2.1, "C": 2.2, "D": 2.3}
 READNOISE = {"A": 4.0, "B": 4.2, "C": 4.4, "D": 4.6}
@@ -425,6 +425,11 @@ def test_record_cte_correction_without_running_cte(calibrated):
     assert chips[0].primary["PCTECORR"] == "PERFORM"  # the input record is untouched
     identity = apply_cte(chips, functools.partial(lambda q, quad, mjd, rn: q))
     np.testing.assert_array_equal(identity[0].sci, chips[0].sci)
+    # the read noise each quadrant needs comes from the header the CCD steps wrote
+    header = chips[0].primary.copy()
+    del header["READNSEC"]
+    with pytest.raises(StageError, match="READNSEC"):
+        apply_cte([c.replace(primary=header) for c in chips], lambda q, quad, mjd, rn: q)
 
 
 def test_missing_required_reference_raises(calibrated):

@@ -61,6 +61,7 @@ __all__ = [
     "CCD_STEPS",
     "TWO_D_STEPS",
     "CTEFunction",
+    "CTE_CARDS",
     "ExposureInfo",
     "apply_cte",
     "calibrate_exposure",
@@ -797,13 +798,35 @@ def _format_value(value: object) -> str:
     return str(value)
 
 
+#: The CTE correction's primary-header cards: (keyword, ``cte_info`` key, comment). The
+#: run record copies these keywords (and PCTECORR) per exposure (:mod:`hstred.record`).
+CTE_CARDS = (
+    ("CTEMODEL", "model", "pixel CTE model"),
+    ("CTEDATE", "mjd", "MJD at which the CTE model was evaluated"),
+    ("CTE_NIT", "n_iterations", "CTE correction iterations"),
+    ("CTEEXPR", "express", "arCTIc express parameter"),
+    ("CTETRAPD", "total_trap_density", "total trap density (traps per pixel)"),
+    ("CTEFWELL", "full_well_depth", "CTE model full-well depth (e-)"),
+    ("CTEWFPOW", "well_fill_power", "CTE model well-fill power"),
+    ("ARCTICV", "arcticpy_version", "arcticpy version"),
+    ("CTEACRMS", "accuracy_rms_read_noise", "pixel RMS diff from exact model < (read noise)"),
+    ("CTEACFLX", "accuracy_flux_fraction", "star flux diff from exact model < (fraction)"),
+    ("CTEACCEN", "accuracy_centroid_px", "star centroid diff from exact model < (px)"),
+    ("CTERNOIS", "read_noise", "read noise: separate (held out) or amplify"),
+    ("CTERNBLK", "noise_block_px", "read-noise sep.: sky block (px)"),
+    ("CTERNLOC", "noise_local_px", "read-noise sep.: structure box (px)"),
+    ("CTERNSTF", "noise_structure_factor", "read-noise sep.: structure factor"),
+    ("CTERNCLP", "noise_clip", "read-noise sep.: clip (read noises)"),
+)
+
+
 def record_cte_correction(chips: Sequence[ChipData],
                           cte_info: Mapping[str, object] | None = None) -> list[ChipData]:
     """Mark chips as pixel-CTE corrected: PCTECORR = COMPLETE plus the model keywords.
 
-    ``cte_info`` keys (all optional): ``model`` or ``name`` -> CTEMODEL, ``mjd`` ->
-    CTEDATE, ``n_iterations`` -> CTE_NIT, ``express`` -> CTEEXPR,
-    ``total_trap_density`` (or the sum of ``trap_densities``) -> CTETRAPD,
+    ``cte_info`` keys (all optional) become the :data:`CTE_CARDS`: ``model`` (or
+    ``name``) -> CTEMODEL, ``mjd`` -> CTEDATE, ``n_iterations`` -> CTE_NIT, ``express``
+    -> CTEEXPR, ``total_trap_density`` (or the sum of ``trap_densities``) -> CTETRAPD,
     ``full_well_depth`` -> CTEFWELL, ``well_fill_power`` -> CTEWFPOW,
     ``arcticpy_version`` -> ARCTICV; the setting's accuracy, as bounds on its measured
     differences from the exact model's correction: ``accuracy_rms_read_noise``
@@ -816,30 +839,12 @@ def record_cte_correction(chips: Sequence[ChipData],
     """
     primary = chips[0].primary.copy()
     info = dict(cte_info or {})
-    cards = {
-        "CTEMODEL": (info.get("model", info.get("name")), "pixel CTE model"),
-        "CTEDATE": (info.get("mjd"), "MJD at which the CTE model was evaluated"),
-        "CTE_NIT": (info.get("n_iterations"), "CTE correction iterations"),
-        "CTEEXPR": (info.get("express"), "arCTIc express parameter"),
-        "CTETRAPD": (info.get("total_trap_density",
-                              sum(info["trap_densities"]) if "trap_densities" in info else None),
-                     "total trap density (traps per pixel)"),
-        "CTEFWELL": (info.get("full_well_depth"), "CTE model full-well depth (e-)"),
-        "CTEWFPOW": (info.get("well_fill_power"), "CTE model well-fill power"),
-        "ARCTICV": (info.get("arcticpy_version"), "arcticpy version"),
-        "CTEACRMS": (info.get("accuracy_rms_read_noise"),
-                     "pixel RMS diff from exact model < (read noise)"),
-        "CTEACFLX": (info.get("accuracy_flux_fraction"),
-                     "star flux diff from exact model < (fraction)"),
-        "CTEACCEN": (info.get("accuracy_centroid_px"),
-                     "star centroid diff from exact model < (px)"),
-        "CTERNOIS": (info.get("read_noise"), "read noise: separate (held out) or amplify"),
-        "CTERNBLK": (info.get("noise_block_px"), "read-noise sep.: sky block (px)"),
-        "CTERNLOC": (info.get("noise_local_px"), "read-noise sep.: structure box (px)"),
-        "CTERNSTF": (info.get("noise_structure_factor"), "read-noise sep.: structure factor"),
-        "CTERNCLP": (info.get("noise_clip"), "read-noise sep.: clip (read noises)"),
-    }
-    for key, (value, comment) in cards.items():
+    values = dict(info)
+    values.setdefault("model", info.get("name"))
+    if "trap_densities" in info:
+        values.setdefault("total_trap_density", sum(info["trap_densities"]))
+    for key, name, comment in CTE_CARDS:
+        value = values.get(name)
         if value is None:
             continue
         if isinstance(value, (np.floating, np.integer)):
@@ -859,8 +864,7 @@ def apply_cte(chips: Sequence[ChipData], cte: CTEFunction, *,
 
     ``cte(quad_sci, quad, expstart_mjd, read_noise_e)`` gets a float64 copy of the quadrant
     in detector orientation and its amplifier's read noise, and returns the corrected
-    quadrant. The chips are then
-    recorded with :func:`record_cte_correction`.
+    quadrant. The chips are then recorded with :func:`record_cte_correction`.
     """
     expstart = float(chips[0].primary["EXPSTART"])
     out = []

@@ -200,9 +200,8 @@ def correction_iterates(image: np.ndarray, mjd: float, *, express: int, n_iterat
     return out
 
 
-def corrections(quadrant: TestQuadrant, *, express: int, n_iterations: int,
-                noise: str = "separate", timings: list[float] | None = None
-                ) -> list[np.ndarray]:
+def corrections(quadrant: TestQuadrant, *, express: int, n_iterations: int, noise: str,
+                timings: list[float] | None = None) -> list[np.ndarray]:
     """:func:`correction_iterates` of a test quadrant with its read noise handled as the
     calibration stage's ``--cte-noise`` does: ``separate`` holds the read-noise estimate
     of :func:`hstred.cte.noise.separate_read_noise` out of the correction and adds it back
