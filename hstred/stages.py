@@ -169,16 +169,26 @@ class Stage:
         return {}
 
 
-#: Bytes of one calibrated exposure: two 4096 x 2048 chips of float32 SCI and ERR, int16 DQ.
-CALIBRATED_BYTES = 2 * CHIP_NX * CHIP_NY * (4 + 4 + 2)
-#: Side (arcsec) of a north-up box holding one ACS/WFC field at any roll: the field's
-#: diagonal, distortion included (a 2-exposure program measured 291" x 269").
+#: Pixels of one ACS/WFC exposure: two 4096 x 2048 chips.
+_FULL_FRAME_PIXELS = 2 * CHIP_NX * CHIP_NY
+#: Bytes per pixel of a calibrated exposure: float32 SCI and ERR, int16 DQ.
+_CALIBRATED_BYTES_PER_PIXEL = 4 + 4 + 2
+#: Side (arcsec) of a north-up box holding one full ACS/WFC field at any roll: the
+#: field's diagonal, distortion included (a 2-exposure program measured 291" x 269").
 _FIELD_ARCSEC = 300.0
 
 
-def _grid_pixels(exposures, scale_arcsec: float) -> float:
-    """Pixels of an output grid covering ``exposures`` (their pointings' spread plus one
-    field), from the primary headers' RA_TARG/DEC_TARG."""
+def _science_pixels(path: Path) -> int:
+    """Pixels in the SCI extensions of ``path``, read from their headers (overscan
+    included in a raw file: an upper bound for the calibrated image)."""
+    with fits.open(path, lazy_load_hdus=True) as hdul:
+        return sum(int(h.header.get("NAXIS1", 0)) * int(h.header.get("NAXIS2", 0))
+                   for h in hdul[1:] if h.name == "SCI")
+
+
+def _grid_pixels(exposures, pixels: dict[Path, int], scale_arcsec: float) -> float:
+    """Pixels of an output grid covering ``exposures`` (their pointings' spread plus the
+    largest field), from the primary headers' RA_TARG/DEC_TARG."""
 
     ras, decs = [], []
     for e in exposures:
@@ -190,29 +200,36 @@ def _grid_pixels(exposures, scale_arcsec: float) -> float:
     if ras:
         cos_dec = math.cos(math.radians(sum(decs) / len(decs)))
         spread = 3600.0 * max((max(ras) - min(ras)) * cos_dec, max(decs) - min(decs))
-    return ((spread + _FIELD_ARCSEC) / scale_arcsec) ** 2
+    field = _FIELD_ARCSEC * math.sqrt(max(pixels.values()) / _FULL_FRAME_PIXELS)
+    return ((spread + field) / scale_arcsec) ** 2
 
 
 def space_needed(exposures, *, n_calibrate: int, drizzle: bool, config: PipelineConfig) -> float:
-    """Bytes a run writes on the data directory's disk at its peak (an upper estimate).
+    """Bytes a run writes on the data directory's disk at its peak (an upper estimate),
+    from the image sizes in the inputs' headers (a full-frame exposure calibrates to
+    168 MB).
 
-    Calibration: one calibrated file per exposure still to do. Drizzle: a working copy of
-    every exposure; the visit images and each filter's separate drizzles (float32 science
-    and weight per exposure at 0.05"/pixel); the blotted images (float32, raw chip size);
-    the final science and weight images of every filter (and of every exposure with
-    ``--singles``) at the output scale, staged beside the products and published over
-    the previous ones.
+    Calibration: one calibrated file per exposure still to do (the largest inputs'
+    size). Drizzle: a working copy of every exposure; the visit images and each filter's
+    separate drizzles (float32 science and weight per exposure at 0.05"/pixel); the
+    blotted images (float32, chip size); the final science and weight images of every
+    filter (and of every exposure with ``--singles``) at the output scale, staged beside
+    the products and published over the previous ones.
     """
-    need = n_calibrate * CALIBRATED_BYTES
-    if drizzle and exposures:
+    if not exposures:
+        return 0.0
+    pixels = {e.path: _science_pixels(e.path) for e in exposures}
+    calibrated = max(pixels.values()) * _CALIBRATED_BYTES_PER_PIXEL
+    need = n_calibrate * calibrated
+    if drizzle:
         n = len(exposures)
         by_filter: dict[str, int] = {}
         for e in exposures:
             by_filter[e.filter] = by_filter.get(e.filter, 0) + 1
-        separate = _grid_pixels(exposures, 0.05) * 8
-        final = _grid_pixels(exposures, config.drizzle.pixel_scale_arcsec) * 8
-        need += n * CALIBRATED_BYTES  # working copies
-        need += n * separate + max(by_filter.values()) * (separate + CALIBRATED_BYTES // 2)
+        separate = _grid_pixels(exposures, pixels, 0.05) * 8
+        final = _grid_pixels(exposures, pixels, config.drizzle.pixel_scale_arcsec) * 8
+        need += sum(pixels.values()) * _CALIBRATED_BYTES_PER_PIXEL  # working copies
+        need += n * separate + max(by_filter.values()) * (separate + calibrated // 2)
         need += 2 * len(by_filter) * final
         if config.drizzle.singles:
             need += 2 * n * final

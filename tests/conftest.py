@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+from scratch import fixture_dir
 
 from hstred.simulate import SimulationConfig, simulate_program
 
@@ -40,10 +39,8 @@ def pytest_collection_modifyitems(config, items):
 
 def _simulate(tmp_path_factory, name: str, config: SimulationConfig):
     """Simulate into a fresh directory; yield it and remove it (~0.4 GB) afterwards."""
-    out = tmp_path_factory.mktemp(name)
-    result = simulate_program(out, config)
-    yield out, config, result
-    shutil.rmtree(out, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, name) as out:
+        yield out, config, simulate_program(out, config)
 
 
 @pytest.fixture(scope="session")

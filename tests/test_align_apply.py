@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from scratch import fixture_dir
 from stwcs.wcsutil import altwcs
 from test_drizzle_synthetic import VisitError, _with_error, write_fake_program
 
@@ -16,10 +17,10 @@ from hstred.align.apply import linear_wcs_keywords, max_wcs_difference_px, write
 
 @pytest.fixture(scope="module")
 def flc(tmp_path_factory):
-    prog = write_fake_program(tmp_path_factory.mktemp("apply"), chip_shape=(40, 80), visits=1,
-                              exposures=1, filters=("F606W",), n_stars=3, cr_per_chip=1,
-                              lookup_distortion=True)
-    return prog.paths[0]
+    with fixture_dir(tmp_path_factory, "apply") as d:
+        yield write_fake_program(d, chip_shape=(40, 80), visits=1, exposures=1,
+                                 filters=("F606W",), n_stars=3, cr_per_chip=1,
+                                 lookup_distortion=True).paths[0]
 
 
 def _read(path, extver, key=" "):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from scipy import ndimage
+from scratch import fixture_dir
 from typer.testing import CliRunner
 
 from hstred.acs import quadrants
@@ -37,13 +38,14 @@ def late(sim_program_late_cte, tmp_path_factory):
     directory, _config, result = sim_program_late_cte
     raw = result.raw_files[0]
     before = _sha(raw)
-    out = {}
-    for cte in ("none", "arctic"):
-        res = run_calibrate(directory, CalibrateConfig(cte=cte, engine="native"),
-                            out_dir=tmp_path_factory.mktemp(f"late_{cte}"))
-        out[cte] = res.outputs[0]
-    assert _sha(raw) == before, "the raw file was modified"
-    return out, result.truth_images[0]
+    with fixture_dir(tmp_path_factory, "late") as d:
+        out = {}
+        for cte in ("none", "arctic"):
+            res = run_calibrate(directory, CalibrateConfig(cte=cte, engine="native"),
+                                out_dir=d / cte)
+            out[cte] = res.outputs[0]
+        assert _sha(raw) == before, "the raw file was modified"
+        yield out, result.truth_images[0]
 
 
 def _chips(path: Path, name: str = "SCI"):

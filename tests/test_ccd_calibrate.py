@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from scratch import fixture_dir
 
 from hstred.acs import CHIP_NX, CHIP_NY, RAW_NX, RAW_NY, chip_layout, quadrants
 from hstred.ccd import (
@@ -234,24 +235,23 @@ def _digest(path):
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ccd")
-    raw, refs = build_exposure(d / "in")
-    digests = {p: _digest(p) for p in [raw, *refs.values()] if p is not None}
-    flt = calibrate_exposure(raw, refs, d / "out")
-    bump = {"A": 1.0, "B": 2.0, "C": 3.0, "D": 4.0}
-    cte_calls = []
+    with fixture_dir(tmp_path_factory, "ccd") as d:
+        raw, refs = build_exposure(d / "in")
+        digests = {p: _digest(p) for p in [raw, *refs.values()] if p is not None}
+        flt = calibrate_exposure(raw, refs, d / "out")
+        bump = {"A": 1.0, "B": 2.0, "C": 3.0, "D": 4.0}
+        cte_calls = []
 
-    def fake_cte(quad_sci, quad, mjd, read_noise_e):
-        cte_calls.append((quad.chip, quad.amp, quad_sci.shape, mjd, read_noise_e))
-        return quad_sci + bump[quad.amp]
+        def fake_cte(quad_sci, quad, mjd, read_noise_e):
+            cte_calls.append((quad.chip, quad.amp, quad_sci.shape, mjd, read_noise_e))
+            return quad_sci + bump[quad.amp]
 
-    flc = calibrate_exposure(raw, refs, d / "out", cte=fake_cte,
-                             cte_info={"model": "test model", "mjd": 57000.25,
-                                       "n_iterations": 3, "express": 5,
-                                       "trap_densities": (0.1, 0.2), "arcticpy_version": "2.6"})
-    yield {"raw": raw, "refs": refs, "digests": digests, "flt": flt, "flc": flc,
-           "cte_calls": cte_calls, "bump": bump, "dir": d}
-    shutil.rmtree(d, ignore_errors=True)
+        flc = calibrate_exposure(raw, refs, d / "out", cte=fake_cte,
+                                 cte_info={"model": "test model", "mjd": 57000.25,
+                                           "n_iterations": 3, "express": 5,
+                                           "trap_densities": (0.1, 0.2), "arcticpy_version": "2.6"})
+        yield {"raw": raw, "refs": refs, "digests": digests, "flt": flt, "flc": flc,
+               "cte_calls": cte_calls, "bump": bump, "dir": d}
 
 
 def test_inputs_are_not_modified(calibrated):

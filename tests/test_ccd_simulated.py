@@ -10,12 +10,12 @@ calibration, so residual statistics mask pixels more than 4 ERR from the truth
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from scipy import ndimage
+from scratch import fixture_dir
 
 from hstred.acs import AMP_NX, quadrants
 from hstred.ccd import calibrate_exposure
@@ -59,17 +59,15 @@ def _calibrate_against_truth(sim_dir, result, out_dir, *, cte=None, cte_info=Non
 @pytest.fixture(scope="module")
 def simulated(sim_program_small, tmp_path_factory):
     sim_dir, _config, result = sim_program_small
-    d = tmp_path_factory.mktemp("ccdsim")
-    yield _calibrate_against_truth(sim_dir, result, d / "out")
-    shutil.rmtree(d, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "ccdsim") as d:
+        yield _calibrate_against_truth(sim_dir, result, d / "out")
 
 
 @pytest.fixture(scope="module")
 def simulated_pre_sm4(sim_program_pre_sm4, tmp_path_factory):
     sim_dir, _config, result = sim_program_pre_sm4
-    d = tmp_path_factory.mktemp("ccdsim_pre")
-    yield _calibrate_against_truth(sim_dir, result, d / "out")
-    shutil.rmtree(d, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "ccdsim_pre") as d:
+        yield _calibrate_against_truth(sim_dir, result, d / "out")
 
 
 def _blank_residual(c):
@@ -259,14 +257,11 @@ def test_pre_sm4_cte_uses_the_release_times_before_july_2006(sim_program_pre_sm4
     model = cte_model_for_date(exposure["expstart_mjd"])
     info = dict(model.to_dict(), model=model.name, n_iterations=3, express=5,
                 arcticpy_version=arcticpy_version())
-    d = tmp_path_factory.mktemp("ccdsim_pre_cte")
-    try:
+    with fixture_dir(tmp_path_factory, "ccdsim_pre_cte") as d:
         out = _calibrate_against_truth(
             sim_dir, result, d / "out", cte_info=info,
             cte=lambda q, quad, mjd, rn: remove_cte_from_quadrant(q, quad, mjd, rn, express=5,
                                                                   n_iterations=3))
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
     h = out["primary"]
     assert h["PCTECORR"] == "COMPLETE" and h["CTEDATE"] == pytest.approx(h["EXPSTART"])
     assert any("release_timescales = 0.48, 4.86, 20.6" in str(line) for line in h["HISTORY"])

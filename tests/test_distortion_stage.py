@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from scratch import fixture_dir
 
 from hstred.ccd import calibrate_exposure
 from hstred.distortion import (
@@ -41,12 +42,11 @@ def _digest(path: Path) -> str:
 def program(sim_program_small, tmp_path_factory):
     """The small simulated exposure, its references and its calibrated (linear) FLT."""
     sim_dir, _config, result = sim_program_small
-    d = tmp_path_factory.mktemp("distortion_stage")
-    raw = result.raw_files[0]
-    (refs,) = resolve_references([raw], sim_dir, fetch=False)
-    flt = calibrate_exposure(raw, dict(refs.paths), d / "calibrated")
-    yield {"sim_dir": sim_dir, "raw": raw, "refs": refs, "flt": flt, "dir": d}
-    shutil.rmtree(d, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "distortion_stage") as d:
+        raw = result.raw_files[0]
+        (refs,) = resolve_references([raw], sim_dir, fetch=False)
+        flt = calibrate_exposure(raw, dict(refs.paths), d / "calibrated")
+        yield {"sim_dir": sim_dir, "raw": raw, "refs": refs, "flt": flt, "dir": d}
 
 
 def _hstred(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:

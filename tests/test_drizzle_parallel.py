@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from astropy.io import fits
+from scratch import fixture_dir
 from test_drizzle_synthetic import write_fake_program
 
 from hstred.drizzle.grid import compute_output_grid
@@ -69,9 +70,9 @@ def test_drizzlepac_functions_are_restored():
 
 @pytest.fixture(scope="module")
 def four(tmp_path_factory):
-    return write_fake_program(tmp_path_factory.mktemp("parallel"), chip_shape=(128, 256),
-                              visits=2, exposures=2, filters=("F606W",), n_stars=40,
-                              cr_per_chip=40)
+    with fixture_dir(tmp_path_factory, "parallel") as d:
+        yield write_fake_program(d, chip_shape=(128, 256), visits=2, exposures=2,
+                                 filters=("F606W",), n_stars=40, cr_per_chip=40)
 
 
 def _final(program, where, num_cores):

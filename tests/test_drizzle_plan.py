@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from scratch import fixture_dir
 from test_drizzle_synthetic import write_fake_program
 
 from hstred.drizzle.plan import CalibratedExposure, build_plan, read_exposure
@@ -19,8 +20,9 @@ from hstred.naming import filter_name, visit_name
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return write_fake_program(tmp_path_factory.mktemp("tiny"), chip_shape=(32, 64), visits=2,
-                              exposures=1, n_stars=5, cr_per_chip=1)
+    with fixture_dir(tmp_path_factory, "tiny") as d:
+        yield write_fake_program(d, chip_shape=(32, 64), visits=2, exposures=1, n_stars=5,
+                                 cr_per_chip=1)
 
 
 def _exposure(root, filt, mjd):

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 from astropy.io import fits
+from scratch import fixture_dir
 from test_drizzle_synthetic import write_fake_program
 
 from hstred.drizzle.grid import compute_output_grid
@@ -68,8 +69,9 @@ def test_check_rejects_missing_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    return write_fake_program(tmp_path_factory.mktemp("runner"), chip_shape=(64, 128),
-                              visits=1, exposures=2, filters=("F606W",), n_stars=20)
+    with fixture_dir(tmp_path_factory, "runner") as d:
+        yield write_fake_program(d, chip_shape=(64, 128), visits=1, exposures=2,
+                                 filters=("F606W",), n_stars=20)
 
 
 def test_run_astrodrizzle_visit_image(pair, tmp_path):

@@ -30,6 +30,7 @@ from astropy.wcs import WCS
 from photutils.aperture import CircularAperture, aperture_photometry
 from photutils.centroids import centroid_2dg, centroid_sources
 from scipy.spatial import cKDTree
+from scratch import fixture_dir
 
 pytestmark = pytest.mark.slow
 
@@ -62,27 +63,26 @@ def simulated(request, tmp_path_factory):
     from hstred.execution import LocalBackend
     from hstred.simulate import SimulationConfig, simulate_program
 
-    root = tmp_path_factory.mktemp(f"simulated_{request.param[:4]}")
-    sim = simulate_program(root / "raw", SimulationConfig(
-        visits=2, exposures=2, filters=("F606W", "F814W"), seed=1, cte=False,
-        truth_images=True, date=request.param))
-    cal = root / "cal"
-    cal.mkdir()
-    for raw in sim.raw_files:
-        calibrate_exposure(raw, _references(raw, sim.reference_dir), cal)
-    from hstred.drizzle.stage import distortion_references
+    with fixture_dir(tmp_path_factory, f"simulated_{request.param[:4]}") as root:
+        sim = simulate_program(root / "raw", SimulationConfig(
+            visits=2, exposures=2, filters=("F606W", "F814W"), seed=1, cte=False,
+            truth_images=True, date=request.param))
+        cal = root / "cal"
+        cal.mkdir()
+        for raw in sim.raw_files:
+            calibrate_exposure(raw, _references(raw, sim.reference_dir), cal)
+        from hstred.drizzle.stage import distortion_references
 
-    flcs = sorted(cal.glob("*_fl?.fits"))
-    t0 = time.perf_counter()
-    result = run_drizzle(cal, "sim", DrizzleConfig(satellites="off"), work_dir=root / "work",
-                         backend=LocalBackend(workers=2),
-                         distortion=distortion_references(flcs, root / "raw", fetch=False))
-    elapsed = time.perf_counter() - t0
-    truth = Table.read(sim.truth_catalog)
-    info = json.loads(Path(sim.truth_json).read_text())
-    yield {"root": root, "sim": sim, "cal": cal, "work": root / "work", "result": result,
-           "truth": truth, "info": info, "elapsed_s": elapsed}
-    shutil.rmtree(root, ignore_errors=True)  # several GB
+        flcs = sorted(cal.glob("*_fl?.fits"))
+        t0 = time.perf_counter()
+        result = run_drizzle(cal, "sim", DrizzleConfig(satellites="off"), work_dir=root / "work",
+                             backend=LocalBackend(workers=2),
+                             distortion=distortion_references(flcs, root / "raw", fetch=False))
+        elapsed = time.perf_counter() - t0
+        truth = Table.read(sim.truth_catalog)
+        info = json.loads(Path(sim.truth_json).read_text())
+        yield {"root": root, "sim": sim, "cal": cal, "work": root / "work", "result": result,
+               "truth": truth, "info": info, "elapsed_s": elapsed}
 
 
 def _visit_errors(info):

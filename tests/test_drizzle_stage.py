@@ -19,6 +19,7 @@ from astropy.wcs import WCS
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 from photutils.centroids import centroid_2dg, centroid_sources
 from scipy.spatial import cKDTree
+from scratch import fixture_dir
 from test_drizzle_synthetic import VisitError, write_fake_program
 
 from hstred import __version__
@@ -35,14 +36,16 @@ def _digest(paths):
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stage")
-    prog = write_fake_program(root / "data", chip_shape=CHIP, visit_errors=ERRORS, n_stars=110,
-                              seed=7)
-    before = _digest(prog.paths)
-    # cut-out chips: no satellite-trail search (it needs whole chips; tests/test_satellites.py)
-    result = run_drizzle(prog.directory, "field", DrizzleConfig(singles=True, satellites="off"),
-                         work_dir=root / "work")
-    return prog, result, before, root / "work"
+    with fixture_dir(tmp_path_factory, "stage") as root:
+        prog = write_fake_program(root / "data", chip_shape=CHIP, visit_errors=ERRORS,
+                                  n_stars=110, seed=7)
+        before = _digest(prog.paths)
+        # cut-out chips: no satellite-trail search (it needs whole chips;
+        # tests/test_satellites.py)
+        result = run_drizzle(prog.directory, "field",
+                             DrizzleConfig(singles=True, satellites="off"),
+                             work_dir=root / "work")
+        yield prog, result, before, root / "work"
 
 
 def _image(path):

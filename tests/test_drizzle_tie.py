@@ -13,6 +13,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from photutils.centroids import centroid_2dg, centroid_sources
+from scratch import fixture_dir
 from test_drizzle_synthetic import VisitError, write_fake_program
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
@@ -24,17 +25,17 @@ ERRORS = {"jfak01": VisitError(0.55, -0.45, 0.04), "jfak02": VisitError(-0.3, 0.
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tie")
-    prog = write_fake_program(root / "data", chip_shape=CHIP, visit_errors=ERRORS, n_stars=110,
-                              seed=9, filters=("F606W",))
-    bright = prog.stars[prog.stars["flux_F606W"] > 150.0]
-    catalog = Table({"ra": bright["ra"], "dec": bright["dec"]})
-    catalog["phot_g_mean_mag"] = 26.5 - 2.5 * np.log10(bright["flux_F606W"])
-    full = root / "catalog.ecsv"
-    catalog.write(full)
-    few = root / "three.csv"
-    catalog[:3].write(few)
-    return prog, root, full, few
+    with fixture_dir(tmp_path_factory, "tie") as root:
+        prog = write_fake_program(root / "data", chip_shape=CHIP, visit_errors=ERRORS,
+                                  n_stars=110, seed=9, filters=("F606W",))
+        bright = prog.stars[prog.stars["flux_F606W"] > 150.0]
+        catalog = Table({"ra": bright["ra"], "dec": bright["dec"]})
+        catalog["phot_g_mean_mag"] = 26.5 - 2.5 * np.log10(bright["flux_F606W"])
+        full = root / "catalog.ecsv"
+        catalog.write(full)
+        few = root / "three.csv"
+        catalog[:3].write(few)
+        yield prog, root, full, few
 
 
 def _star_offsets_px(path, stars):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from scratch import fixture_dir
 
 from hstred.simulate import SimulationConfig, simulate_program
 
@@ -56,11 +57,10 @@ def _sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     """Two F606W exposures of one visit (CTE-free): raws and references."""
-    out = tmp_path_factory.mktemp("fail_program")
-    simulate_program(out, SimulationConfig(visits=1, exposures=2, filters=("F606W",), seed=3,
-                                           sources=150, cte=False))
-    yield out
-    shutil.rmtree(out, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "fail_program") as out:
+        simulate_program(out, SimulationConfig(visits=1, exposures=2, filters=("F606W",), seed=3,
+                                               sources=150, cte=False))
+        yield out
 
 
 def _copy(program: Path, dst: Path) -> Path:
@@ -321,22 +321,23 @@ def _alive(processes) -> list:
 @pytest.fixture(scope="module")
 def killed(program, tmp_path_factory):
     """A run killed (SIGKILL, main process only) while its final drizzle has children."""
-    data = _copy(program, tmp_path_factory.mktemp("killed"))
-    cmd = [sys.executable, "-m", "hstred", "run", OUTNAME, "--data", str(data), *QUICK]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    final = data / "hstred_work" / "drizzle" / OUTNAME / "final"
-    children: list = []
-    t0 = time.time()
-    while proc.poll() is None and time.time() - t0 < 900:
-        if final.exists():
-            children = _descendants(proc.pid)
-            if children:
-                break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return data, proc.returncode, children
+    with fixture_dir(tmp_path_factory, "killed") as root:
+        data = _copy(program, root)
+        cmd = [sys.executable, "-m", "hstred", "run", OUTNAME, "--data", str(data), *QUICK]
+        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        final = data / "hstred_work" / "drizzle" / OUTNAME / "final"
+        children: list = []
+        t0 = time.time()
+        while proc.poll() is None and time.time() - t0 < 900:
+            if final.exists():
+                children = _descendants(proc.pid)
+                if children:
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        yield data, proc.returncode, children
 
 
 def test_sigkill_during_final_drizzle_leaves_no_process(killed):

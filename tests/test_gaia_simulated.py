@@ -18,7 +18,6 @@ compared with the truth moved to the products' epoch:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from photutils.centroids import centroid_2dg, centroid_sources
 from scipy.spatial import cKDTree
+from scratch import fixture_dir
 
 pytestmark = pytest.mark.slow
 
@@ -95,18 +95,17 @@ def _evidence(sim, runs) -> dict:
 
 @pytest.fixture(scope="module")
 def tied(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gaia")
-    sim, cal, flcs, distortion = _simulate_and_calibrate(root)
-    runs = {"pm": _tie_run(root, "pm", cal, flcs, distortion, sim.gaia_catalog),
-            # Without motions the stars sit tens of mas from their catalog places: the
-            # default RMS gate (20 mas) rejects that tie (about 30 mas here), so it is
-            # opened to see what such a tie does to the products.
-            # (one filter is enough to compare the frames)
-            "no_pm": _tie_run(root, "no_pm", cal, _of_filter(flcs, "F606W"), distortion,
-                              _no_motion_copy(sim.gaia_catalog, root / "no_pm.ecsv"),
-                              tie_max_rms_arcsec=0.1)}
-    yield _evidence(sim, runs)
-    shutil.rmtree(root, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "gaia") as root:
+        sim, cal, flcs, distortion = _simulate_and_calibrate(root)
+        runs = {"pm": _tie_run(root, "pm", cal, flcs, distortion, sim.gaia_catalog),
+                # Without motions the stars sit tens of mas from their catalog places: the
+                # default RMS gate (20 mas) rejects that tie (about 30 mas here), so it is
+                # opened to see what such a tie does to the products.
+                # (one filter is enough to compare the frames)
+                "no_pm": _tie_run(root, "no_pm", cal, _of_filter(flcs, "F606W"), distortion,
+                                  _no_motion_copy(sim.gaia_catalog, root / "no_pm.ecsv"),
+                                  tie_max_rms_arcsec=0.1)}
+        yield _evidence(sim, runs)
 
 
 #: Truth sources of the dense field. With seed 1 the simulator then draws 72 Gaia-like
@@ -121,13 +120,12 @@ DENSE_SOURCES = 1200
 
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gaia_dense")
-    # One filter: the rotation is set by the catalog stars, which both filters share.
-    sim, cal, flcs, distortion = _simulate_and_calibrate(root, sources=DENSE_SOURCES,
-                                                         only_filter="F606W")
-    yield _evidence(sim, {"pm": _tie_run(root, "pm", cal, flcs, distortion,
-                                         sim.gaia_catalog)})
-    shutil.rmtree(root, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "gaia_dense") as root:
+        # One filter: the rotation is set by the catalog stars, which both filters share.
+        sim, cal, flcs, distortion = _simulate_and_calibrate(root, sources=DENSE_SOURCES,
+                                                             only_filter="F606W")
+        yield _evidence(sim, {"pm": _tie_run(root, "pm", cal, flcs, distortion,
+                                             sim.gaia_catalog)})
 
 
 def _epoch(info, rootnames) -> float:

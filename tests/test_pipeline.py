@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from scratch import fixture_dir
 from typer.testing import CliRunner
 
 from hstred.calibrate import CalibrateConfig, run_calibrate
@@ -46,13 +47,14 @@ def _run(data: Path, *extra: str):
 def reduced(sim_program_two_visits, tmp_path_factory):
     """The two-visit program reduced once, uninterrupted."""
     src, _config, _result = sim_program_two_visits
-    data = _copy_program(src, tmp_path_factory.mktemp("run_full"))
-    checksums = {p.name: _sha(p) for p in data.glob("*_raw.fits")}
-    t0 = time.perf_counter()
-    result = _run(data)
-    seconds = time.perf_counter() - t0
-    assert result.exit_code == 0, result.output
-    return data, checksums, seconds
+    with fixture_dir(tmp_path_factory, "run_full") as root:
+        data = _copy_program(src, root)
+        checksums = {p.name: _sha(p) for p in data.glob("*_raw.fits")}
+        t0 = time.perf_counter()
+        result = _run(data)
+        seconds = time.perf_counter() - t0
+        assert result.exit_code == 0, result.output
+        yield data, checksums, seconds
 
 
 def test_products_record_and_report(reduced):

@@ -21,12 +21,12 @@ look at the differences with ``git diff tests/test_regression/`` and commit them
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from scratch import fixture_dir
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
 from hstred.drizzle.stage import distortion_references
@@ -61,13 +61,12 @@ def _is_volatile(key: str) -> bool:
 @pytest.fixture(scope="module")
 def reduction(tmp_path_factory):
     """The fixed program simulated and reduced with the default options."""
-    root = tmp_path_factory.mktemp("regression")
-    data = root / "data"
-    simulate_program(data, PROGRAM)
-    result = run_pipeline(data, OUTNAME, PipelineConfig(execution=ExecutionConfig(workers=2)))
-    record = json.loads(result.run_record.read_text())
-    yield {"root": root, "data": data, "result": result, "record": record}
-    shutil.rmtree(root, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "regression") as root:
+        data = root / "data"
+        simulate_program(data, PROGRAM)
+        result = run_pipeline(data, OUTNAME, PipelineConfig(execution=ExecutionConfig(workers=2)))
+        record = json.loads(result.run_record.read_text())
+        yield {"root": root, "data": data, "result": result, "record": record}
 
 
 def _product(data: Path, outname: str = OUTNAME) -> tuple[Path, Path]:

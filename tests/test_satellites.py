@@ -17,6 +17,7 @@ from astropy.wcs import WCS
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 from photutils.centroids import centroid_com, centroid_sources
 from photutils.detection import find_peaks
+from scratch import fixture_dir
 from stwcs.wcsutil import HSTWCS
 
 from hstred.calibrate import CalibrateConfig
@@ -39,12 +40,12 @@ def _simulate_and_calibrate(d, config):
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    d = tmp_path_factory.mktemp("satellites")
-    calibrated = _simulate_and_calibrate(d, CONFIG)
-    truth = json.loads((d / "truth.json").read_text())
-    trails = {e["rootname"]: e.get("satellite_trail") for v in truth["visits"]
-              for e in v["exposures"]}
-    return {"dir": d, "calibrated": calibrated, "trails": trails}
+    with fixture_dir(tmp_path_factory, "satellites") as d:
+        calibrated = _simulate_and_calibrate(d, CONFIG)
+        truth = json.loads((d / "truth.json").read_text())
+        trails = {e["rootname"]: e.get("satellite_trail") for v in truth["visits"]
+                  for e in v["exposures"]}
+        yield {"dir": d, "calibrated": calibrated, "trails": trails}
 
 
 def _truth_masks(program, root):
@@ -136,16 +137,17 @@ def test_options_checked():
 def products(program, tmp_path_factory):
     """The trailed program drizzled with its trails masked, and the same program simulated
     without the satellites (every pixel off the trails the same), drizzled alike."""
-    twin = tmp_path_factory.mktemp("no_satellites")
-    runs = {"mask": (program["dir"], program["calibrated"]),
-            "twin": (twin, _simulate_and_calibrate(twin, replace(CONFIG, satellites=0.0)))}
-    out = {}
-    for name, (d, calibrated) in runs.items():
-        result = run_drizzle(d, name.upper(), DrizzleConfig(), inputs=calibrated,
-                             work_dir=d / f"work_{name}")
-        with fits.open(result.product("F606W").sci) as hdul:
-            out[name] = (np.asarray(hdul[0].data, dtype=float), WCS(hdul[0].header), result)
-    return out
+    with fixture_dir(tmp_path_factory, "no_satellites") as twin:
+        runs = {"mask": (program["dir"], program["calibrated"]),
+                "twin": (twin, _simulate_and_calibrate(twin, replace(CONFIG, satellites=0.0)))}
+        out = {}
+        for name, (d, calibrated) in runs.items():
+            result = run_drizzle(d, name.upper(), DrizzleConfig(), inputs=calibrated,
+                                 work_dir=d / f"work_{name}")
+            with fits.open(result.product("F606W").sci) as hdul:
+                out[name] = (np.asarray(hdul[0].data, dtype=float), WCS(hdul[0].header),
+                             result)
+        yield out
 
 
 def _trail_lines(program, wcs):

@@ -17,6 +17,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.optimize import least_squares
+from scratch import fixture_dir
 
 from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.ccd import calibrate_exposure
@@ -49,19 +50,18 @@ def test_idc_polynomials_fit_the_siaf_apertures_exactly():
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     """A 2500-source exposure, calibrated (no CTE), and its working copy after stwcs."""
-    out = tmp_path_factory.mktemp("sim_dense")
-    result = simulate_program(out, DENSE_CONFIG)
-    raw = result.raw_files[0]
-    (refset,) = resolve_references([raw], out, fetch=False)
-    flt = calibrate_exposure(raw, dict(refset.paths), out / "calibrated")
-    copy = out / "work" / flt.name
-    copy.parent.mkdir()
-    shutil.copyfile(flt, copy)
-    info = apply_distortion(copy, {k: refset.paths[k] for k in ("IDCTAB", "NPOLFILE",
-                                                                  "D2IMFILE")})
-    yield {"dir": out, "result": result, "flt": flt, "copy": copy, "info": info,
-           "refs": refset}
-    shutil.rmtree(out, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "sim_dense") as out:
+        result = simulate_program(out, DENSE_CONFIG)
+        raw = result.raw_files[0]
+        (refset,) = resolve_references([raw], out, fetch=False)
+        flt = calibrate_exposure(raw, dict(refset.paths), out / "calibrated")
+        copy = out / "work" / flt.name
+        copy.parent.mkdir()
+        shutil.copyfile(flt, copy)
+        info = apply_distortion(copy, {k: refset.paths[k] for k in ("IDCTAB", "NPOLFILE",
+                                                                      "D2IMFILE")})
+        yield {"dir": out, "result": result, "flt": flt, "copy": copy, "info": info,
+               "refs": refset}
 
 
 def _chip_data(dense, chip: int):

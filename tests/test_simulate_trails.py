@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from scratch import fixture_dir
 
 from hstred.acs import CHIP_NX, CHIP_NY, raw_to_trimmed
 from hstred.simulate import SimulationConfig, simulate_program
@@ -92,12 +92,11 @@ def test_a_trail_missing_the_chip_adds_nothing():
 
 @pytest.fixture(scope="module")
 def trailed_program(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sim_trails")
-    config = SimulationConfig(visits=1, exposures=2, filters=("F606W",), seed=3, cte=False,
-                              sources=60, satellites=0.5)
-    result = simulate_program(out, config)
-    yield out, result
-    shutil.rmtree(out, ignore_errors=True)
+    with fixture_dir(tmp_path_factory, "sim_trails") as out:
+        config = SimulationConfig(visits=1, exposures=2, filters=("F606W",), seed=3, cte=False,
+                                  sources=60, satellites=0.5)
+        result = simulate_program(out, config)
+        yield out, result
 
 
 def test_simulated_trail_truth_and_pixels(trailed_program):
