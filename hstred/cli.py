@@ -95,26 +95,41 @@ def _report_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from hstred.fileio import environment_error
-
         try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except KeyboardInterrupt:
-            raise _fail("interrupted; finished work is recorded: run the same command again "
-                        "to resume", EXIT_INTERRUPTED) from None
-        except HstredError as err:
-            raise _fail(str(err), err.exit_code) from err
-        except OSError as err:
-            problem = environment_error(err, directory=kwargs.get("data"))
-            if problem is None:
-                raise _bug(err) from err
-            raise _fail(str(problem), problem.exit_code) from err
-        except Exception as err:
-            raise _bug(err) from err
+            return _reported(func, *args, **kwargs)
+        finally:
+            _close_logging()  # the command's log ends with it (in-process callers go on)
 
     return wrapper
+
+
+def _close_logging() -> None:
+    """Detach and close the log file and console handlers a command attached."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _LogFile | _Console)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _reported(func, *args, **kwargs):
+    from hstred.fileio import environment_error
+
+    try:
+        return func(*args, **kwargs)
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        raise _fail("interrupted; finished work is recorded: run the same command again "
+                    "to resume", EXIT_INTERRUPTED) from None
+    except HstredError as err:
+        raise _fail(str(err), err.exit_code) from err
+    except OSError as err:
+        problem = environment_error(err, directory=kwargs.get("data"))
+        if problem is None:
+            raise _bug(err) from err
+        raise _fail(str(problem), problem.exit_code) from err
+    except Exception as err:
+        raise _bug(err) from err
 
 
 def _bug(err: BaseException) -> typer.Exit:
@@ -291,6 +306,10 @@ RmsOpt = Annotated[float, typer.Option("--max-rms", help="Largest alignment fit 
                                        "may have [arcsec].")]
 DropOpt = Annotated[bool, typer.Option("--drop-unaligned", help="Drop (and report) visits that "
                                        "fail alignment instead of stopping.")]
+RmsMapOpt = Annotated[bool, typer.Option(
+    "--rms/--no-rms", help="Write each product's _drz_rms.fits (the noise of every science "
+    "pixel, with the correlated-noise factors in its header); --no-rms saves its cost, "
+    "about as much again as the final drizzle.")]
 SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
                                           "sci.fits per exposure on the same grid.")]
 RefCatOpt = Annotated[str | None, typer.Option(
@@ -314,11 +333,13 @@ SatellitesOpt = Annotated[str, typer.Option(
 WorkersOpt = Annotated[int | None, typer.Option(help="Local worker processes "
                                                 "(default: all cores).")]
 OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
-                                           "OUTNAME_FILTER_drz_sci.fits and _drz_wht.fits.")]
+                                           "OUTNAME_FILTER_drz_sci.fits, _drz_wht.fits and "
+                                           "_drz_rms.fits.")]
 
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                     min_matches, max_rms, drop_unaligned, singles, *,
-                    reference_catalog=None, allow_relative=False, satellites="mask"):
+                    reference_catalog=None, allow_relative=False, satellites="mask",
+                    rms_map=True):
     """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``.
     Options left unset keep the configuration's defaults."""
     from hstred.drizzle import DrizzleConfig
@@ -332,7 +353,7 @@ def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geo
                          weight_type=weight_type.upper(), north_up=north_up,
                          fit_geometry=fit_geometry, min_matches=min_matches,
                          max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                         singles=singles, satellites=satellites, **tie)
+                         singles=singles, satellites=satellites, rms=rms_map, **tie)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -418,6 +439,7 @@ def drizzle(
     reference_catalog: RefCatOpt = None,
     allow_relative: AllowRelativeOpt = False,
     satellites: SatellitesOpt = "mask",
+    rms_map: RmsMapOpt = True,
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
@@ -435,7 +457,8 @@ def drizzle(
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
-                                allow_relative=allow_relative, satellites=satellites),
+                                allow_relative=allow_relative, satellites=satellites,
+                                rms_map=rms_map),
         execution=ExecutionConfig(workers=workers))
     result = run_pipeline(data, outname, config, command="drizzle")
     for product in result.products:
@@ -473,6 +496,7 @@ def run_command(
     reference_catalog: RefCatOpt = None,
     allow_relative: AllowRelativeOpt = False,
     satellites: SatellitesOpt = "mask",
+    rms_map: RmsMapOpt = True,
     allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets",
                                                       help="Reduce exposures of several "
                                                       "targets together.")] = False,
@@ -503,7 +527,7 @@ def run_command(
         north_up=north_up,
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
         drop_unaligned=drop_unaligned, singles=singles, reference_catalog=reference_catalog,
-        allow_relative=allow_relative, satellites=satellites,
+        allow_relative=allow_relative, satellites=satellites, rms_map=rms_map,
         allow_mixed_targets=allow_mixed_targets)
     result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
                                 quiet=quiet)
@@ -523,7 +547,7 @@ _SCIENCE_OPTIONS = {
     "drop_unaligned": ("drizzle", "drop_unaligned"), "singles": ("drizzle", "singles"),
     "reference_catalog": ("drizzle", "reference_catalog"),
     "allow_relative": ("drizzle", "allow_relative"),
-    "satellites": ("drizzle", "satellites"),
+    "satellites": ("drizzle", "satellites"), "rms_map": ("drizzle", "rms"),
     "allow_mixed_targets": (None, "allow_mixed_targets"),
 }
 
@@ -531,7 +555,8 @@ _SCIENCE_OPTIONS = {
 def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise, workers,
                      scheduler, kernel, pixel_scale, pixfrac, weight_type, north_up,
                      fit_geometry, min_matches, max_rms, drop_unaligned, singles,
-                     reference_catalog, allow_relative, satellites, allow_mixed_targets):
+                     reference_catalog, allow_relative, satellites, rms_map,
+                     allow_mixed_targets):
     """PipelineConfig from the options of ``run`` (which ``plan`` shares); with
     ``--config``, the recorded run's science options, overridden by those given here."""
     import dataclasses
@@ -546,7 +571,8 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise,
         drizzle=_drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
-                                allow_relative=allow_relative, satellites=satellites),
+                                allow_relative=allow_relative, satellites=satellites,
+                                rms_map=rms_map),
         execution=execution, allow_mixed_targets=allow_mixed_targets)
     if config_file is None:
         return given

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from hstred.errors import InputError, RunEnvironmentError
 
@@ -73,6 +74,8 @@ def _init_worker(parent_pid: int, log_files: Sequence[str]) -> None:
     bind_children_to_process()
     root = logging.getLogger()
     for path in log_files:
+        if not Path(path).parent.is_dir():
+            continue  # the log of a command that is over (its directory removed)
         handler = logging.FileHandler(path)
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"))

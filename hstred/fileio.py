@@ -121,22 +121,25 @@ def check_destinations(paths: Sequence[Path], *, directories: Sequence[Path] = (
                                       "a writable directory and pass --data DIR")
 
 
-def publish_all(moves: Sequence[tuple[Path, Path]]) -> None:
+def publish_all(moves: Sequence[tuple[Path | None, Path]]) -> None:
     """Move finished files (staged on the destinations' filesystem) into place, all or
     nothing: a destination that existed is set aside first, and if any move fails, the
-    files already moved are removed and the previous ones restored.
+    files already moved are removed and the previous ones restored. A move from None
+    removes its destination (a product this run no longer makes), restored likewise.
     """
     done: list[tuple[Path, Path | None]] = []  # (destination, its previous file set aside)
     try:
         for src, dst in moves:
-            src, dst = Path(src), Path(dst)
+            dst = Path(dst)
             dst.parent.mkdir(parents=True, exist_ok=True)
             previous = None
             if dst.exists() or dst.is_symlink():
-                previous = src.with_name(f".{src.name}.previous")
+                beside = Path(src) if src is not None else dst
+                previous = beside.with_name(f".{beside.name}.previous")
                 os.replace(dst, previous)
             done.append((dst, previous))
-            os.replace(src, dst)
+            if src is not None:
+                os.replace(src, dst)
     except BaseException:
         for dst, previous in reversed(done):
             with contextlib.suppress(OSError):

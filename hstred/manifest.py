@@ -63,7 +63,7 @@ def software_versions() -> dict[str, str]:
 
     out = {"hstred-code": code_digest()}
     for dist in ("hstred", "numpy", "scipy", "astropy", "arcticpy-no-gsl", "drizzlepac",
-                 "stwcs", "tweakwcs", "photutils", "crds"):
+                 "drizzle", "stwcs", "tweakwcs", "photutils", "crds"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:

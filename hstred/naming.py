@@ -11,12 +11,15 @@ from pathlib import Path
 from hstred.errors import InputError
 
 __all__ = ["check_outname", "filter_name", "visit_name", "product_paths", "single_paths",
-           "run_record_path", "report_path", "report_files_dir", "SINGLES_DIR"]
+           "run_record_path", "report_path", "report_files_dir", "SINGLES_DIR",
+           "PRODUCT_KINDS", "product_kinds"]
 
 _OUTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 
 #: Subdirectory of the data directory holding the per-exposure drizzles (``--singles``).
 SINGLES_DIR = "singles"
+#: The images of every drizzled product: science (e-/s), weight, per-pixel noise (e-/s).
+PRODUCT_KINDS = ("sci", "wht", "rms")
 
 
 def check_outname(outname: str) -> str:
@@ -54,16 +57,22 @@ def visit_name(rootname: str) -> str:
     return rootname[:6]
 
 
-def product_paths(data_dir: Path, outname: str, filter_: str) -> tuple[Path, Path]:
-    """Where the final science and weight images of one filter go."""
-    return (Path(data_dir) / f"{outname}_{filter_}_drz_sci.fits",
-            Path(data_dir) / f"{outname}_{filter_}_drz_wht.fits")
+def product_kinds(*, rms: bool) -> tuple[str, ...]:
+    """The images a drizzle makes of each product: all, or all but the RMS image."""
+    return tuple(kind for kind in PRODUCT_KINDS if rms or kind != "rms")
 
 
-def single_paths(data_dir: Path, rootname: str) -> tuple[Path, Path]:
-    """Where one exposure's science and weight images on the common grid go (``--singles``)."""
-    return (Path(data_dir) / SINGLES_DIR / f"{rootname}_drz_sci.fits",
-            Path(data_dir) / SINGLES_DIR / f"{rootname}_drz_wht.fits")
+def product_paths(data_dir: Path, outname: str, filter_: str,
+                  kinds: tuple[str, ...] = PRODUCT_KINDS) -> tuple[Path, ...]:
+    """Where the final science, weight and RMS images (``kinds``) of one filter go."""
+    return tuple(Path(data_dir) / f"{outname}_{filter_}_drz_{kind}.fits" for kind in kinds)
+
+
+def single_paths(data_dir: Path, rootname: str) -> tuple[Path, Path, Path]:
+    """Where one exposure's science, weight and RMS images on the common grid go
+    (``--singles``)."""
+    return tuple(Path(data_dir) / SINGLES_DIR / f"{rootname}_drz_{kind}.fits"
+                 for kind in PRODUCT_KINDS)
 
 
 def run_record_path(data_dir: Path, outname: str) -> Path:

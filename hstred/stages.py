@@ -46,6 +46,8 @@ from hstred.fileio import check_destinations
 from hstred.inputs import InputExposure, check_inputs, check_raw_layout, find_inputs
 from hstred.manifest import Manifest, software_versions
 from hstred.naming import (
+    PRODUCT_KINDS,
+    product_kinds,
     product_paths,
     report_files_dir,
     report_path,
@@ -472,8 +474,9 @@ class DrizzleStage(Stage):
 
     def _products(self, ctx: Context) -> tuple[tuple[Path, bool], ...]:
         filters = sorted({e.filter for e in ctx.exposures})
+        kinds = product_kinds(rms=ctx.config.drizzle.rms)
         return tuple((p, p.is_file()) for f in filters
-                     for p in product_paths(ctx.data_dir, ctx.outname, f))
+                     for p in product_paths(ctx.data_dir, ctx.outname, f, kinds))
 
     def plan(self, ctx: Context) -> StagePlan:
         products = self._products(ctx)
@@ -537,8 +540,7 @@ class DrizzleStage(Stage):
         info = {"result": result.to_dict(root=data_dir),
                 "exposures": exposure_rows(ctx.calibrated, result.cr_fractions),
                 "cte_profile": _first_cte_profile(ctx.calibrated)}
-        outputs = [p.sci for p in result.products] + [p.wht for p in result.products]
-        outputs += [s.sci for s in result.singles] + [s.wht for s in result.singles]
+        outputs = [f for p in (*result.products, *result.singles) for f in p.files]
         ctx.manifest.record("drizzle", outname, key, outputs, info=info)
         ctx.drizzle = ctx.manifest.entries("drizzle")[outname]
         return False
@@ -547,7 +549,7 @@ class DrizzleStage(Stage):
         if ctx.drizzle is None:
             return []
         return [ctx.data_dir / p[k] for p in ctx.drizzle["result"]["products"]
-                for k in ("sci", "wht")]
+                for k in PRODUCT_KINDS if p.get(k)]
 
     def record(self, ctx: Context) -> dict:
         d = ctx.drizzle or {}

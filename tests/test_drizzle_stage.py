@@ -146,6 +146,47 @@ def test_products_exist_on_one_grid_with_provenance(program):
     json.dumps(result.to_dict())
 
 
+def _robust_width(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def test_rms_images_describe_the_noise(program):
+    """Every product and single has its RMS image on its grid: NaN where the science has
+    no weight, the re-drizzled science matching AstroDrizzle's, blank-sky science over
+    RMS of unit width, and the correlated-noise factors in the header."""
+    prog, result, _, work = program
+    stars = prog.stars
+    for p in [*result.products, *result.singles]:
+        assert p.rms == p.sci.with_name(p.sci.name.replace("_sci", "_rms"))
+        sci, _hdr, w = _image(p.sci)
+        with fits.open(p.rms) as hdul:
+            rms, hdr = hdul[0].data, hdul[0].header
+        wht = fits.getdata(p.wht)
+        assert rms.shape == sci.shape and hdr["BUNIT"] == "ELECTRONS/S"
+        known = np.isfinite(rms)
+        assert not (known & ~(wht > 0)).any() and (rms[known] > 0).all()
+        # all but edge slivers (a millionth of the typical weight): counted in RMSNMISS
+        assert hdr["RMSNMISS"] == np.count_nonzero(~known & (wht > 0)) <= 5
+        assert hdr["RMSCHK"] < 0.01 and hdr["RMSCHK99"] < 0.2
+        assert hdr["RMSCORR"] == pytest.approx(1.7778, abs=1e-4)  # 0.03" from 0.05", 0.8
+        factors = [hdr[f"RMSCOR{n}"] for n in (2, 4, 8, 16, 32)]
+        assert 1.2 < factors[0] < factors[1] < factors[2] < factors[3] < 2.3
+        assert "HSTRVER" in hdr and w.wcs.compare(WCS(hdr).wcs, tolerance=1e-12)
+        # blank sky: more than 1" from every star
+        x, y = w.all_world2pix(stars["ra"], stars["dec"], 0)
+        yy, xx = np.mgrid[0:sci.shape[0]:4, 0:sci.shape[1]:4]
+        dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([xx.ravel(),
+                                                                          yy.ravel()]))
+        blank = (dist.reshape(xx.shape) > 1.0 / 0.03) & (wht[yy, xx] > 0)
+        z = sci[yy, xx][blank] / rms[yy, xx][blank]
+        assert blank.sum() > 2000
+        assert _robust_width(z) == pytest.approx(1.0, abs=0.06), p.sci.name
+    # AstroDrizzle's intermediate files (weight maps, blots, masks) are all gone
+    assert sorted(q.name for q in (work / "exposures").iterdir()) == sorted(
+        q.name for q in prog.paths)
+
+
 def test_inputs_untouched_and_no_leftovers(program):
     prog, _, before, _ = program
     assert _digest(prog.paths) == before

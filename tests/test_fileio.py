@@ -60,6 +60,23 @@ def test_publish_rolls_back_when_a_move_fails(tmp_path):
     assert os.listdir(staging) == []
 
 
+def test_publish_removes_a_product_no_longer_made_all_or_nothing(tmp_path):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    sci, rms = tmp_path / "X_drz_sci.fits", tmp_path / "X_drz_rms.fits"
+    sci.write_text("old sci")
+    rms.write_text("old rms")
+    # a failing move after the removal brings the removed file back
+    with pytest.raises(FileNotFoundError):
+        publish_all([(None, rms), (staging / sci.name, sci)])
+    assert sci.read_text() == "old sci" and rms.read_text() == "old rms"
+    (staging / sci.name).write_text("new sci")
+    publish_all([(staging / sci.name, sci), (None, rms)])
+    assert sci.read_text() == "new sci" and not rms.exists()
+    assert sorted(os.listdir(tmp_path)) == ["X_drz_sci.fits", "staging"]
+    publish_all([(None, rms)])  # nothing to remove: nothing happens
+
+
 def test_a_directory_in_the_way_is_named_before_work(tmp_path):
     (tmp_path / "X_F606W_drz_wht.fits").mkdir()
     with pytest.raises(InputError, match=r"X_F606W_drz_wht.fits: exists and is not a regular"):

@@ -76,7 +76,7 @@ def _tie_run(root: Path, name: str, cal: Path, flcs, distortion, catalog: Path, 
     out = root / name
     out.mkdir()
     return run_drizzle(cal, name, DrizzleConfig(reference_catalog=str(catalog), satellites="off",
-                                                 **config),
+                                                 rms=False, **config),
                        inputs=flcs, work_dir=root / f"work_{name}", distortion=distortion,
                        backend=LocalBackend(workers=2))
 

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from hstred.calibrate import CalibrateConfig, run_calibrate
 from hstred.cli import app
+from hstred.naming import PRODUCT_KINDS
 
 pytestmark = pytest.mark.slow
 
@@ -59,13 +60,14 @@ def reduced(sim_program_two_visits, tmp_path_factory):
 
 def test_products_record_and_report(reduced):
     data, checksums, _seconds = reduced
-    sci = data / f"{OUTNAME}_F814W_drz_sci.fits"
-    wht = data / f"{OUTNAME}_F814W_drz_wht.fits"
-    assert sci.is_file() and wht.is_file()
+    sci, wht, rms = (data / f"{OUTNAME}_F814W_drz_{k}.fits" for k in PRODUCT_KINDS)
+    assert sci.is_file() and wht.is_file() and rms.is_file()
     assert np.isfinite(fits.getdata(sci)).any()
     record = json.loads((data / f"{OUTNAME}_run.json").read_text())
     assert record["outname"] == OUTNAME
-    assert {"numpy", "astropy", "drizzlepac", "arcticpy-no-gsl"} <= set(record["software"])
+    assert [p["rms"] for p in record["drizzle"]["products"]] == [rms.name]
+    assert {"numpy", "astropy", "drizzlepac", "drizzle", "arcticpy-no-gsl"} <= set(
+        record["software"])
     assert len(record["references"]) == 2
     assert record["drizzle"]["solutions"]
     # the camera's distortion, applied with stwcs from the simulated references
@@ -78,6 +80,11 @@ def test_products_record_and_report(reduced):
     page = (data / f"{OUTNAME}_report.html").read_text()
     assert "<h2>Distortion</h2>" in page and "<h2>Warnings</h2>" in page
     assert "<h2>References</h2>" in page
+    # the Noise section: blank-sky noise against the RMS image, from the record
+    noise = record["drizzle"]["products"][0]["noise"]
+    assert set(noise["correlation"]) == {"2", "4", "8", "16", "32"}
+    assert "<h2>Noise</h2>" in page and (data / f"{OUTNAME}_report_files" / "noise.png").is_file()
+    assert all(0.8 < v < 1.2 for v in noise["blank_sky"].values()), noise
     assert all(digest in page for digest in record["reference_sha256"].values())
     assert record["schema"] == "hstred-run/3" and record["engine"] == "native"
     # the report draws the record: exposure rows and per-visit residual vectors are in it
@@ -111,13 +118,18 @@ def test_rerun_with_nothing_changed_redoes_nothing(reduced):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
     # hstred calibrate and hstred drizzle are the run limited to their stages: the same
     # cache, checks and record. Calibration is found done; a changed drizzle option
-    # redoes the drizzle stage and the report, not the calibration.
+    # redoes the drizzle stage and the report, not the calibration. Without the RMS
+    # image (--no-rms), the earlier one, which no longer describes the product, goes.
     result = CliRunner().invoke(app, ["calibrate", "--data", str(data), "--cte", "none"])
     assert result.exit_code == 0, result.output
     assert "calibrated 0 exposures (2 already done)" in result.output
+    rms = data / f"{OUTNAME}_F814W_drz_rms.fits"
+    assert rms.is_file()
     result = CliRunner().invoke(app, ["drizzle", OUTNAME, "--data", str(data),
-                                      "--pixfrac", "0.9", "--workers", "2"])
+                                      "--pixfrac", "0.9", "--no-rms", "--workers", "2"])
     assert result.exit_code == 0, result.output
+    assert not rms.exists() and not list(data.glob(".*previous"))
+    assert "No RMS images were made" in (data / f"{OUTNAME}_report.html").read_text()
     record = json.loads((data / f"{OUTNAME}_run.json").read_text())
     assert "calibrate" not in record["skipped"] and record["config"]["calibrate"] is None
     assert record["skipped"]["drizzle"] is False and record["skipped"]["report"] is False
@@ -126,7 +138,7 @@ def test_rerun_with_nothing_changed_redoes_nothing(reduced):
         (data / "hstred_work" / "calibrated").glob("*_flt.fits"))]
     assert fits.getval(data / f"{OUTNAME}_F814W_drz_sci.fits", "DRZPIXFR") == 0.9
     # the run with the same options reuses what the stage commands did
-    result = _run(data, "--pixfrac", "0.9")
+    result = _run(data, "--pixfrac", "0.9", "--no-rms")
     assert result.exit_code == 0, result.output
     record = json.loads((data / f"{OUTNAME}_run.json").read_text())
     assert len(record["skipped"]["calibrate"]) == 2 and record["skipped"]["drizzle"] is True
@@ -254,7 +266,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reduced, sim_program_two_
     named = {n for refs in record["references"].values() for n in refs.values() if n}
     assert named and named <= set(record["reference_sha256"])
     assert all(len(v) == 64 for v in record["reference_sha256"].values())
-    for suffix in ("sci", "wht"):
+    for suffix in PRODUCT_KINDS:
         a = fits.getdata(full / f"{OUTNAME}_F814W_drz_{suffix}.fits")
         b = fits.getdata(data / f"{OUTNAME}_F814W_drz_{suffix}.fits")
         np.testing.assert_array_equal(a, b)

@@ -31,6 +31,7 @@ from scratch import fixture_dir
 from hstred.drizzle import DrizzleConfig, run_drizzle
 from hstred.drizzle.stage import distortion_references
 from hstred.execution import ExecutionConfig
+from hstred.naming import PRODUCT_KINDS
 from hstred.pipeline import PipelineConfig, run_pipeline
 from hstred.simulate import SimulationConfig, simulate_program
 
@@ -69,9 +70,9 @@ def reduction(tmp_path_factory):
         yield {"root": root, "data": data, "result": result, "record": record}
 
 
-def _product(data: Path, outname: str = OUTNAME) -> tuple[Path, Path]:
-    return (data / f"{outname}_{FILTER}_drz_sci.fits",
-            data / f"{outname}_{FILTER}_drz_wht.fits")
+def _product(data: Path, outname: str = OUTNAME) -> tuple[Path, Path, Path]:
+    """The science, weight and RMS images."""
+    return tuple(data / f"{outname}_{FILTER}_drz_{kind}.fits" for kind in PRODUCT_KINDS)
 
 
 def _block_mean(image: np.ndarray, block: int = BLOCK) -> np.ndarray:
@@ -81,9 +82,10 @@ def _block_mean(image: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return blocks.mean(axis=(1, 3))
 
 
-def _statistics(sci_path: Path, wht_path: Path) -> dict[str, float]:
+def _statistics(sci_path: Path, wht_path: Path, rms_path: Path) -> dict[str, float]:
     sci = fits.getdata(sci_path).astype(np.float64)
     wht = fits.getdata(wht_path).astype(np.float64)
+    rms, rms_header = fits.getdata(rms_path, header=True)
     covered = wht > 0
     values, weights = sci[covered], wht[covered]
     sky = values[np.abs(values - np.median(values)) < 5 * np.std(values[::97])]
@@ -96,6 +98,8 @@ def _statistics(sci_path: Path, wht_path: Path) -> dict[str, float]:
         "sci_p999": p[3], "sci_sky_std": sky.std(), "sci_sum": values.sum(),
         "wht_median": np.median(weights), "wht_p05": np.percentile(weights, 5),
         "wht_p95": np.percentile(weights, 95),
+        "rms_median": np.nanmedian(rms), "rms_p99": np.nanpercentile(rms, 99),
+        **{f"rmscor{n}": float(rms_header[f"RMSCOR{n}"]) for n in (4, 16)},
     }
 
 
@@ -126,18 +130,20 @@ def _solutions(record: dict) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------- the checks
-def check_statistics(num_regression, sci: Path, wht: Path) -> None:
-    num_regression.check(_statistics(sci, wht), basename="product_statistics",
+def check_statistics(num_regression, sci: Path, wht: Path, rms: Path) -> None:
+    num_regression.check(_statistics(sci, wht, rms), basename="product_statistics",
                          default_tolerance={"rtol": 1e-4, "atol": 1e-6})
 
 
-def check_images(ndarrays_regression, sci: Path, wht: Path) -> None:
+def check_images(ndarrays_regression, sci: Path, wht: Path, rms: Path) -> None:
     ndarrays_regression.check(
         {"sci_block_mean": _block_mean(fits.getdata(sci)),
-         "wht_block_mean": _block_mean(fits.getdata(wht))},
+         "wht_block_mean": _block_mean(fits.getdata(wht)),
+         "rms_block_mean": _block_mean(fits.getdata(rms))},
         basename="product_images",
         tolerances={"sci_block_mean": {"rtol": 1e-3, "atol": 1e-4},
-                    "wht_block_mean": {"rtol": 1e-3, "atol": 0.0}})
+                    "wht_block_mean": {"rtol": 1e-3, "atol": 0.0},
+                    "rms_block_mean": {"rtol": 1e-3, "atol": 1e-6}})
 
 
 def check_provenance(data_regression, num_regression, sci: Path) -> None:
@@ -175,9 +181,10 @@ def test_product_images(reduction, ndarrays_regression):
 
 
 def test_provenance_keywords(reduction, data_regression, num_regression):
-    sci, wht = _product(reduction["data"])
+    sci, wht, rms = _product(reduction["data"])
     check_provenance(data_regression, num_regression, sci)
     assert fits.getval(wht, "DRZKERN") == fits.getval(sci, "DRZKERN")
+    assert fits.getval(rms, "DRZKERN") == fits.getval(sci, "DRZKERN")
 
 
 def test_alignment_solutions(reduction, num_regression):
@@ -215,14 +222,14 @@ def test_changed_drizzle_default_fails_the_regression(reduction, request, num_re
                          work_dir=reduction["root"] / "changed_work",
                          distortion=distortion_references(calibrated, reduction["data"],
                                                           fetch=False))
-    sci, wht = result.product(FILTER).sci, result.product(FILTER).wht
+    sci, wht, rms = result.product(FILTER).files
     with pytest.raises(AssertionError) as failure:
         check_provenance(data_regression, num_regression, sci)
     message = str(failure.value)
     assert "DRZPIXFR" in message and "0.9" in message, message
     with pytest.raises(AssertionError) as failure:
-        check_images(ndarrays_regression, sci, wht)
+        check_images(ndarrays_regression, sci, wht, rms)
     assert "wht_block_mean" in str(failure.value)
     with pytest.raises(AssertionError) as failure:
-        check_statistics(num_regression, sci, wht)
+        check_statistics(num_regression, sci, wht, rms)
     assert "wht_median" in str(failure.value)

@@ -69,3 +69,42 @@ def test_absolute_tie_section_shows_the_fit_and_the_residual_map(tmp_path):
     relative = _absolute_section({**tie, "status": "RELATIVE", "message": "3 stars < 5",
                                   "wcsname": "HSTRED-ALIGN"}, tmp_path, "files")
     assert "NOT tied (3 stars &lt; 5)" in relative
+
+
+def test_noise_section_draws_the_blank_sky_check(tmp_path):
+    from hstred.report.build import _noise_section
+
+    products = [{"filter": "F606W", "rms": "X_F606W_drz_rms.fits", "noise": {
+        "casertano_r": 1.7778, "correlation": {"2": 1.42, "4": 1.6, "8": 1.7, "16": 1.75},
+        "blank_sky": {"1": 1.004, "4": 1.012, "16": 1.031}}}]
+    html = _noise_section(products, tmp_path, "files")
+    assert (tmp_path / "noise.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<h2>Noise</h2>" in html and "F606W 1.778" in html
+    assert "<td>16</td><td>1.750</td><td>1.031</td>" in html
+    empty = _noise_section([{"filter": "F606W", "rms": "x", "noise": {}}], tmp_path, "files")
+    assert "No blank-sky measurement" in empty
+    off = _noise_section([{"filter": "F606W", "rms": None, "noise": {}}], tmp_path, "files")
+    assert "No RMS images were made (--no-rms)" in off
+
+
+def test_blank_sky_check_finds_correlated_noise_and_masks_sources():
+    """Noise correlated by a 2 x 2 box (each pixel the mean of four): with the box's
+    factors the check gives 1 at every scale, without them the block noise is twice the
+    prediction; a bright source does not change that."""
+    from scipy import ndimage
+
+    from hstred.drizzle.noise import blank_sky_check
+
+    rng = np.random.default_rng(5)
+    white = rng.normal(size=(1200, 1200))
+    sci = ndimage.uniform_filter(white, 2)[:1024, :1024]  # per-pixel sigma 1/2
+    y, x = np.mgrid[0:1024, 0:1024]
+    sci += 50.0 * np.exp(-((x - 300) ** 2 + (y - 700) ** 2) / (2 * 6.0**2))
+    rms = np.full(sci.shape, 0.5)
+    factors = {4: 2.0 - 1 / 4, 16: 2.0 - 1 / 16}
+    check = blank_sky_check(sci, rms, factors, side=1024)
+    for n in (1, 4, 16):
+        assert check[n]["ratio"] == pytest.approx(1.0, abs=0.05), (n, check)
+    assert check[16]["blocks"] > 2500  # of 4096: the source and its surroundings masked
+    naive = blank_sky_check(sci, rms, {4: 1.0, 16: 1.0}, side=1024)
+    assert naive[16]["ratio"] == pytest.approx(2.0 - 1 / 16, rel=0.05)

@@ -42,6 +42,10 @@ class DrizzleConfig:
         once, in the visit drizzle, and reused by the filter and single-exposure
         drizzles; the methods that compare exposures are measured in every run.
     singles : also drizzle every exposure alone onto the common grid.
+    rms : also write each product's RMS image (``_drz_rms.fits``: the noise of every
+        science pixel and the correlated-noise factors, :mod:`hstred.drizzle.noise`);
+        it costs about as much again as the final drizzle. Without it, an RMS image left
+        by an earlier run of the same product is removed with the new products.
     satellites : ``"mask"`` (default): satellite trails are found in every exposure
         (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
         working copies before any drizzle; ``"off"``: exposures are drizzled as they are.
@@ -83,6 +87,7 @@ class DrizzleConfig:
     good_bits: int = 336
     sky_method: str = "localmin"
     singles: bool = False
+    rms: bool = True
     satellites: str = "mask"
     fit_geometry: str = "rscale"
     searchrad_px: float = 60.0
@@ -110,7 +115,7 @@ class DrizzleConfig:
 _FLAGS = {"pixel_scale_arcsec": "--pixel-scale", "max_rms_arcsec": "--max-rms",
           "min_matches": "--min-matches", "kernel": "--kernel",
           "weight_type": "--weight-type", "fit_geometry": "--fit-geometry",
-          "pixfrac": "--pixfrac", "satellites": "--satellites"}
+          "pixfrac": "--pixfrac", "satellites": "--satellites", "rms": "--rms/--no-rms"}
 
 
 def _option(name: str) -> str:

@@ -1,6 +1,6 @@
 """Provenance keywords of drizzled products.
 
-Keywords (primary header of ``*_drz_sci.fits`` and ``*_drz_wht.fits``):
+Keywords (primary header of ``*_drz_sci.fits``, ``*_drz_wht.fits`` and ``*_drz_rms.fits``):
 
 ========  ==========================================================
 HSTRVER   hstred version

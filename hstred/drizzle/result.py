@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hstred.distortion import DistortionInfo
+from hstred.naming import PRODUCT_KINDS
 from hstred.satellites import TrailSearch
 
 __all__ = ["AlignmentSolution", "AbsoluteTie", "DrizzleProduct", "SingleProduct", "GridInfo",
@@ -93,24 +94,40 @@ class AbsoluteTie:
 
 @dataclass(frozen=True)
 class DrizzleProduct:
-    """The final drizzled image of one filter (science in electrons/s, and its weight)."""
+    """The final drizzled image of one filter: science in electrons/s, its weight and its
+    per-pixel noise (RMS, electrons/s; header RMSCORn for block sums)."""
 
     filter: str
     sci: Path
     wht: Path
+    rms: Path | None  # None: not made (DrizzleConfig.rms off)
     exposures: tuple[str, ...]  # rootnames
     exptime_s: float
+    #: the RMS image's noise cards (:func:`hstred.drizzle.noise.noise_summary`)
+    noise: dict = field(default_factory=dict)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(p for p in (getattr(self, kind) for kind in PRODUCT_KINDS)
+                     if p is not None)
 
 
 @dataclass(frozen=True)
 class SingleProduct:
-    """One exposure drizzled alone onto the common grid."""
+    """One exposure drizzled alone onto the common grid (science, weight, RMS)."""
 
     rootname: str
     filter: str
     sci: Path
     wht: Path
+    rms: Path | None  # None: not made (DrizzleConfig.rms off)
     exptime_s: float
+    noise: dict = field(default_factory=dict)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(p for p in (getattr(self, kind) for kind in PRODUCT_KINDS)
+                     if p is not None)
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DrizzleImages:
-    """The science and weight images of one AstroDrizzle run (build=False)."""
+    """The science and weight images of one AstroDrizzle run (build=False), and the RMS
+    image made from it (final drizzles)."""
 
     sci: Path
     wht: Path
+    rms: Path | None = None
+    rms_seconds: float = 0.0  # what making the RMS image took
 
 
 def to_hstwcs(wcs: WCS):
@@ -157,30 +160,35 @@ def _sky_parameters(sky_method: str) -> dict:
 
 def final_parameters(n_images: int, grid: WCS, *, kernel: str, pixfrac: float,
                      weight_type: str, num_cores: int, good_bits: int, sky_method: str,
-                     sky_measured: bool = False) -> dict:
+                     sky_measured: bool = False, weight_maps: bool = False) -> dict:
     """AstroDrizzle parameters of a filter's final image on the common grid.
 
     ``sky_measured``: the working copies hold the sky of their visit drizzle (MDRIZSKY);
     with a per-exposure sky method it is used rather than measured again.
+    ``weight_maps``: AstroDrizzle keeps its intermediate files, among them each chip's
+    final weight map (``*_final_mask.fits``), for the RMS image; the caller removes them.
     """
     pars = _common_parameters(num_cores=num_cores, good_bits=good_bits, sky_method=sky_method)
     pars.update(_cr_parameters(n_images))
     pars.update({"final_kernel": kernel, "final_pixfrac": pixfrac,
-                 "final_wht_type": weight_type, "final_refimage": to_hstwcs(grid)})
+                 "final_wht_type": weight_type, "final_refimage": to_hstwcs(grid),
+                 "clean": not weight_maps})
     if sky_measured:
         pars.update(_sky_parameters(sky_method))
     return pars
 
 
 def single_parameters(grid: WCS, *, kernel: str, pixfrac: float, weight_type: str,
-                      good_bits: int, sky_method: str, sky_measured: bool = False) -> dict:
+                      good_bits: int, sky_method: str, sky_measured: bool = False,
+                      weight_maps: bool = False) -> dict:
     """AstroDrizzle parameters of one exposure alone on the common grid; the cosmic-ray
     flags found by the filter's final drizzle (DQ 4096) are kept and honoured, and with
     ``sky_measured`` the sky subtracted is the one the filter image used."""
     pars = _common_parameters(num_cores=1, good_bits=good_bits, sky_method=sky_method)
     pars.update({"driz_separate": False, "median": False, "blot": False, "driz_cr": False,
                  "resetbits": "0", "final_kernel": kernel, "final_pixfrac": pixfrac,
-                 "final_wht_type": weight_type, "final_refimage": to_hstwcs(grid)})
+                 "final_wht_type": weight_type, "final_refimage": to_hstwcs(grid),
+                 "clean": not weight_maps})
     if sky_measured:
         pars.update(_sky_parameters(sky_method))
     return pars

@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from hstred.distortion import (
 )
 from hstred.drizzle.config import DrizzleConfig
 from hstred.drizzle.grid import compute_output_grid, orientation_deg, same_grid
+from hstred.drizzle.noise import ChipInput, drizzle_noise, noise_summary, rms_image, write_rms
 from hstred.drizzle.plan import (
     CalibratedExposure,
     DrizzlePlan,
@@ -72,6 +74,7 @@ from hstred.drizzle.result import (
     SingleProduct,
 )
 from hstred.drizzle.runner import (
+    DrizzleImages,
     final_parameters,
     run_astrodrizzle,
     run_astrodrizzle_median,
@@ -83,7 +86,7 @@ from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend, run_in_child
 from hstred.fileio import check_destinations, publish_all
 from hstred.inputs import find_calibrated_files
-from hstred.naming import check_outname, product_paths, single_paths
+from hstred.naming import PRODUCT_KINDS, check_outname, product_paths, single_paths
 from hstred.record import cosmic_ray_fraction
 from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
 from hstred.satellites import TrailSearch, mask_exposure
@@ -427,16 +430,22 @@ class _FinalContext:
     num_cores: int = 1  # processes for AstroDrizzle's parallel steps
     moves: list[tuple[Path, Path]] = field(default_factory=list)
 
-    def stage(self, images, sci_dst: Path, wht_dst: Path, *, kind: str,
+    def stage(self, images, destinations: Sequence[Path], *, kind: str,
               rootnames: Sequence[str]) -> None:
-        """Add provenance to a checked product and move it into the staging directory."""
+        """Add provenance to a checked product (science, weight and RMS images, in
+        :data:`PRODUCT_KINDS` order like ``destinations``) and move it into the staging
+        directory."""
         _check_on_grid(images.sci, self.grid)
         cards, history = provenance_cards(
             config=self.config, product_kind=kind, n_images=len(rootnames),
             orientation_deg=orientation_deg(self.grid), solutions=self.solutions,
             reference=self.reference,
             distortion=[self.distortion[r] for r in rootnames], absolute=self.absolute)
-        for src, dst in ((images.sci, sci_dst), (images.wht, wht_dst)):
+        sources = [getattr(images, k) for k in PRODUCT_KINDS]
+        for src, dst in zip(sources, destinations, strict=True):
+            if src is None:  # not made this time (--no-rms): an earlier one goes
+                self.moves.append((None, dst))
+                continue
             write_provenance(src, cards, history)
             staged = self.staging / dst.relative_to(self.data_dir)
             staged.parent.mkdir(parents=True, exist_ok=True)
@@ -450,6 +459,8 @@ class _FinalTask:
     (:func:`run_in_child`): the grid travels as its exact numbers."""
 
     inputs: tuple[Path, ...]
+    sources: tuple[Path, ...]  # the calibrated exposures of the inputs (their full ERR)
+    extvers: tuple[tuple[int, ...], ...]
     output: str
     run_dir: Path
     grid: dict  # ctype, crval, crpix, cd, radesys, pixel_shape
@@ -477,19 +488,62 @@ def _grid_from_numbers(numbers: dict) -> WCS:
     return grid
 
 
+def _files_in(directories) -> set[Path]:
+    return {p for d in directories if d.is_dir() for p in d.iterdir()}
+
+
+def _rms_image(task: _FinalTask, images: DrizzleImages, grid: WCS) -> Path:
+    """The product's per-pixel noise (:mod:`hstred.drizzle.noise`), beside its science."""
+    chips = []
+    for copy, source, extvers in zip(task.inputs, task.sources, task.extvers, strict=True):
+        root = copy.name.rsplit("_", 1)[0]
+        for extver in extvers:
+            weight = copy.parent / f"{root}_sci{extver}_final_mask.fits"
+            if not weight.is_file():
+                raise StageError(f"AstroDrizzle wrote no {weight.name} for {task.output}; "
+                                 f"see {task.run_dir / (task.output + '.log')}")
+            chips.append(ChipInput(copy=copy, source=source, extver=extver, weight=weight))
+    with fits.open(images.sci) as hdul:
+        header = hdul[0].header.copy()
+        sci = hdul[0].data
+        noise = drizzle_noise(chips, grid, pixfrac=task.config.pixfrac,
+                              kernel=task.config.kernel, product_sci=sci)
+        rms = rms_image(noise, sci, fits.getdata(images.wht))
+    path = images.sci.with_name(images.sci.name.replace("_sci.fits", "_rms.fits"))
+    return write_rms(path, rms, noise, header, pixfrac=task.config.pixfrac)
+
+
 def _run_final(task: _FinalTask):
     c, grid = task.config, _grid_from_numbers(task.grid)
     if task.single:
         pars = single_parameters(grid, kernel=c.kernel, pixfrac=c.pixfrac,
                                  weight_type=c.weight_type, good_bits=c.good_bits,
-                                 sky_method=c.sky_method, sky_measured=True)
+                                 sky_method=c.sky_method, sky_measured=True,
+                                 weight_maps=c.rms)
     else:
         pars = final_parameters(len(task.inputs), grid, kernel=c.kernel, pixfrac=c.pixfrac,
                                 weight_type=c.weight_type, num_cores=task.num_cores,
                                 good_bits=c.good_bits, sky_method=c.sky_method,
-                                sky_measured=True)
-    return run_astrodrizzle(list(task.inputs), task.output, run_dir=task.run_dir,
-                            parameters=pars, expected_chips=task.expected_chips)
+                                sky_measured=True, weight_maps=c.rms)
+    # With the RMS image, AstroDrizzle keeps its intermediate files (the final weight maps
+    # are read); whatever it added, but for the products and logs, goes afterwards.
+    directories = {Path(task.run_dir), *(p.parent for p in task.inputs)}
+    before = _files_in(directories)
+    keep: set[Path] = set()
+    try:
+        images = run_astrodrizzle(list(task.inputs), task.output, run_dir=task.run_dir,
+                                  parameters=pars, expected_chips=task.expected_chips)
+        if c.rms:
+            t0 = time.perf_counter()
+            rms = _rms_image(task, images, grid)
+            images = dataclasses.replace(images, rms=rms, rms_seconds=time.perf_counter() - t0)
+            log.info("%s: RMS image in %.1f s", task.output, images.rms_seconds)
+        keep = {images.sci, images.wht, images.rms}
+        return images
+    finally:
+        for path in _files_in(directories) - before - keep:
+            if path.suffix != ".log" and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def _final_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], output: str,
@@ -497,7 +551,9 @@ def _final_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
     # In a child process: the final drizzle holds the whole grid and long stretches of
     # AstroDrizzle's C code hold the GIL, which would freeze this process's display.
     return run_in_child(_run_final, _FinalTask(
-        inputs=tuple(ctx.copies[e.rootname] for e in exposures), output=output,
+        inputs=tuple(ctx.copies[e.rootname] for e in exposures),
+        sources=tuple(e.path for e in exposures), extvers=tuple(e.extvers for e in exposures),
+        output=output,
         run_dir=run_dir, grid=_grid_numbers(ctx.grid), config=ctx.config, single=single,
         expected_chips=sum(len(e.extvers) for e in exposures), num_cores=ctx.num_cores))
 
@@ -509,10 +565,14 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
     out = _final_drizzle(ctx, exposures, f"{ctx.outname}_{filt}", ctx.work / "final" / filt,
                          single=False)
     exptime = float(fits.getval(out.sci, "EXPTIME"))
-    sci_dst, wht_dst = product_paths(ctx.data_dir, ctx.outname, filt)
-    ctx.stage(out, sci_dst, wht_dst, kind="FILTER", rootnames=[e.rootname for e in exposures])
+    noise = ({**noise_summary(out.rms), "seconds": round(out.rms_seconds, 2)}
+             if out.rms is not None else {})
+    sci_dst, wht_dst, rms_dst = destinations = product_paths(ctx.data_dir, ctx.outname, filt)
+    ctx.stage(out, destinations, kind="FILTER", rootnames=[e.rootname for e in exposures])
     return DrizzleProduct(filter=filt, sci=sci_dst, wht=wht_dst,
-                          exposures=tuple(e.rootname for e in exposures), exptime_s=exptime)
+                          rms=rms_dst if out.rms is not None else None,
+                          exposures=tuple(e.rootname for e in exposures), exptime_s=exptime,
+                          noise=noise)
 
 
 def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> SingleProduct:
@@ -523,10 +583,13 @@ def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> Sin
     if abs(exptime - e.exptime_s) > 1e-6 * e.exptime_s:
         raise StageError(f"{out.sci.name}: EXPTIME {exptime} differs from the exposure's "
                          f"{e.exptime_s}; the single image would mislead PSF modelling")
-    sci_dst, wht_dst = single_paths(ctx.data_dir, e.rootname)
-    ctx.stage(out, sci_dst, wht_dst, kind="SINGLE", rootnames=[e.rootname])
+    noise = ({**noise_summary(out.rms), "seconds": round(out.rms_seconds, 2)}
+             if out.rms is not None else {})
+    sci_dst, wht_dst, rms_dst = destinations = single_paths(ctx.data_dir, e.rootname)
+    ctx.stage(out, destinations, kind="SINGLE", rootnames=[e.rootname])
     return SingleProduct(rootname=e.rootname, filter=filt, sci=sci_dst, wht=wht_dst,
-                         exptime_s=exptime)
+                         rms=rms_dst if out.rms is not None else None, exptime_s=exptime,
+                         noise=noise)
 
 
 def run_drizzle(

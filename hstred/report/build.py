@@ -122,6 +122,37 @@ def _satellites_section(data_dir: Path, searches: list[dict], files: Path, link:
         "<div class='grid'>" + "".join(figs) + "</div>" if figs else "")
 
 
+def _noise_section(products: list[dict], files: Path, link: str) -> str:
+    """Blank-sky noise of each product against its RMS image (``_drz_rms.fits``)."""
+    if not any(p.get("rms") for p in products):
+        return "<h2>Noise</h2><p>No RMS images were made (--no-rms).</p>"
+    rows = []
+    for p in products:
+        noise = p.get("noise") or {}
+        measured = noise.get("blank_sky") or {}
+        factors = noise.get("correlation") or {}
+        for n in sorted(measured, key=int):
+            rows.append({"filter": p["filter"], "n": int(n), "ratio": measured[n],
+                         "factor": 1.0 if int(n) == 1 else factors.get(n)})
+    if not rows:
+        return ("<h2>Noise</h2><p>No blank-sky measurement: too little blank sky in the "
+                "window checked.</p>")
+    figures.plot_noise_check(products, files / "noise.png")
+    r = {p["filter"]: (p.get("noise") or {}).get("casertano_r") for p in products}
+    return ("<h2>Noise</h2><p>Each product's <code>_drz_rms.fits</code> is the noise of each "
+            "science pixel (the calibrated exposures' variance drizzled with the science's "
+            "weights squared). The noise of the mean of n x n pixels is sqrt(mean RMS^2)/n "
+            "times the factor RMSCORn in its header (drizzling correlates neighbouring "
+            "pixels; Casertano's large-area R: "
+            + ", ".join(f"{html.escape(f)} {v:.3f}" for f, v in r.items() if v is not None)
+            + "). Below, the noise measured in the blank sky of a 2048 x 2048 window over "
+            "that prediction: 1 when the RMS image describes the noise.</p>"
+            f"<img src='{link}/noise.png'>"
+            + _table(rows, [("filter", "filter", ""), ("n", "block side", "d"),
+                            ("factor", "RMSCORn", ".3f"),
+                            ("ratio", "measured / predicted", ".3f")]))
+
+
 def write_report(data_dir: Path, outname: str, record: dict) -> Path:
     """Write ``DIR/OUTNAME_report.html`` (+ ``OUTNAME_report_files/*.png``) atomically."""
     data_dir = Path(data_dir)
@@ -150,6 +181,7 @@ def write_report(data_dir: Path, outname: str, record: dict) -> Path:
                 f"<div class='grid'><figure><img src='{final_files.name}/{filt}_sci.png'></figure>"
                 f"<figure><img src='{final_files.name}/{filt}_wht.png'></figure></div>")
         sections.append("<h2>Products</h2>" + "".join(previews))
+        sections.append(_noise_section(drz["products"], files, final_files.name))
 
         solutions = drz.get("solutions", [])
         if solutions:

@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_image", "plot_alignment", "plot_cte_profile", "plot_trails", "downsample"]
+__all__ = ["plot_image", "plot_alignment", "plot_cte_profile", "plot_trails", "downsample",
+           "plot_noise_check"]
 
 
 def downsample(image: np.ndarray, *, max_size: int = 1200,
@@ -188,6 +189,35 @@ def plot_trails(chips: dict[int, np.ndarray], trails: Sequence[dict], path: Path
     ax.set_ylim(-0.5, data.shape[0] - 0.5)
     ax.set_title(title)
     ax.set_xlabel(f"x (pixels / {factor})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_noise_check(products: Sequence[dict], path: Path) -> Path:
+    """Blank-sky noise measured in each product over the RMS image's prediction, against
+    the block side: with the correlation factors (should be 1) and without them (what
+    treating the pixels as independent would predict)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for k, product in enumerate(products):
+        noise = product.get("noise") or {}
+        measured = {int(n): v for n, v in (noise.get("blank_sky") or {}).items()}
+        factors = {int(n): v for n, v in (noise.get("correlation") or {}).items()}
+        sides = sorted(measured)
+        if not sides:
+            continue
+        color = f"C{k}"
+        ax.plot(sides, [measured[n] for n in sides], "o-", color=color,
+                label=f"{product['filter']}: RMS map with RMSCORn")
+        ax.plot(sides, [measured[n] * factors.get(n, 1.0) for n in sides], "s--", color=color,
+                alpha=0.6, label=f"{product['filter']}: pixels taken as independent")
+    ax.axhline(1.0, color="0.5", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("block side n (output pixels)")
+    ax.set_ylabel("measured / predicted noise of n x n means")
+    ax.set_title("Blank-sky noise against the RMS images")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

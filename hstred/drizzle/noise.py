@@ -1,0 +1,463 @@
+"""Per-pixel noise of a drizzled image and the factor for its correlated noise.
+
+A drizzled pixel is a weighted mean of the input pixels' drops that overlap it,
+``S_j = sum_i w_i a_ij d_i / sum_i w_i a_ij`` (``a_ij``: overlap area, ``w_i``: the
+final drizzle's weight of input pixel ``i``). With independent input noise of variance
+``V_i`` its variance is ``sum_i (w_i a_ij)^2 V_i / (sum_i w_i a_ij)^2``: the inputs'
+variance drizzled with squared weights. That is what :func:`drizzle_noise` computes, with
+the ``drizzle`` library's kernels (``data2``), from
+
+* the full variance of each calibrated exposure, ``ERR^2`` (sky, dark, read noise and
+  the sources' own shot noise; the working copies hold only the background error that
+  weights the drizzle, so the ERR arrays are read from the calibrated files);
+* the weight map AstroDrizzle used for each chip in that very drizzle (its
+  ``*_final_mask.fits``: the ERR weight with the DQ, static and cosmic-ray masks);
+* the chip's pixel map onto the grid from its aligned WCS (distortion included),
+  sampled every :data:`PIXMAP_STEP` pixels and interpolated, as AstroDrizzle does;
+* the same kernel, pixfrac, pixel-scale ratio and exposure-time scaling.
+
+The science is drizzled alongside (sky-subtracted by each chip's MDRIZSKY), and has to
+reproduce AstroDrizzle's product: the check that both drizzles are the same operation.
+
+Neighbouring output pixels share input pixels, so their noise is correlated and the
+noise of a sum of pixels is not the per-pixel noise added in quadrature. The factor
+``F(n)`` by which the noise of the mean of an n x n block exceeds ``sqrt(mean RMS^2)/n``
+is measured by drizzling noise realisations through the same geometry: in up to
+:data:`CORRELATION_WINDOWS` windows of :data:`CORRELATION_WINDOW_PX` pixels spread over
+the mosaic's deep and shallow parts, :data:`CORRELATION_REALISATIONS` realisations in
+all, from a fixed seed (the same inputs give the same factors). For large blocks it
+approaches Casertano et al. (2000)'s ``R`` (:func:`casertano_r`), also recorded.
+
+The blank-sky check (:func:`blank_sky_check`) then measures the product's own noise
+against that prediction (header RMSMEAn, the report's Noise section).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from hstred.errors import StageError
+
+__all__ = ["ChipInput", "Layer", "NoiseImages", "drizzle_noise", "drizzle_layers",
+           "load_layer", "chip_pixmap", "correlation_factors", "casertano_r", "rms_image",
+           "write_rms", "rms_cards", "blank_sky_check", "noise_summary", "RMS_BLOCKS",
+           "CHECK_BLOCKS"]
+
+#: Input pixels between the samples of a pixel map (AstroDrizzle's ``stepsize``).
+PIXMAP_STEP = 10
+#: Side (output pixels) of the window where the correlation factors are measured.
+CORRELATION_WINDOW_PX = 512
+#: Noise realisations drizzled, shared among the windows.
+CORRELATION_REALISATIONS = 24
+#: Windows where the correlation factors are measured, spread over the mosaic's depths.
+CORRELATION_WINDOWS = 6
+#: Block sides (output pixels) with a recorded correlation factor (header RMSCORn).
+RMS_BLOCKS = (2, 4, 8, 16, 32)
+#: Largest median |re-drizzled science - product| / RMS accepted: above it, the noise
+#: drizzle is not the operation that made the product.
+MAX_MEDIAN_MISMATCH = 0.05
+_SEED = 20001  # the correlation realisations: same inputs, same factors
+#: Block sides of the blank-sky check (RMSMEAn: measured over predicted noise).
+CHECK_BLOCKS = (1, 4, 16)
+#: Side (output pixels) of the window where the blank-sky check measures.
+CHECK_WINDOW_PX = 2048
+#: Sources: the 5 x 5 mean of SCI/RMS this many of its own sigmas above the sky, grown
+#: by 5 pixels.
+CHECK_SOURCE_SIGMA = 3.0
+
+
+@dataclass(frozen=True)
+class ChipInput:
+    """One input chip of a final drizzle."""
+
+    copy: Path  # aligned working copy: WCS, SCI, MDRIZSKY
+    source: Path  # the calibrated exposure: its full ERR
+    extver: int
+    weight: Path  # AstroDrizzle's final weight map of this chip
+
+
+@dataclass
+class NoiseImages:
+    """The science and variance drizzled with the product's weights."""
+
+    sci: np.ndarray  # e-/s, sky-subtracted
+    wht: np.ndarray  # sum of weights x overlaps (not scaled like the product's)
+    var: np.ndarray  # (e-/s)^2 per pixel
+    factors: dict[int, float]  # block side -> F(n)
+    scale_ratio: float  # output over input pixel size
+    blank_sky: dict[int, dict] = field(default_factory=dict)  # see blank_sky_check
+    missing: int = 0  # covered product pixels without a variance (see rms_image)
+    mismatch_median: float = float("nan")  # |sci - product| / RMS over covered pixels
+    mismatch_p99: float = float("nan")
+
+
+def casertano_r(scale_ratio: float, pixfrac: float) -> float:
+    """Casertano et al. (2000) noise ratio ``R`` for the square kernel: the noise of a
+    large area over its per-pixel noise added in quadrature (``scale_ratio`` = output
+    over input pixel size)."""
+    r = pixfrac / scale_ratio
+    return r / (1.0 - 1.0 / (3.0 * r)) if r >= 1.0 else 1.0 / (1.0 - r / 3.0)
+
+
+def _chip_wcs(path: Path, extver: int) -> WCS:
+    from hstred.align.stage import read_chip_wcs
+
+    return read_chip_wcs(path, extver)
+
+
+def chip_pixmap(wcs: WCS, grid: WCS, shape: tuple[int, int], step: int = PIXMAP_STEP
+                ) -> np.ndarray:
+    """(ny, nx, 2) positions of a chip's pixel centres on ``grid`` (0-based x, y),
+    computed through the full WCS every ``step`` pixels and interpolated bilinearly."""
+    from scipy.interpolate import RectBivariateSpline
+
+    ny, nx = shape
+    xs = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
+    ys = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
+    gx, gy = np.meshgrid(xs, ys)
+    ra, dec = wcs.all_pix2world(gx, gy, 0)
+    ox, oy = grid.all_world2pix(ra, dec, 0)
+    out = np.empty((ny, nx, 2), dtype=np.float64)
+    px, py = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
+    for k, values in enumerate((ox, oy)):
+        out[..., k] = RectBivariateSpline(ys, xs, values, kx=1, ky=1)(py, px)
+    return out
+
+
+@dataclass
+class Layer:
+    """One input chip's arrays as drizzled (see :func:`drizzle_layers`)."""
+
+    sci: np.ndarray  # e-, sky-subtracted
+    var: np.ndarray  # e-^2
+    weight: np.ndarray  # the final drizzle's weight of each pixel
+    pixmap: np.ndarray  # (ny, nx, 2) output x, y of each pixel centre (0-based)
+    exptime: float  # s
+    ratio: float  # output over input pixel scale
+
+
+def pixel_scale_arcsec(wcs: WCS) -> float:
+    """The mean linear pixel scale of a celestial WCS at its reference point."""
+    return float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
+
+
+def load_layer(chip: ChipInput, grid: WCS) -> Layer:
+    """The arrays of one input chip as its final drizzle used them."""
+    with fits.open(chip.copy, memmap=False) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        header = hdul["SCI", chip.extver].header
+        exptime = float(hdul[0].header["EXPTIME"])
+        sky = float(header.get("MDRIZSKY", 0.0))
+        sci = np.asarray(hdul["SCI", chip.extver].data, dtype=np.float32) - np.float32(sky)
+        # the linear scale AstroDrizzle divides by (its wcslin_pscale)
+        in_scale = float(header.get("IDCSCALE", 0.0)) or None
+    with fits.open(chip.source, memmap=False) as hdul:
+        try:
+            err = np.asarray(hdul["ERR", chip.extver].data, dtype=np.float32)
+        except KeyError:
+            raise StageError(f"{chip.source}[ERR,{chip.extver}]: no error array; the RMS map "
+                             "needs the calibrated exposures' ERR") from None
+    if err.shape != sci.shape:
+        raise StageError(f"{chip.source}[ERR,{chip.extver}]: shape {err.shape} differs from "
+                         f"the science array's {sci.shape}")
+    weight = np.asarray(fits.getdata(chip.weight), dtype=np.float32)
+    if weight.shape != sci.shape:
+        raise StageError(f"{chip.weight}: weight map shape {weight.shape} differs from "
+                         f"{chip.copy.name}[SCI,{chip.extver}] {sci.shape}")
+    wcs = _chip_wcs(chip.copy, chip.extver)
+    return Layer(sci=sci, var=np.nan_to_num(err.astype(np.float32) ** 2), weight=weight,
+                 pixmap=chip_pixmap(wcs, grid, sci.shape), exptime=exptime,
+                 ratio=pixel_scale_arcsec(grid) / (in_scale or pixel_scale_arcsec(wcs)))
+
+
+def _add(d, chip: Layer, data, data2, *, pixfrac: float, pixmap=None, weight=None):
+    d.add_image(data, exptime=chip.exptime, pixmap=chip.pixmap if pixmap is None else pixmap,
+                data2=data2, weight_map=chip.weight if weight is None else weight,
+                pixfrac=pixfrac, in_units="counts", iscale=chip.ratio ** 2,
+                pixel_scale_ratio=chip.ratio)
+
+
+def drizzle_layers(layers: Sequence[Layer], out_shape: tuple[int, int], *, pixfrac: float,
+                   kernel: str):
+    """The ``drizzle`` library's Drizzle of ``layers``: ``out_img`` the science (e-/s),
+    ``out_img2[0]`` its variance, ``out_wht`` the summed weights (NaN where nothing
+    landed)."""
+    from drizzle.resample import Drizzle
+
+    d = Drizzle(kernel=kernel, out_shape=out_shape, disable_ctx=True, fillval="NaN",
+                fillval2="NaN")
+    for layer in layers:
+        _add(d, layer, layer.sci, layer.var, pixfrac=pixfrac)
+    return d
+
+
+def _chip_outline(chip: ChipInput, grid: WCS) -> np.ndarray:
+    """(k, 2) outline of a chip on ``grid`` (x, y), its edges sampled every 1/8."""
+    wcs = _chip_wcs(chip.copy, chip.extver)
+    nx, ny = wcs.pixel_shape
+    t = np.linspace(0.0, 1.0, 9)[:-1]
+    x = np.r_[t * (nx - 1), np.full(8, nx - 1.0), (1 - t) * (nx - 1), np.zeros(8)]
+    y = np.r_[np.zeros(8), t * (ny - 1), np.full(8, ny - 1.0), (1 - t) * (ny - 1)]
+    return np.column_stack(grid.all_world2pix(*wcs.all_pix2world(x, y, 0), 0))
+
+
+def correlation_windows(chips: Sequence[ChipInput], grid: WCS, *,
+                        side: int = CORRELATION_WINDOW_PX,
+                        count: int = CORRELATION_WINDOWS) -> list[tuple[int, int, int, int]]:
+    """Up to ``count`` side x side windows (y0, y1, x0, x1) of the grid's tiles whose
+    centres some chip covers, spread evenly over the tiles ordered by how many chips
+    cover them: deep and shallow parts of the mosaic alike, in proportion to their area."""
+    from matplotlib.path import Path as Polygon
+
+    nx, ny = grid.pixel_shape
+    outlines = [Polygon(_chip_outline(chip, grid)) for chip in chips]
+    tiles = []
+    for y0 in range(0, max(ny - side, 0) + 1, side):
+        for x0 in range(0, max(nx - side, 0) + 1, side):
+            window = window_around((x0 + side / 2, y0 + side / 2), (ny, nx), side)
+            centre = ((window[2] + window[3]) / 2, (window[0] + window[1]) / 2)
+            depth = sum(o.contains_point(centre) for o in outlines)
+            if depth:
+                tiles.append((depth, window))
+    if not tiles:
+        return [window_around((nx / 2, ny / 2), (ny, nx), side)]
+    tiles.sort()
+    picks = np.unique(np.round(np.linspace(0, len(tiles) - 1, min(count, len(tiles)))))
+    return [tiles[int(i)][1] for i in picks]
+
+
+def window_around(centre: tuple[float, float], shape: tuple[int, int], side: int
+                  ) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): a window of at most side x side pixels of a ``shape`` grid, as
+    close to centred on ``centre`` (x, y) as the grid allows."""
+    ny, nx = shape
+    hy, hx = min(side, ny) // 2, min(side, nx) // 2
+    y0 = int(np.clip(round(centre[1]) - hy, 0, ny - 2 * hy))
+    x0 = int(np.clip(round(centre[0]) - hx, 0, nx - 2 * hx))
+    return y0, y0 + 2 * hy, x0, x0 + 2 * hx
+
+
+def crop_layer(layer: Layer, window: tuple[int, int, int, int]) -> Layer | None:
+    """The part of ``layer`` whose drops can reach ``window``, its pixel map shifted to the
+    window's origin (None when none can)."""
+    y0, y1, x0, x1 = window
+    px, py = layer.pixmap[..., 0] - x0, layer.pixmap[..., 1] - y0
+    # a drop reaches at most an input pixel's half diagonal (1/ratio output pixels, pixfrac
+    # <= 1) beyond its centre, and an output pixel half a pixel beyond its own
+    margin = 1.0 + 1.0 / layer.ratio
+    inside = ((px > -margin) & (px < x1 - x0 + margin) & (py > -margin)
+              & (py < y1 - y0 + margin))
+    rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+    within = (px > 0) & (px < x1 - x0 - 1) & (py > 0) & (py < y1 - y0 - 1)
+    if rows.size < 3 or cols.size < 3 or np.count_nonzero(within) < 9:
+        return None  # nothing, or a sliver at the window's edge (drizzle refuses those)
+    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return Layer(sci=layer.sci[sl].copy(), var=layer.var[sl].copy(),
+                 weight=layer.weight[sl].copy(),
+                 pixmap=np.stack([px[sl], py[sl]], axis=-1), exptime=layer.exptime,
+                 ratio=layer.ratio)
+
+
+def drizzle_noise(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kernel: str,
+                  product_sci: np.ndarray | None = None) -> NoiseImages:
+    """Drizzle the science and the variance of ``chips`` onto ``grid`` with the final
+    drizzle's weights; measure the correlation factors; compare with ``product_sci``
+    (AstroDrizzle's science image) when given. One chip's arrays in memory at a time
+    (and the window's cut-outs of all)."""
+    from drizzle.resample import Drizzle
+
+    if not chips:
+        raise StageError("no input chips to drizzle the noise of")
+    nx, ny = grid.pixel_shape
+    windows = correlation_windows(chips, grid)
+    d = Drizzle(kernel=kernel, out_shape=(ny, nx), disable_ctx=True, fillval="NaN",
+                fillval2="NaN")
+    crops: list[list[Layer]] = [[] for _ in windows]
+    ratios = []
+    for chip in chips:
+        layer = load_layer(chip, grid)
+        _add(d, layer, layer.sci, layer.var, pixfrac=pixfrac)
+        ratios.append(layer.ratio)
+        for k, window in enumerate(windows):
+            crop = crop_layer(layer, window)
+            if crop is not None:
+                crops[k].append(crop)
+        del layer
+    var = d.out_img2[0]
+    groups = [(layers, d.out_wht[y0:y1, x0:x1], var[y0:y1, x0:x1])
+              for layers, (y0, y1, x0, x1) in zip(crops, windows, strict=True) if layers]
+    out = NoiseImages(sci=d.out_img, wht=d.out_wht, var=var,
+                      factors=correlation_factors(groups, pixfrac=pixfrac, kernel=kernel),
+                      scale_ratio=float(np.median(ratios)))
+    if product_sci is not None:
+        covered = (d.out_wht > 0) & np.isfinite(product_sci) & (var > 0)
+        if covered.any():
+            z = np.abs(d.out_img[covered] - product_sci[covered]) / np.sqrt(var[covered])
+            out.mismatch_median = float(np.median(z))
+            out.mismatch_p99 = float(np.percentile(z, 99))
+        if not out.mismatch_median <= MAX_MEDIAN_MISMATCH:
+            raise StageError(f"the noise drizzle does not reproduce the science image (median "
+                             f"difference {out.mismatch_median:.3g} RMS); the RMS map would "
+                             "not describe the product")
+    return out
+
+
+def _block_sums(a: np.ndarray, n: int) -> np.ndarray:
+    by, bx = a.shape[0] // n, a.shape[1] // n
+    return a[:by * n, :bx * n].reshape(by, n, bx, n).sum(axis=(1, 3))
+
+
+def correlation_factors(groups: Sequence[tuple[Sequence[Layer], np.ndarray, np.ndarray]], *,
+                        pixfrac: float, kernel: str, blocks: Sequence[int] = RMS_BLOCKS,
+                        realisations: int = CORRELATION_REALISATIONS) -> dict[int, float]:
+    """``F(n)``: the noise of n x n block means over ``sqrt(mean var)/n``, measured on noise
+    drizzled through windows of the grid. Each group is one window: the layers cut to it
+    (pixel maps relative to its origin), the product's weights and variance there. The
+    ``realisations`` are shared out among the windows; every block with all its pixels
+    covered counts alike."""
+    from drizzle.resample import Drizzle
+
+    rng = np.random.default_rng(_SEED)
+    per_window = max(2, -(-realisations // max(len(groups), 1)))
+    z2 = {n: [] for n in blocks}
+    for layers, wht, var in groups:
+        covered = np.nan_to_num(wht) > 0
+        if not covered.any():
+            continue
+        v = np.where(covered, var, 0.0)
+        full = {n: _block_sums(covered, n) == n * n for n in blocks}
+        # each block's predicted variance of its mean without correlations, sum(var) / n^4
+        predicted = {n: _block_sums(v, n)[full[n]] / float(n) ** 4 for n in blocks}
+        sigmas = [np.sqrt(layer.var) for layer in layers]
+        for _ in range(per_window):
+            d = Drizzle(kernel=kernel, out_shape=covered.shape, disable_ctx=True, fillval="0")
+            for layer, sigma in zip(layers, sigmas, strict=True):
+                noise = (rng.standard_normal(sigma.shape) * sigma).astype(np.float32)
+                _add(d, layer, noise, None, pixfrac=pixfrac)
+            img = np.where(covered, d.out_img, 0.0)
+            for n in blocks:
+                means = _block_sums(img, n)[full[n]] / (n * n)
+                z2[n].append(means ** 2 / predicted[n])
+    factors = {}
+    for n in blocks:
+        values = np.concatenate(z2[n]) if z2[n] else np.empty(0)
+        if values.size:
+            factors[n] = float(np.sqrt(np.mean(values)))
+    if not factors:
+        raise StageError("the noise drizzle covered no block of its correlation windows")
+    return factors
+
+
+def _robust_width(values: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def blank_sky_check(sci: np.ndarray, rms: np.ndarray, factors: dict[int, float], *,
+                    blocks: Sequence[int] = CHECK_BLOCKS, side: int = CHECK_WINDOW_PX
+                    ) -> dict[int, dict]:
+    """The noise measured in the product's blank sky against the RMS map's prediction.
+
+    In a window of the grid, sources are masked (the 5 x 5 mean of SCI/RMS more than
+    :data:`CHECK_SOURCE_SIGMA` of its own robust sigmas above the median, grown by 5
+    pixels, and the edges of the coverage). For each block side n: the robust width of
+    the n x n block means of SCI (less the blank sky's median) over
+    ``sqrt(mean RMS^2) / n x F(n)``, with ``F(1) = 1``; 1 when the RMS map and its
+    correlation factors describe the noise. ``{n: {"ratio": r, "blocks": count}}``;
+    blocks with too few samples (< 50) are left out.
+    """
+    from scipy import ndimage
+
+    finite = np.isfinite(sci) & np.isfinite(rms) & (np.nan_to_num(rms) > 0)
+    if not finite.any():
+        return {}
+    ys, xs = np.nonzero(finite)
+    y0, y1, x0, x1 = window_around((float(np.median(xs)), float(np.median(ys))), finite.shape,
+                                   side)
+    s = np.asarray(sci[y0:y1, x0:x1], dtype=np.float64)
+    r = np.asarray(rms[y0:y1, x0:x1], dtype=np.float64)
+    ok = finite[y0:y1, x0:x1]
+    z = np.where(ok, s / np.where(ok, r, 1.0), 0.0)
+    smooth = ndimage.uniform_filter(z, 5)
+    level = np.median(smooth[ok])
+    sources = ok & (smooth - level > CHECK_SOURCE_SIGMA * _robust_width(smooth[ok]))
+    blank = ok & ~ndimage.maximum_filter(sources, size=11) & ndimage.binary_erosion(
+        ok, iterations=3)
+    if blank.sum() < 1000:
+        return {}
+    residual = np.where(blank, s - np.median(s[blank]), 0.0)
+    out = {}
+    for n in blocks:
+        full = _block_sums(blank, n) == n * n
+        if full.sum() < 50:
+            continue
+        mean = _block_sums(residual, n)[full] / (n * n)
+        predicted = np.sqrt(_block_sums(np.where(blank, r, 0.0) ** 2, n)[full] / (n * n)) / n
+        factor = 1.0 if n == 1 else factors.get(n, float("nan"))
+        out[n] = {"ratio": _robust_width(mean / (predicted * factor)),
+                  "blocks": int(full.sum())}
+    return out
+
+
+def rms_cards(noise: NoiseImages, *, pixfrac: float) -> list[tuple]:
+    """Header cards of an RMS map (value, comment) documenting its correlated noise."""
+    cards = [("RMSCORR", round(casertano_r(noise.scale_ratio, pixfrac), 4),
+              "Casertano+2000 R, large areas (square kernel)")]
+    for n, f in sorted(noise.factors.items()):
+        cards.append((f"RMSCOR{n}", round(f, 4), f"noise of {n}x{n} block mean / (RMS/{n})"))
+    for n, check in sorted(noise.blank_sky.items()):
+        cards.append((f"RMSMEA{n}", round(check["ratio"], 4),
+                      f"blank sky: {n}x{n} noise measured / predicted"))
+    cards += [("RMSCHK", round(noise.mismatch_median, 5),
+               "median |science redrizzled - product| / RMS"),
+              ("RMSCHK99", round(noise.mismatch_p99, 5), "99th percentile of the same")]
+    return cards
+
+
+def rms_image(noise: NoiseImages, product_sci: np.ndarray, product_wht: np.ndarray
+              ) -> np.ndarray:
+    """sqrt(variance) (e-/s, float32): NaN where the product has no weight, and at the few
+    edge pixels that only a sliver of a drop reached in the product (the pixel maps
+    differ by thousandths of a pixel; ``noise.missing`` counts them). Runs the blank-sky
+    check on the product (``noise.blank_sky``)."""
+    known = (noise.wht > 0) & np.isfinite(noise.var)
+    covered = np.nan_to_num(product_wht) > 0
+    noise.missing = int(np.count_nonzero(~known & covered))
+    rms = np.where(known & covered, np.sqrt(noise.var), np.nan).astype(np.float32)
+    noise.blank_sky = blank_sky_check(product_sci, rms, noise.factors)
+    return rms
+
+
+def write_rms(path: Path, rms: np.ndarray, noise: NoiseImages, header: fits.Header, *,
+              pixfrac: float) -> Path:
+    """Write the RMS image with the science image's ``header`` and the noise cards."""
+    hdr = header.copy()  # the science image's: its grid to the last digit, its history
+    hdr["BUNIT"] = ("ELECTRONS/S", "1-sigma noise of each science pixel")
+    for key, value, comment in rms_cards(noise, pixfrac=pixfrac):
+        hdr[key] = (value, comment)
+    hdr["RMSNMISS"] = (noise.missing, "weighted science pixels without an RMS (NaN)")
+    hdr["COMMENT"] = ("Per-pixel noise of the science image: the calibrated exposures' "
+                      "ERR^2 drizzled with the science's weights squared.")
+    hdr["COMMENT"] = ("Noise of the mean of an n x n block: sqrt(mean RMS^2 over it) / n "
+                      "x RMSCORn (RMSCORR for large areas).")
+    fits.PrimaryHDU(rms, header=hdr).writeto(path)
+    return path
+
+
+def noise_summary(path: Path) -> dict:
+    """What an RMS image's header says of its noise, for the run record and the report:
+    ``casertano_r``, ``correlation`` {n: F(n)}, ``blank_sky`` {n: measured / predicted}."""
+    header = fits.getheader(path, 0)
+
+    def numbered(prefix: str) -> dict[int, float]:
+        return {int(k[len(prefix):]): float(header[k]) for k in header
+                if k.startswith(prefix) and k[len(prefix):].isdigit()}
+
+    return {"casertano_r": float(header["RMSCORR"]), "correlation": numbered("RMSCOR"),
+            "blank_sky": numbered("RMSMEA"), "missing": int(header["RMSNMISS"])}

@@ -1,0 +1,106 @@
+"""The noise of drizzled images: per-pixel variance and the correlated-noise factors.
+
+Cases with a known answer: a grid shifted by half a pixel averages four input pixels into
+each output pixel, so the per-pixel variance and the noise of block means follow in
+closed form; a whole-pixel shift moves pixels without mixing them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from hstred.drizzle.noise import (
+    Layer,
+    casertano_r,
+    chip_pixmap,
+    correlation_factors,
+    drizzle_layers,
+)
+
+
+def test_casertano_r_both_branches():
+    # ACS/WFC 0.05" drizzled to 0.03" with pixfrac 0.8: drops of 1.33 output pixels
+    assert casertano_r(0.6, 0.8) == pytest.approx((4 / 3) / (1 - 1 / 4))
+    assert casertano_r(1.0, 1.0) == pytest.approx(1.5)
+    assert casertano_r(1.0, 0.5) == pytest.approx(1 / (1 - 0.5 / 3))
+    assert casertano_r(1.0, 1e-6) == pytest.approx(1.0, abs=1e-6)  # point kernel: no mixing
+
+
+def _layer(shape, shift, *, var=None, weight=None):
+    ny, nx = shape
+    y, x = np.mgrid[0:ny, 0:nx].astype(float)
+    pixmap = np.stack([x + shift[0], y + shift[1]], axis=-1)
+    return Layer(sci=np.zeros(shape, np.float32),
+                 var=np.ones(shape, np.float32) if var is None else var,
+                 weight=np.ones(shape, np.float32) if weight is None else weight,
+                 pixmap=pixmap, exptime=1.0, ratio=1.0)
+
+
+def test_half_pixel_shift_variance_and_block_factors():
+    rng = np.random.default_rng(3)
+    shape = (96, 96)
+    var = rng.uniform(1.0, 4.0, shape).astype(np.float32)
+    layer = _layer(shape, (0.5, 0.5), var=var)
+    d = drizzle_layers([layer], (95, 95), pixfrac=1.0, kernel="square")
+    # output pixel j (j >= 1) is the mean of a 2 x 2 group of input pixels j-1, j
+    expected = (var[:-1, :-1] + var[1:, :-1] + var[:-1, 1:] + var[1:, 1:]) / 16.0
+    np.testing.assert_allclose(d.out_img2[0][1:, 1:], expected[:-1, :-1], rtol=1e-5)
+    # 1-D: the sum of n neighbours holds n - 1 inputs whole and two halves, so the variance
+    # of their mean is (n - 1/2) / n^2 against (1/2) / n predicted: a ratio 2 - 1/n per
+    # axis, which in two dimensions is the ratio of the noise itself.
+    ones = _layer(shape, (0.5, 0.5))
+    out = drizzle_layers([ones], (95, 95), pixfrac=1.0, kernel="square")
+    factors = correlation_factors([([ones], out.out_wht, out.out_img2[0])], pixfrac=1.0,
+                                  kernel="square", blocks=(1, 2, 4, 16), realisations=60)
+    for n, f in factors.items():
+        assert f == pytest.approx(2.0 - 1.0 / n, rel=0.02), (n, factors)
+
+
+def test_whole_pixel_shift_leaves_the_noise_uncorrelated():
+    layer = _layer((80, 80), (3.0, -2.0))
+    d = drizzle_layers([layer], (80, 80), pixfrac=1.0, kernel="square")
+    covered = d.out_wht > 0
+    assert covered.sum() == 77 * 78
+    np.testing.assert_allclose(d.out_img2[0][covered], 1.0, rtol=1e-6)
+    factors = correlation_factors([([layer], d.out_wht, d.out_img2[0])], pixfrac=1.0,
+                                  kernel="square", blocks=(1, 4, 16), realisations=60)
+    assert all(f == pytest.approx(1.0, rel=0.03) for f in factors.values()), factors
+
+
+def test_weights_enter_squared():
+    """Two exposures of one grid, weights 1 and 3: the mean has variance
+    (1 V1 + 9 V2) / 16, not the (1 V1 + 3 V2) / 4 of a plainly drizzled variance."""
+    shape = (40, 40)
+    a = _layer(shape, (0.0, 0.0), var=np.full(shape, 2.0, np.float32))
+    b = _layer(shape, (0.0, 0.0), var=np.full(shape, 5.0, np.float32),
+               weight=np.full(shape, 3.0, np.float32))
+    d = drizzle_layers([a, b], shape, pixfrac=1.0, kernel="square")
+    np.testing.assert_allclose(d.out_img2[0], (2.0 + 9 * 5.0) / 16.0, rtol=1e-6)
+
+
+def test_pixmap_sampled_every_ten_pixels_follows_the_distortion():
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [200.0, 100.0]
+    w.wcs.cd = np.array([[-1.0, 0.2], [0.2, 1.0]]) * 0.05 / 3600.0
+    from astropy.wcs import Sip
+
+    a = np.zeros((4, 4))
+    b = np.zeros((4, 4))
+    a[2, 0], a[0, 2], b[1, 1], a[3, 0] = 8e-6, -5e-6, 6e-6, 1e-9
+    w.sip = Sip(a, b, None, None, w.wcs.crpix)
+    grid = WCS(naxis=2)
+    grid.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    grid.wcs.crval = [150.0, 2.0]
+    grid.wcs.crpix = [500.0, 300.0]
+    grid.wcs.cd = np.array([[-1.0, 0.0], [0.0, 1.0]]) * 0.03 / 3600.0
+    shape = (203, 417)
+    pm = chip_pixmap(w, grid, shape)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    ra, dec = w.all_pix2world(x, y, 0)
+    ex, ey = grid.all_world2pix(ra, dec, 0)
+    assert np.abs(pm[..., 0] - ex).max() < 2e-3 and np.abs(pm[..., 1] - ey).max() < 2e-3
+    assert np.abs(pm[::10, ::10, 0] - ex[::10, ::10]).max() < 1e-6  # exact at the samples
