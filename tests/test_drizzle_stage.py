@@ -357,3 +357,18 @@ def test_archive_style_inputs_with_lookup_tables_and_options(tmp_path):
     ok, x, y, xc, yc, _, _ = _measure(p.sci, ra, dec)
     assert ok.sum() >= 15
     assert np.sqrt(np.mean((xc - x) ** 2 + (yc - y) ** 2)) <= 0.05
+
+
+def test_relative_data_directory_keeps_the_products(tmp_path, monkeypatch):
+    """A data directory given relative to the working directory (as in the container, where
+    ``hstred run`` drizzles ``.``): the clean-up after AstroDrizzle must not take the
+    products for its intermediate files."""
+    prog = write_fake_program(tmp_path / "data", chip_shape=(96, 192), visits=1, exposures=2,
+                              filters=("F606W",), n_stars=30, seed=4)
+    monkeypatch.chdir(tmp_path)
+    result = run_drizzle(Path("data"), "rel", DrizzleConfig(satellites="off"),
+                         work_dir=Path("work"))
+    (product,) = result.products
+    assert all(p.is_file() for p in product.files) and len(product.files) == 3
+    assert sorted(q.name for q in (tmp_path / "work" / "exposures").iterdir()) == sorted(
+        q.name for q in prog.paths)

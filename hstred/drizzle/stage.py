@@ -489,7 +489,8 @@ def _grid_from_numbers(numbers: dict) -> WCS:
 
 
 def _files_in(directories) -> set[Path]:
-    return {p for d in directories if d.is_dir() for p in d.iterdir()}
+    """The entries of ``directories``, as absolute paths with symbolic links resolved."""
+    return {p.resolve() for d in directories if d.is_dir() for p in d.iterdir()}
 
 
 def _rms_image(task: _FinalTask, images: DrizzleImages, grid: WCS) -> Path:
@@ -538,7 +539,7 @@ def _run_final(task: _FinalTask):
             rms = _rms_image(task, images, grid)
             images = dataclasses.replace(images, rms=rms, rms_seconds=time.perf_counter() - t0)
             log.info("%s: RMS image in %.1f s", task.output, images.rms_seconds)
-        keep = {images.sci, images.wht, images.rms}
+        keep = {p.resolve() for p in (images.sci, images.wht, images.rms) if p is not None}
         return images
     finally:
         for path in _files_in(directories) - before - keep:
