@@ -173,6 +173,9 @@ def test_rms_images_describe_the_noise(program):
         factors = [hdr[f"RMSCOR{n}"] for n in (2, 4, 8, 16, 32)]
         assert 1.2 < factors[0] < factors[1] < factors[2] < factors[3] < 2.3
         assert "HSTRVER" in hdr and w.wcs.compare(WCS(hdr).wcs, tolerance=1e-12)
+        # the record's noise entry reads back from JSON unchanged (stable cache keys)
+        assert json.loads(json.dumps(p.noise)) == p.noise
+        assert p.noise["correlation"]["16"] == hdr["RMSCOR16"]
         # blank sky: more than 1" from every star
         x, y = w.all_world2pix(stars["ra"], stars["dec"], 0)
         yy, xx = np.mgrid[0:sci.shape[0]:4, 0:sci.shape[1]:4]

@@ -452,11 +452,13 @@ def write_rms(path: Path, rms: np.ndarray, noise: NoiseImages, header: fits.Head
 
 def noise_summary(path: Path) -> dict:
     """What an RMS image's header says of its noise, for the run record and the report:
-    ``casertano_r``, ``correlation`` {n: F(n)}, ``blank_sky`` {n: measured / predicted}."""
+    ``casertano_r``, ``correlation`` {"n": F(n)}, ``blank_sky`` {"n": measured / predicted}
+    (block sides as strings, as JSON has them: the record's cache keys must not change
+    when it is read back)."""
     header = fits.getheader(path, 0)
 
-    def numbered(prefix: str) -> dict[int, float]:
-        return {int(k[len(prefix):]): float(header[k]) for k in header
+    def numbered(prefix: str) -> dict[str, float]:
+        return {k[len(prefix):]: float(header[k]) for k in header
                 if k.startswith(prefix) and k[len(prefix):].isdigit()}
 
     return {"casertano_r": float(header["RMSCORR"]), "correlation": numbered("RMSCOR"),
