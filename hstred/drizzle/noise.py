@@ -23,9 +23,9 @@ Neighbouring output pixels share input pixels, so their noise is correlated and 
 noise of a sum of pixels is not the per-pixel noise added in quadrature. The factor
 ``F(n)`` by which the noise of the mean of an n x n block exceeds ``sqrt(mean RMS^2)/n``
 is measured by drizzling noise realisations through the same geometry: in up to
-:data:`CORRELATION_WINDOWS` windows of :data:`CORRELATION_WINDOW_PX` pixels spread over
-the mosaic's deep and shallow parts, :data:`CORRELATION_REALISATIONS` realisations in
-all, from a fixed seed (the same inputs give the same factors). For large blocks it
+:data:`CORRELATION_WINDOWS` windows of :data:`CORRELATION_WINDOW_PX` pixels spread evenly
+over the mosaic (:func:`correlation_windows`), :data:`CORRELATION_REALISATIONS`
+realisations in all, from a fixed seed (the same inputs give the same factors). For large blocks it
 approaches Casertano et al. (2000)'s ``R`` (:func:`casertano_r`), also recorded.
 
 The blank-sky check (:func:`blank_sky_check`) then measures the product's own noise
@@ -53,11 +53,11 @@ __all__ = ["ChipInput", "Layer", "NoiseImages", "drizzle_noise", "drizzle_layers
 #: Input pixels between the samples of a pixel map (AstroDrizzle's ``stepsize``).
 PIXMAP_STEP = 10
 #: Side (output pixels) of the window where the correlation factors are measured.
-CORRELATION_WINDOW_PX = 512
+CORRELATION_WINDOW_PX = 256
 #: Noise realisations drizzled, shared among the windows.
-CORRELATION_REALISATIONS = 24
+CORRELATION_REALISATIONS = 48
 #: Windows where the correlation factors are measured, spread over the mosaic's depths.
-CORRELATION_WINDOWS = 6
+CORRELATION_WINDOWS = 24
 #: Block sides (output pixels) with a recorded correlation factor (header RMSCORn).
 RMS_BLOCKS = (2, 4, 8, 16, 32)
 #: Largest median |re-drizzled science - product| / RMS accepted: above it, the noise
@@ -211,9 +211,10 @@ def _chip_outline(chip: ChipInput, grid: WCS) -> np.ndarray:
 def correlation_windows(chips: Sequence[ChipInput], grid: WCS, *,
                         side: int = CORRELATION_WINDOW_PX,
                         count: int = CORRELATION_WINDOWS) -> list[tuple[int, int, int, int]]:
-    """Up to ``count`` side x side windows (y0, y1, x0, x1) of the grid's tiles whose
-    centres some chip covers, spread evenly over the tiles ordered by how many chips
-    cover them: deep and shallow parts of the mosaic alike, in proportion to their area."""
+    """Up to ``count`` side x side windows (y0, y1, x0, x1): every k-th of the grid's tiles
+    whose centres some chip covers, in raster order. Spread evenly over the mosaic, they
+    hold its deep and shallow parts (chip gaps, edges, single coverage) in proportion to
+    their area, as the blocks a user measures do."""
     from matplotlib.path import Path as Polygon
 
     nx, ny = grid.pixel_shape
@@ -223,14 +224,12 @@ def correlation_windows(chips: Sequence[ChipInput], grid: WCS, *,
         for x0 in range(0, max(nx - side, 0) + 1, side):
             window = window_around((x0 + side / 2, y0 + side / 2), (ny, nx), side)
             centre = ((window[2] + window[3]) / 2, (window[0] + window[1]) / 2)
-            depth = sum(o.contains_point(centre) for o in outlines)
-            if depth:
-                tiles.append((depth, window))
+            if any(o.contains_point(centre) for o in outlines):
+                tiles.append(window)
     if not tiles:
         return [window_around((nx / 2, ny / 2), (ny, nx), side)]
-    tiles.sort()
     picks = np.unique(np.round(np.linspace(0, len(tiles) - 1, min(count, len(tiles)))))
-    return [tiles[int(i)][1] for i in picks]
+    return [tiles[int(i)] for i in picks]
 
 
 def window_around(centre: tuple[float, float], shape: tuple[int, int], side: int
