@@ -54,6 +54,8 @@ def _references(raw: Path, reference_dir: Path) -> dict[str, Path | None]:
 #: The standard program after Servicing Mission 4 and in the pre-SM4 era (gain 1,
 #: bias level from the overscan, the IDCTAB's time terms at the other end).
 ERAS = ("2024-06-01", "2004-05-01")
+#: The era whose products carry RMS images (test_rms_map_predicts_the_noise_at_every_scale).
+RMS_ERA = ERAS[0]
 
 
 @pytest.fixture(scope="module", params=ERAS)
@@ -75,14 +77,16 @@ def simulated(request, tmp_path_factory):
 
         flcs = sorted(cal.glob("*_fl?.fits"))
         t0 = time.perf_counter()
-        result = run_drizzle(cal, "sim", DrizzleConfig(satellites="off"), work_dir=root / "work",
+        # RMS images on the 2024 program, where the evidence test measures them
+        config = DrizzleConfig(satellites="off", rms=request.param == RMS_ERA)
+        result = run_drizzle(cal, "sim", config, work_dir=root / "work",
                              backend=LocalBackend(workers=2),
                              distortion=distortion_references(flcs, root / "raw", fetch=False))
         elapsed = time.perf_counter() - t0
         truth = Table.read(sim.truth_catalog)
         info = json.loads(Path(sim.truth_json).read_text())
         yield {"root": root, "sim": sim, "cal": cal, "work": root / "work", "result": result,
-               "truth": truth, "info": info, "elapsed_s": elapsed}
+               "truth": truth, "info": info, "elapsed_s": elapsed, "era": request.param}
 
 
 def _visit_errors(info):
@@ -417,6 +421,9 @@ def test_rms_map_predicts_the_noise_at_every_scale(simulated):
     from hstred.simulate.noise_check import residual_widths, truth_on_grid
 
     s, config = simulated, DrizzleConfig()
+    if s["era"] != RMS_ERA:
+        pytest.skip("the RMS images are measured on the 2024 program (1.037-1.042 at 16 x 16 "
+                    "on the 2004 one, measured once)")
     for p in s["result"].products:
         sci, wht, grid, _hdr = _product(s, p.filter)
         with fits.open(p.rms) as hdul:
