@@ -413,7 +413,7 @@ def test_rms_map_predicts_the_noise_at_every_scale(simulated):
     sqrt(mean RMS^2) / n x RMSCORn predicts (hstred.simulate.noise_check).
 
     The issue asks 5 % at every scale. Measured: 1.007-1.009 at the pixel, 1.006-1.010 for
-    4 x 4, and for 16 x 16 1.037-1.042 in 2004 but 1.051 in 2024 (F606W). The excess grows
+    4 x 4, and for 16 x 16 1.037-1.042 in 2004 but 1.051-1.055 in 2024. The excess grows
     with the block and is larger in 2024; not yet explained (a candidate: noise that the
     exposures of a visit share, such as their common reference files, which ERR treats as
     independent). It is bounded here at 6 % for 16 x 16 until it is."""
