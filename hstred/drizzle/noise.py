@@ -48,7 +48,7 @@ from hstred.errors import StageError
 __all__ = ["ChipInput", "Layer", "NoiseImages", "drizzle_noise", "drizzle_layers",
            "load_layer", "chip_pixmap", "correlation_factors", "casertano_r", "rms_image",
            "write_rms", "rms_cards", "blank_sky_check", "noise_summary", "RMS_BLOCKS",
-           "CHECK_BLOCKS"]
+           "CHECK_BLOCKS", "robust_width", "block_sums"]
 
 #: Input pixels between the samples of a pixel map (AstroDrizzle's ``stepsize``).
 PIXMAP_STEP = 10
@@ -308,7 +308,8 @@ def drizzle_noise(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kern
     return out
 
 
-def _block_sums(a: np.ndarray, n: int) -> np.ndarray:
+def block_sums(a: np.ndarray, n: int) -> np.ndarray:
+    """Sums over n x n blocks (a partial last row or column of blocks left out)."""
     by, bx = a.shape[0] // n, a.shape[1] // n
     return a[:by * n, :bx * n].reshape(by, n, bx, n).sum(axis=(1, 3))
 
@@ -331,9 +332,9 @@ def correlation_factors(groups: Sequence[tuple[Sequence[Layer], np.ndarray, np.n
         if not covered.any():
             continue
         v = np.where(covered, var, 0.0)
-        full = {n: _block_sums(covered, n) == n * n for n in blocks}
+        full = {n: block_sums(covered, n) == n * n for n in blocks}
         # each block's predicted variance of its mean without correlations, sum(var) / n^4
-        predicted = {n: _block_sums(v, n)[full[n]] / float(n) ** 4 for n in blocks}
+        predicted = {n: block_sums(v, n)[full[n]] / float(n) ** 4 for n in blocks}
         sigmas = [np.sqrt(layer.var) for layer in layers]
         for _ in range(per_window):
             d = Drizzle(kernel=kernel, out_shape=covered.shape, disable_ctx=True, fillval="0")
@@ -342,7 +343,7 @@ def correlation_factors(groups: Sequence[tuple[Sequence[Layer], np.ndarray, np.n
                 _add(d, layer, noise, None, pixfrac=pixfrac)
             img = np.where(covered, d.out_img, 0.0)
             for n in blocks:
-                means = _block_sums(img, n)[full[n]] / (n * n)
+                means = block_sums(img, n)[full[n]] / (n * n)
                 z2[n].append(means ** 2 / predicted[n])
     factors = {}
     for n in blocks:
@@ -354,7 +355,9 @@ def correlation_factors(groups: Sequence[tuple[Sequence[Layer], np.ndarray, np.n
     return factors
 
 
-def _robust_width(values: np.ndarray) -> float:
+def robust_width(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: a Gaussian's sigma, robust to outliers."""
+    values = np.asarray(values, dtype=float)
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
@@ -385,7 +388,7 @@ def blank_sky_check(sci: np.ndarray, rms: np.ndarray, factors: dict[int, float],
     z = np.where(ok, s / np.where(ok, r, 1.0), 0.0)
     smooth = ndimage.uniform_filter(z, 5)
     level = np.median(smooth[ok])
-    sources = ok & (smooth - level > CHECK_SOURCE_SIGMA * _robust_width(smooth[ok]))
+    sources = ok & (smooth - level > CHECK_SOURCE_SIGMA * robust_width(smooth[ok]))
     blank = ok & ~ndimage.maximum_filter(sources, size=11) & ndimage.binary_erosion(
         ok, iterations=3)
     if blank.sum() < 1000:
@@ -393,13 +396,13 @@ def blank_sky_check(sci: np.ndarray, rms: np.ndarray, factors: dict[int, float],
     residual = np.where(blank, s - np.median(s[blank]), 0.0)
     out = {}
     for n in blocks:
-        full = _block_sums(blank, n) == n * n
+        full = block_sums(blank, n) == n * n
         if full.sum() < 50:
             continue
-        mean = _block_sums(residual, n)[full] / (n * n)
-        predicted = np.sqrt(_block_sums(np.where(blank, r, 0.0) ** 2, n)[full] / (n * n)) / n
+        mean = block_sums(residual, n)[full] / (n * n)
+        predicted = np.sqrt(block_sums(np.where(blank, r, 0.0) ** 2, n)[full] / (n * n)) / n
         factor = 1.0 if n == 1 else factors.get(n, float("nan"))
-        out[n] = {"ratio": _robust_width(mean / (predicted * factor)),
+        out[n] = {"ratio": robust_width(mean / (predicted * factor)),
                   "blocks": int(full.sum())}
     return out
 

@@ -53,11 +53,6 @@ def truth_on_grid(product, work_dir: Path, truth_images, grid: WCS, *, good_bits
     return drizzle_layers(layers, (ny, nx), pixfrac=pixfrac, kernel=kernel).out_img
 
 
-def _robust_width(values) -> float:
-    values = np.asarray(values, dtype=float)
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
-
-
 def residual_widths(sci: np.ndarray, truth: np.ndarray, rms: np.ndarray, factors: dict,
                     *, blocks=(4, 16)) -> tuple[dict[int, float], dict[int, int]]:
     """({n: robust width}, {n: pixels or blocks}) of the blank-sky residual over the RMS
@@ -67,17 +62,14 @@ def residual_widths(sci: np.ndarray, truth: np.ndarray, rms: np.ndarray, factors
     blank = covered & (np.abs(np.where(covered, truth, sky) - sky)
                        < 0.01 * np.where(covered, rms, np.inf))
     residual = np.where(blank, sci - truth, 0.0)
-    widths = {1: _robust_width(residual[blank] / rms[blank])}
+    from hstred.drizzle.noise import block_sums, robust_width
+
+    widths = {1: robust_width(residual[blank] / rms[blank])}
     counts = {1: int(blank.sum())}
     for n in blocks:
-        ny, nx = (d // n * n for d in sci.shape)
-
-        def sums(a, n=n, ny=ny, nx=nx):
-            return a[:ny, :nx].reshape(ny // n, n, nx // n, n).sum(axis=(1, 3))
-
-        full = sums(blank.astype(np.int32)) == n * n
-        mean = sums(residual)[full] / n**2
-        predicted = np.sqrt(sums(np.where(blank, rms, 0.0) ** 2)[full] / n**2) / n
-        widths[n] = _robust_width(mean / (predicted * factors[n]))
+        full = block_sums(blank.astype(np.int32), n) == n * n
+        mean = block_sums(residual, n)[full] / n**2
+        predicted = np.sqrt(block_sums(np.where(blank, rms, 0.0) ** 2, n)[full] / n**2) / n
+        widths[n] = robust_width(mean / (predicted * factors[n]))
         counts[n] = int(full.sum())
     return widths, counts
