@@ -104,3 +104,29 @@ def test_pixmap_sampled_every_ten_pixels_follows_the_distortion():
     ex, ey = grid.all_world2pix(ra, dec, 0)
     assert np.abs(pm[..., 0] - ex).max() < 2e-3 and np.abs(pm[..., 1] - ey).max() < 2e-3
     assert np.abs(pm[::10, ::10, 0] - ex[::10, ::10]).max() < 1e-6  # exact at the samples
+
+
+def test_missing_error_array_or_mismatched_weights_stop_with_one_message(tmp_path):
+    from astropy.io import fits
+    from test_drizzle_synthetic import write_fake_program
+
+    from hstred.drizzle.noise import ChipInput, load_layer
+    from hstred.errors import StageError
+
+    prog = write_fake_program(tmp_path / "p", chip_shape=(32, 64), visits=1, exposures=1,
+                              filters=("F606W",), n_stars=3)
+    flc = prog.paths[0]
+    grid = WCS(fits.getheader(flc, ("SCI", 1)))
+    grid.pixel_shape = (64, 32)
+    weight = tmp_path / "w.fits"
+    fits.PrimaryHDU(np.ones((32, 64), np.float32)).writeto(weight)
+    no_err = tmp_path / "no_err.fits"
+    with fits.open(flc) as hdul:
+        fits.HDUList([h for h in hdul if h.name != "ERR"]).writeto(no_err)
+    with pytest.raises(StageError, match=r"no_err.fits\[ERR,1\]: no error array"):
+        load_layer(ChipInput(copy=flc, source=no_err, extver=1, weight=weight), grid)
+    small = tmp_path / "small_w.fits"
+    fits.PrimaryHDU(np.ones((8, 8), np.float32)).writeto(small)
+    with pytest.raises(StageError, match=r"small_w.fits: weight map shape"):
+        load_layer(ChipInput(copy=flc, source=flc, extver=1, weight=small), grid)
+    assert load_layer(ChipInput(copy=flc, source=flc, extver=1, weight=weight), grid).ratio > 0
