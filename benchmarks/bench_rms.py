@@ -1,11 +1,12 @@
 """The RMS images of drizzled products against the truth, and what making them costs.
 
 A simulated full-frame program (CTE off, truth images kept) is calibrated and drizzled;
-for each filter's product the noiseless truth is drizzled alike and the blank-sky
-(SCI - truth) / RMS widths printed at the native pixel and for 4 x 4, 16 x 16 and
-32 x 32 block means over the RMS prediction with the header's RMSCORn (1 = the RMS image
-is right; hstred.simulate.noise_check), beside the pipeline's own truth-free blank-sky
-check (RMSMEAn) and the time the RMS image took.
+for each filter's product the noiseless truth and the cosmic rays' charge are drizzled
+alike and the blank-sky noise (SCI - truth - cosmic-ray charge left in) / RMS widths
+printed at the native pixel and for 4 x 4, 16 x 16 and 32 x 32 block means over the RMS
+prediction with the header's RMSCORn (1 = the RMS image is right;
+hstred.simulate.noise_check), then the same with the cosmic-ray charge left in, beside
+the pipeline's own truth-free blank-sky check (RMSMEAn) and the time the RMS image took.
 
 Usage: .venv/bin/python benchmarks/bench_rms.py [--date 2024-06-01] [--visits 2]
        [--exposures 2] [--out /tmp/hstred-bench-rms]
@@ -59,19 +60,23 @@ def main(argv=None) -> int:
         rms, hdr = fits.getdata(p.rms, header=True)
         wht = fits.getdata(p.wht)
         grid.pixel_shape = sci.shape[::-1]
-        truth = truth_on_grid(p, args.out / "work", sim.truth_images, grid,
-                              good_bits=config.good_bits, pixfrac=config.pixfrac,
-                              kernel=config.kernel)
-        widths, counts = residual_widths(np.where(wht > 0, sci, np.nan), truth,
-                                         rms.astype(float),
-                                         {n: hdr[f"RMSCOR{n}"] for n in blocks}, blocks=blocks)
+        truth, cosmic = (truth_on_grid(p, args.out / "work", sim.truth_images, grid,
+                                       good_bits=config.good_bits, pixfrac=config.pixfrac,
+                                       kernel=config.kernel, image=image)
+                         for image in ("TRUTH", "COSMIC"))
+        factors = {n: hdr[f"RMSCOR{n}"] for n in blocks}
+        sci = np.where(wht > 0, sci, np.nan)
+        widths, counts = residual_widths(sci, truth, rms.astype(float), factors,
+                                         blocks=blocks, cosmic=cosmic)
+        with_cr, _ = residual_widths(sci, truth, rms.astype(float), factors, blocks=blocks)
         print(f"{p.filter}: grid {sci.shape[1]} x {sci.shape[0]}; RMS image "
               f"{p.noise['seconds']:.1f} s")
         print("  block side        " + "".join(f"{n:>9d}" for n in (1, *blocks)))
         print("  RMSCORn           " + "".join(f"{(1.0 if n == 1 else hdr[f'RMSCOR{n}']):9.3f}"
                                                 for n in (1, *blocks)))
-        print("  truth: width      " + "".join(f"{widths[n]:9.3f}" for n in (1, *blocks)))
+        print("  noise: width      " + "".join(f"{widths[n]:9.3f}" for n in (1, *blocks)))
         print("  truth: samples    " + "".join(f"{counts[n]:9d}" for n in (1, *blocks)))
+        print("  with CR left in   " + "".join(f"{with_cr[n]:9.3f}" for n in (1, *blocks)))
         print("  check: RMSMEAn   " + "".join(
             f"{hdr[f'RMSMEA{n}']:9.3f}" if f"RMSMEA{n}" in hdr else f"{'-':>9}"
             for n in (1, *blocks)))

@@ -200,16 +200,22 @@ def simulate(
     satellites: Annotated[float, typer.Option(
         help="Fraction of exposures crossed by a satellite trail (0 to 1); each trail's "
              "mask in truth/ROOTNAME_trails.fits.")] = 0.0,
+    pointings: Annotated[str, typer.Option(
+        metavar="NxM", help="A mosaic of N x M pointings overlapping by about 10 %; each "
+                            "visit epoch observes every pointing in a visit of its own, and "
+                            "--sources counts per pointing.")] = "1x1",
 ) -> None:
     """Write a simulated ACS/WFC observing program: raw files, references and truth."""
     from hstred.simulate import SimulationConfig, simulate_program
+    from hstred.simulate.config import parse_pointings
 
     filter_names = tuple(f.strip().upper() for f in filters.split(",") if f.strip())
+    mosaic = parse_pointings(pointings)
     try:
         config = SimulationConfig(visits=visits, exposures=exposures, filters=filter_names,
                                   seed=seed, date=date, sources=sources, cte=not no_cte,
                                   truth_images=truth_images, exptime_s=exptime,
-                                  satellites=satellites)
+                                  satellites=satellites, pointings=mosaic)
     except ValueError as err:
         raise InputError(str(err)) from err
     result = simulate_program(directory, config, progress=_progress)

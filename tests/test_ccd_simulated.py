@@ -44,6 +44,7 @@ def _calibrate_against_truth(sim_dir, result, out_dir, *, cte=None, cte_info=Non
             true = by_chip("TRUTH").astype(np.float64)
             chips[chip] = {"sci": sci, "err": err, "dq": out["DQ", v].data.astype(np.int32),
                            "truth": true, "badpix": by_chip("BADPIX").astype(bool),
+                           "cosmic": by_chip("COSMIC").astype(np.float64),
                            "hotpix": by_chip("HOTPIX").astype(bool),
                            "header": out["SCI", v].header.copy()}
         primary = out[0].header.copy()
@@ -129,6 +130,21 @@ def test_normalised_residuals_have_unit_scatter(simulated):
         res, err = _blank_residual(c)
         z = (res / err)[np.isfinite(res)]
         assert np.std(z) == pytest.approx(1.0, abs=0.05)
+
+
+def test_cosmic_truth_is_the_charge_cosmic_rays_left(simulated):
+    """The truth's COSMIC image is what the cosmic rays add to the calibrated exposure:
+    where they hit hard, SCI - TRUTH - COSMIC is noise again (the noise-check of the
+    drizzled RMS images relies on it)."""
+    for c in simulated["chips"].values():
+        hit = (c["cosmic"] > 20 * c["err"]) & (c["dq"] == 0)
+        assert 1000 < hit.sum() < 0.05 * hit.size
+        assert (c["cosmic"] >= 0).all()
+        z = ((c["sci"] - c["truth"] - c["cosmic"]) / c["err"])[hit]
+        assert abs(np.median(z)) < 0.1
+        # ERR counts the deposit's charge as shot noise; the simulated deposit has none
+        assert 1.4826 * np.median(np.abs(z - np.median(z))) < 1.1
+        assert np.median(((c["sci"] - c["truth"]) / c["err"])[hit]) > 20
 
 
 def test_bad_and_hot_pixels_flagged_exactly(simulated):

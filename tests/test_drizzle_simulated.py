@@ -408,41 +408,45 @@ def test_cosmic_rays_rejected(simulated):
 
 def test_rms_map_predicts_the_noise_at_every_scale(simulated):
     """#19's evidence: in blank sky (where the noiseless truth drizzled alike holds no
-    source light above 1 % of the noise), (SCI - truth) / RMS has unit robust width at
-    the native pixel, and means of 4 x 4 and 16 x 16 blocks scatter as
-    sqrt(mean RMS^2) / n x RMSCORn predicts (hstred.simulate.noise_check).
+    source light above 1 % of the noise), the noise (SCI less the truth and less the
+    cosmic-ray charge the rejection left in, both drizzled alike) over the RMS has unit
+    robust width at the native pixel, and means of 4 x 4 and 16 x 16 blocks scatter as
+    sqrt(mean RMS^2) / n x RMSCORn predicts (hstred.simulate.noise_check), to 5 %.
 
-    The issue asks 5 % at every scale. Measured: 1.007-1.009 at the pixel, 1.006-1.010 for
-    4 x 4, and for 16 x 16 1.037-1.042 in 2004 but 1.051-1.055 in 2024. The excess grows
-    with the block and is larger in 2024; not yet explained (a candidate: noise that the
-    exposures of a visit share, such as their common reference files, which ERR treats as
-    independent). It is bounded here at 6 % for 16 x 16 until it is."""
+    The cosmic-ray charge left in is measured too and kept out of the noise: with two
+    exposures per visit the rejection misses faint hits and their wings, and cannot
+    reject where one exposure covers the sky. It is not noise the RMS image could
+    describe (positive, sparse): with it the 16 x 16 width is 1.05-1.06; the same program
+    simulated without cosmic rays gives 1.015."""
     from hstred.drizzle import DrizzleConfig
     from hstred.simulate.noise_check import residual_widths, truth_on_grid
 
     s, config = simulated, DrizzleConfig()
     if s["era"] != RMS_ERA:
-        pytest.skip("the RMS images are measured on the 2024 program (1.037-1.042 at 16 x 16 "
-                    "on the 2004 one, measured once)")
+        pytest.skip("the RMS images are measured on the 2024 program")
     for p in s["result"].products:
         sci, wht, grid, _hdr = _product(s, p.filter)
         with fits.open(p.rms) as hdul:
             rms, rms_hdr = hdul[0].data.astype(float), hdul[0].header
         grid.pixel_shape = sci.shape[::-1]
-        truth = truth_on_grid(p, s["work"], s["sim"].truth_images, grid,
-                              good_bits=config.good_bits, pixfrac=config.pixfrac,
-                              kernel=config.kernel)
+        truth, cosmic = (truth_on_grid(p, s["work"], s["sim"].truth_images, grid,
+                                       good_bits=config.good_bits, pixfrac=config.pixfrac,
+                                       kernel=config.kernel, image=image)
+                         for image in ("TRUTH", "COSMIC"))
         sci = np.where(wht > 0, sci, np.nan)
-        widths, counts = residual_widths(sci, truth, rms, {n: rms_hdr[f"RMSCOR{n}"]
-                                                           for n in (4, 16)})
-        print(f"\n{p.filter}: (SCI - truth) / RMS widths {widths} over {counts} blank "
-              f"pixels / blocks; RMSCOR4 {rms_hdr['RMSCOR4']}, RMSCOR16 {rms_hdr['RMSCOR16']}, "
-              f"Casertano R {rms_hdr['RMSCORR']}; blank-sky check RMSMEA1/4/16 "
-              f"{rms_hdr['RMSMEA1']} {rms_hdr['RMSMEA4']} {rms_hdr['RMSMEA16']}")
+        factors = {n: rms_hdr[f"RMSCOR{n}"] for n in (4, 16)}
+        widths, counts = residual_widths(sci, truth, rms, factors, cosmic=cosmic)
+        with_cr, _ = residual_widths(sci, truth, rms, factors)
+        print(f"\n{p.filter}: noise / RMS widths {widths} over {counts} blank pixels / "
+              f"blocks ({with_cr} with the cosmic-ray charge left in); RMSCOR4 "
+              f"{rms_hdr['RMSCOR4']}, RMSCOR16 {rms_hdr['RMSCOR16']}, Casertano R "
+              f"{rms_hdr['RMSCORR']}; blank-sky check RMSMEA1/4/16 {rms_hdr['RMSMEA1']} "
+              f"{rms_hdr['RMSMEA4']} {rms_hdr['RMSMEA16']}")
         assert counts[1] > 1_000_000 and counts[16] > 2000
-        for n in (1, 4):
+        for n in (1, 4, 16):
             assert widths[n] == pytest.approx(1.0, abs=0.05), (n, widths)
-        assert widths[16] == pytest.approx(1.0, abs=0.06), widths
+        # the cosmic-ray charge left in shows in the largest blocks only
+        assert with_cr[16] > widths[16]
         # the pipeline's own blank-sky check (no truth) agrees
         for n in (1, 4, 16):
             assert rms_hdr[f"RMSMEA{n}"] == pytest.approx(1.0, abs=0.08), n

@@ -242,5 +242,5 @@ def test_truth_outputs(sim_program_small):
     assert len(result.truth_images) == 1
     with fits.open(result.truth_images[0]) as t:
         assert [(x.name, x.header["EXTVER"], x.header["CCDCHIP"]) for x in t[1:]] == [
-            ("TRUTH", 1, 2), ("TRUTH", 2, 1)]
+            ("TRUTH", 1, 2), ("TRUTH", 2, 1), ("COSMIC", 1, 2), ("COSMIC", 2, 1)]
         assert t[1].header["BITPIX"] == -32 and t[1].data.shape == (CHIP_NY, CHIP_NX)

@@ -26,6 +26,8 @@ __all__ = [
     "era_message",
     "validate_config",
     "filter_keywords",
+    "MAX_POINTINGS",
+    "parse_pointings",
 ]
 
 #: First date simulated: ACS/WFC science began in March 2002 (launch on SM3B).
@@ -109,6 +111,18 @@ def filter_keywords(name: str) -> tuple[str, str]:
     return (name, "CLEAR2L") if info.wheel == 1 else ("CLEAR1L", name)
 
 
+#: Largest number of pointings along one side of a simulated mosaic.
+MAX_POINTINGS = 9
+
+
+def parse_pointings(text: str) -> tuple[int, int]:
+    """``"3x2"`` -> (3, 2): the columns and rows of a mosaic (InputError if malformed)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match:
+        _fail(f"--pointings must be N x M such as 3x3, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """What to simulate.
@@ -117,7 +131,10 @@ class SimulationConfig:
     ISO date of the first visit (later visits follow days to weeks apart);
     ``sources`` is the number of truth sources (stars and galaxies);
     ``program`` is the 3-character program code of the rootnames; ``satellites`` the
-    fraction of exposures crossed by a satellite trail (:mod:`hstred.simulate.trails`).
+    fraction of exposures crossed by a satellite trail (:mod:`hstred.simulate.trails`);
+    ``pointings`` the (columns, rows) of a mosaic: each of the ``visits`` epochs observes
+    every pointing in a visit of its own (:mod:`hstred.simulate.plan`), and ``sources``
+    then counts the sources per pointing's area.
     """
 
     visits: int = 2
@@ -132,6 +149,11 @@ class SimulationConfig:
     program: str = "d71"
     target: str = "SIMCLUSTER"
     satellites: float = 0.0
+    pointings: tuple[int, int] = (1, 1)
+
+    def __post_init__(self):
+        if isinstance(self.pointings, list):  # as JSON and to_dict() give it back
+            object.__setattr__(self, "pointings", tuple(self.pointings))
 
     @property
     def start_date(self) -> _dt.date:
@@ -140,6 +162,7 @@ class SimulationConfig:
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["filters"] = list(self.filters)
+        out["pointings"] = list(self.pointings)
         return out
 
 
@@ -173,6 +196,16 @@ def validate_config(config: SimulationConfig) -> SimulationConfig:
         _fail(f"unsupported filter(s) {unknown}; choose from {sorted(FILTERS)}")
     if len(set(config.filters)) != len(config.filters):
         _fail(f"filters must not repeat, got {list(config.filters)}")
+    pointings = config.pointings
+    if (isinstance(pointings, str) or len(tuple(pointings)) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_POINTINGS
+                       for n in pointings)):
+        _fail(f"pointings must be N x M with N and M from 1 to {MAX_POINTINGS}, "
+              f"got {pointings!r}")
+    if config.visits * pointings[0] * pointings[1] > 99:
+        _fail(f"{config.visits} visits x {pointings[0]}x{pointings[1]} pointings make "
+              f"{config.visits * pointings[0] * pointings[1]} visits, more than the 99 that "
+              "2-digit visit numbers allow; simulate fewer visits or pointings")
     if config.exposures * len(config.filters) > 26 * 36:
         _fail("too many exposures per visit for 2-character exposure ids; "
               "reduce exposures or filters")

@@ -16,12 +16,13 @@ Outputs under ``out_dir``
   header-WCS errors, per-exposure dithers and CTE model, detector parameters and
   injected defects (schema below).
 * ``truth/detector.fits``: per chip, the injected bad-pixel mask (BADPIX), each
-  visit's hot-pixel mask (HOTPIX, dark rate >= the DQ threshold) and the pixel
-  area map (PAM), trimmed.
+  epoch's hot-pixel mask (HOTPIX, dark rate >= the DQ threshold; an epoch is a visit
+  unless the program is a mosaic) and the pixel area map (PAM), trimmed.
 * ``truth/<rootname>_truth.fits`` (only with ``truth_images``): per chip
   (EXTNAME 'TRUTH', EXTVER 1 = WFC2, 2 = WFC1, CCDCHIP) the noiseless image an
   ideally calibrated FLT shows: (sky + sources) x EXPTIME / pixel area, in e-,
-  float32 -- before CTE, dark, cosmic rays, flat and bias.
+  float32 -- before CTE, dark, cosmic rays, flat and bias; then per chip (EXTNAME
+  'COSMIC') the cosmic rays' charge / flat, e-: what they add to that FLT (before CTE).
 
 Pixel-area and flat-field convention
 ------------------------------------
@@ -53,7 +54,8 @@ of {visit, visit_id, start_mjd, date_obs, pa_v3_deg, pointing_offset_arcsec
 [x, y] (POS TARG frame of aperture WFC), pointing_ra_deg, pointing_dec_deg (true
 sky position of aperture WFC's reference point at the first dither position),
 wcs_error {dx_arcsec, dy_arcsec, rotation_deg, center_ra_deg, center_dec_deg},
-sky_e_per_s {filter: rate per (0.05")^2}, darkfile, drkcfile, exposures: list of
+sky_e_per_s {filter: rate per (0.05")^2}, epoch, mosaic_cell [column, row], darkfile,
+drkcfile, exposures: list of
 {rootname, filter, expstart_mjd, epoch_mjd (mid-time: the stars' epoch),
 epoch_jyear, exptime_s, darktime_s, dither_step, dither_px
 [x, y], postarg_arcsec [x, y], bias_offsets_dn {amp}, chips {"1"/"2":
@@ -64,7 +66,7 @@ mask_file, chips {"1"/"2": {x0, y0, x1, y1 (0-indexed FLT end points), mask_pixe
 see :mod:`hstred.simulate.trails`)}}, ``cte`` {enabled, express, model}, ``detector``
 (DetectorParams),
 ``defects`` (list of {chip, x, y, length, axis, response, dq}; x, y 0-indexed
-FLT), ``references`` {keyword: file name, or per-visit / per-filter mapping},
+FLT), ``references`` {keyword: file name, or per-epoch / per-filter mapping},
 ``files``.
 """
 
@@ -100,7 +102,14 @@ from hstred.simulate.distortion import (
     reference_point_headers,
     stwcs_chip_wcs,
 )
-from hstred.simulate.plan import ExposurePlan, ProgramPlan, VisitPlan, plan_program
+from hstred.simulate.plan import (
+    ExposurePlan,
+    ProgramPlan,
+    VisitPlan,
+    catalog_radius_arcsec,
+    catalog_sources,
+    plan_program,
+)
 from hstred.simulate.rawfile import (
     RawHeaderInfo,
     mjd_to_datetime,
@@ -125,7 +134,6 @@ from hstred.simulate.rng import rng_for
 from hstred.simulate.scene import photon_rate_image
 from hstred.simulate.trails import draw_trail, trail_image, trail_mask_hdul, trailed_exposures
 from hstred.simulate.truth import (
-    CATALOG_RADIUS_ARCSEC,
     CTE_EXPRESS,
     detector_truth_hdul,
     ecsv_text,
@@ -163,15 +171,16 @@ def _reference_names(plan: ProgramPlan) -> dict:
         "D2IMFILE": reference_name(seed, "D2IMFILE"),
         "PFLTFILE": {f: reference_name(seed, "PFLTFILE", f) for f in plan.config.filters},
         "NPOLFILE": {f: reference_name(seed, "NPOLFILE", f) for f in plan.config.filters},
-        "DARKFILE": {v.number: reference_name(seed, "DARKFILE", v.number) for v in plan.visits},
-        "DRKCFILE": {v.number: reference_name(seed, "DRKCFILE", v.number) for v in plan.visits},
+        # one dark pair per epoch (a mosaic's visits of one day share it)
+        "DARKFILE": {v.epoch: reference_name(seed, "DARKFILE", v.epoch) for v in plan.visits},
+        "DRKCFILE": {v.epoch: reference_name(seed, "DRKCFILE", v.epoch) for v in plan.visits},
     }
 
 
-def _reference_set(names: dict, exp: ExposurePlan) -> ReferenceSet:
+def _reference_set(names: dict, visit: VisitPlan, exp: ExposurePlan) -> ReferenceSet:
     return ReferenceSet(
         biasfile=names["BIASFILE"], satufile=names["SATUFILE"],
-        darkfile=names["DARKFILE"][exp.visit], drkcfile=names["DRKCFILE"][exp.visit],
+        darkfile=names["DARKFILE"][visit.epoch], drkcfile=names["DRKCFILE"][visit.epoch],
         pfltfile=names["PFLTFILE"][exp.filter_name], bpixtab=names["BPIXTAB"],
         ccdtab=names["CCDTAB"], oscntab=names["OSCNTAB"], imphttab=names["IMPHTTAB"],
         idctab=names["IDCTAB"], npolfile=names["NPOLFILE"][exp.filter_name],
@@ -287,10 +296,11 @@ class _DetectorState:
         return self._qe[key]
 
     def dark(self, chip: int, visit: VisitPlan) -> np.ndarray:
-        """The visit's dark rate map; its hot-pixel mask is kept for the truth file."""
-        rate = det.dark_rate_map(self.seed, chip, visit=visit.number, mjd=visit.start_mjd,
+        """The dark rate map of the visit's epoch (drawn at its first visit); its hot-pixel
+        mask is kept for the truth file."""
+        rate = det.dark_rate_map(self.seed, chip, visit=visit.epoch, mjd=visit.start_mjd,
                                  params=self.params)
-        self.hot[(chip, visit.number)] = (rate >= self.params.hot_threshold_e_per_s).astype(
+        self.hot[(chip, visit.epoch)] = (rate >= self.params.hot_threshold_e_per_s).astype(
             np.uint8)
         return rate
 
@@ -318,6 +328,10 @@ def _simulate_chip(*, chip: int, exp: ExposurePlan, visit: VisitPlan, wcs: Disto
     cosmic, n_cr = det.cosmic_ray_image(rng_for(seed, "cosmic", exp.rootname, chip),
                                         exptime_s=exp.exptime_s, params=params)
     charge += cosmic
+    if want_truth:
+        # the cosmic rays as an ideally calibrated FLT shows them (charge / flat)
+        truth = (truth, (cosmic / (state.qe(chip, exp.filter_name) * state.pam[chip]))
+                 .astype(np.float32))
     del cosmic
     # Pixels hold a little more than the SATUFILE level before charge spills (the
     # reference map marks where the response stops being linear).
@@ -364,10 +378,11 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
     first_date = mjd_to_datetime(plan.visits[0].start_mjd).date()
     say(f"planning {len(plan.exposures())} exposures in {len(plan.visits)} visit(s)")
 
-    catalog = draw_truth_catalog(rng_for(seed, "catalog"), n_sources=config.sources,
+    catalog = draw_truth_catalog(rng_for(seed, "catalog"), n_sources=catalog_sources(config),
                                  center_ra_deg=plan.catalog_center[0],
                                  center_dec_deg=plan.catalog_center[1],
-                                 radius_arcsec=CATALOG_RADIUS_ARCSEC, filters=config.filters)
+                                 radius_arcsec=catalog_radius_arcsec(config),
+                                 filters=config.filters)
     catalog = draw_space_motion(rng_for(seed, "space-motion"), catalog)
     gaia = draw_gaia_catalog(rng_for(seed, "gaia"), catalog)
     state = _DetectorState(seed, params)
@@ -407,14 +422,16 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
     raw_files: list[Path] = []
     truth_files: list[Path] = []
     visits_truth = []
+    darks: dict = {}  # the epoch's dark rates (about 67 MB), replaced at the next epoch
     for visit in plan.visits:
         visit_date = mjd_to_datetime(visit.start_mjd).date()
-        darks = {lay.chip: state.dark(lay.chip, visit) for lay in CHIPS}
-        for keyword, corrected in (("DARKFILE", False), ("DRKCFILE", True)):
-            name = names[keyword][visit.number]
-            writer.fits(dark_hdul(name, darks, date=visit_date, cte_corrected=corrected,
-                                  hot_threshold_e_per_s=params.hot_threshold_e_per_s),
-                        ref_dir / name)
+        if visit.cell == plan.visits[0].cell:  # an epoch's first visit
+            darks = {lay.chip: state.dark(lay.chip, visit) for lay in CHIPS}
+            for keyword, corrected in (("DARKFILE", False), ("DRKCFILE", True)):
+                name = names[keyword][visit.epoch]
+                writer.fits(dark_hdul(name, darks, date=visit_date, cte_corrected=corrected,
+                                      hot_threshold_e_per_s=params.hot_threshold_e_per_s),
+                            ref_dir / name)
         exposures_truth = []
         for exp in visit.exposures:
             say(f"visit {visit.number}/{len(plan.visits)}: {exp.rootname} {exp.filter_name}")
@@ -425,7 +442,6 @@ def _run(out_dir: Path, plan: ProgramPlan, names: dict, writer: _Writer,
             if truth_path is not None:
                 truth_files.append(truth_path)
         visits_truth.append(visit_record(visit, names, exposures_truth))
-        del darks
 
     say("writing truth")
     catalog_path = out_dir / "truth.ecsv"
@@ -470,7 +486,7 @@ def _exposure_geometry(plan: ProgramPlan, visit: VisitPlan, exp: ExposurePlan, n
         postarg_arcsec=exp.postarg_arcsec, proposid=plan.proposid,
         linenum=f"{visit.number:02d}.{exp.index + 1:03d}", pattern_points=config.exposures,
         pattern_step=exp.dither_step + 1, shutter=exp.shutter)
-    primary = primary_header(info, _reference_set(names, exp), params=params)
+    primary = primary_header(info, _reference_set(names, visit, exp), params=params)
     vafactor = velocity_aberration_factor(plan.target_ra_deg, plan.target_dec_deg,
                                           exp.expstart_mjd + 0.5 * exp.exptime_s / 86400.0)
     true_wcs, header_wcs = _exposure_wcs(attitude, primary, visit.wcs_error, vafactor, ref_dir)

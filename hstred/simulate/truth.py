@@ -16,11 +16,10 @@ from hstred import __version__
 from hstred.acs import CHIPS
 from hstred.simulate import detector as det
 from hstred.simulate.catalog import REF_EPOCH_JYEAR
-from hstred.simulate.plan import ExposurePlan, ProgramPlan, VisitPlan
+from hstred.simulate.plan import ExposurePlan, ProgramPlan, VisitPlan, catalog_radius_arcsec
 from hstred.simulate.rawfile import mjd_to_datetime
 
 __all__ = [
-    "CATALOG_RADIUS_ARCSEC",
     "CTE_EXPRESS",
     "detector_truth_hdul",
     "truth_image_hdul",
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 CTE_EXPRESS = 5
-CATALOG_RADIUS_ARCSEC = 150.0
 
 
 def jsonable(value):
@@ -66,32 +64,36 @@ def detector_truth_hdul(state, plan: ProgramPlan) -> fits.HDUList:
         hdu.header["CCDCHIP"] = lay.chip
         hdu.header["BUNIT"] = ("", "pixel solid angle / (0.05 arcsec)^2")
         hdus.append(hdu)
-    for visit in plan.visits:
+    for epoch in sorted({visit.epoch for visit in plan.visits}):
         for lay in CHIPS:
-            hdu = fits.ImageHDU(state.hot[(lay.chip, visit.number)], name="HOTPIX")
-            hdu.header["EXTVER"] = (2 * (visit.number - 1) + lay.imset,
-                                    "2 x (visit - 1) + imset")
-            hdu.header["VISIT"] = visit.number
+            hdu = fits.ImageHDU(state.hot[(lay.chip, epoch)], name="HOTPIX")
+            hdu.header["EXTVER"] = (2 * (epoch - 1) + lay.imset,
+                                    "2 x (epoch - 1) + imset; epoch = visit unless a mosaic")
+            hdu.header["VISIT"] = (epoch, "the epoch (its visits share one dark)")
             hdu.header["CCDCHIP"] = lay.chip
             hdus.append(hdu)
     return fits.HDUList(hdus)
 
 
 def truth_image_hdul(exp: ExposurePlan, images: dict) -> fits.HDUList:
-    """Per-exposure noiseless FLT-like truth (EXTNAME TRUTH, EXTVER = imset)."""
+    """Per-exposure noiseless FLT-like truth (EXTNAME TRUTH, EXTVER = imset) and the
+    cosmic rays' charge in the same units (COSMIC); ``images``: chip -> (truth, cosmic)."""
     prim = fits.PrimaryHDU()
     prim.header["ROOTNAME"] = exp.rootname
     prim.header["FILTER"] = exp.filter_name
     prim.header["EXPTIME"] = exp.exptime_s
-    prim.header["COMMENT"] = ("Noiseless (sky + sources) x EXPTIME / pixel area in e-: "
-                              "an ideally calibrated FLT before CTE, dark, CRs, flat, bias")
+    prim.header["COMMENT"] = ("TRUTH: noiseless (sky + sources) x EXPTIME / pixel area in "
+                              "e-: an ideally calibrated FLT before CTE, dark, CRs, flat, bias")
+    prim.header["COMMENT"] = ("COSMIC: the cosmic rays' charge / flat in e-: what they add to "
+                              "an ideally calibrated FLT (before CTE)")
     hdus: list = [prim]
-    for lay in CHIPS:
-        hdu = fits.ImageHDU(images[lay.chip], name="TRUTH")
-        hdu.header["EXTVER"] = lay.imset
-        hdu.header["CCDCHIP"] = lay.chip
-        hdu.header["BUNIT"] = "ELECTRONS"
-        hdus.append(hdu)
+    for index, name in enumerate(("TRUTH", "COSMIC")):
+        for lay in CHIPS:
+            hdu = fits.ImageHDU(images[lay.chip][index], name=name)
+            hdu.header["EXTVER"] = lay.imset
+            hdu.header["CCDCHIP"] = lay.chip
+            hdu.header["BUNIT"] = "ELECTRONS"
+            hdus.append(hdu)
     return fits.HDUList(hdus)
 
 
@@ -108,8 +110,10 @@ def visit_record(visit: VisitPlan, names: dict, exposures: list) -> dict:
         "pointing_dec_deg": visit.pointing[1],
         "wcs_error": visit.wcs_error.to_dict(),
         "sky_e_per_s": visit.sky_e_per_s,
-        "darkfile": names["DARKFILE"][visit.number],
-        "drkcfile": names["DRKCFILE"][visit.number],
+        "epoch": visit.epoch,
+        "mosaic_cell": list(visit.cell),
+        "darkfile": names["DARKFILE"][visit.epoch],
+        "drkcfile": names["DRKCFILE"][visit.epoch],
         "exposures": exposures,
     }
 
@@ -135,7 +139,7 @@ def truth_document(plan, names, catalog, gaia, state, visits, raw_files, truth_f
                     "n_stars": int(np.sum(np.asarray(catalog["kind"]) == "star")),
                     "center_ra_deg": plan.catalog_center[0],
                     "center_dec_deg": plan.catalog_center[1],
-                    "radius_arcsec": CATALOG_RADIUS_ARCSEC,
+                    "radius_arcsec": catalog_radius_arcsec(config),
                     "ref_epoch_jyear": REF_EPOCH_JYEAR,
                     "epoch_convention": catalog.meta["epoch_convention"]},
         "gaia": {"file": "gaia.ecsv", "n_stars": len(gaia), "g_limit": gaia.meta["g_limit"],
