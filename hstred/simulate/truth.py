@@ -67,9 +67,8 @@ def detector_truth_hdul(state, plan: ProgramPlan) -> fits.HDUList:
     for epoch in sorted({visit.epoch for visit in plan.visits}):
         for lay in CHIPS:
             hdu = fits.ImageHDU(state.hot[(lay.chip, epoch)], name="HOTPIX")
-            hdu.header["EXTVER"] = (2 * (epoch - 1) + lay.imset,
-                                    "2 x (epoch - 1) + imset; epoch = visit unless a mosaic")
-            hdu.header["VISIT"] = (epoch, "the epoch (its visits share one dark)")
+            hdu.header["EXTVER"] = (2 * (epoch - 1) + lay.imset, "2 x (epoch - 1) + imset")
+            hdu.header["EPOCH"] = (epoch, "visit, or a mosaic's epoch (one dark)")
             hdu.header["CCDCHIP"] = lay.chip
             hdus.append(hdu)
     return fits.HDUList(hdus)
