@@ -25,13 +25,50 @@ from hstred.align.fit import (
     gate_alignment,
     reference_alignment,
 )
-from hstred.align.reference import chip_outline, choose_reference, overlap_scores
+from hstred.align.reference import (
+    chip_outline,
+    choose_reference,
+    overlap_scores,
+    points_in_footprint,
+)
 from hstred.errors import StageError
 
 __all__ = ["VisitImage", "AlignmentOutcome", "read_chip_wcs", "visit_catalog", "align_visits",
            "chip_key"]
 
 log = logging.getLogger(__name__)
+
+#: A source of a newly aligned group joins the reference catalog unless one already in it
+#: lies this close (arcsec): a star seen by two groups is one reference source.
+MERGE_RADIUS_ARCSEC = 0.1
+
+
+class _MergedCatalog:
+    """The reference catalog growing as groups are aligned (RA, Dec in degrees)."""
+
+    def __init__(self, ra: np.ndarray, dec: np.ndarray):
+        self.ra, self.dec = np.asarray(ra, float), np.asarray(dec, float)
+
+    def _unit(self, ra, dec) -> np.ndarray:
+        ra, dec = np.radians(ra), np.radians(dec)
+        return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra),
+                                np.sin(dec)])
+
+    def add(self, ra: np.ndarray, dec: np.ndarray) -> None:
+        from scipy.spatial import cKDTree
+
+        ra, dec = np.asarray(ra, float), np.asarray(dec, float)
+        if ra.size == 0:
+            return
+        chord = 2.0 * np.sin(np.radians(MERGE_RADIUS_ARCSEC / 3600.0) / 2.0)
+        if self.ra.size:
+            distance, _ = cKDTree(self._unit(self.ra, self.dec)).query(
+                self._unit(ra, dec), distance_upper_bound=chord)
+            new = ~np.isfinite(distance)
+        else:
+            new = np.ones(ra.size, dtype=bool)
+        self.ra = np.concatenate([self.ra, ra[new]])
+        self.dec = np.concatenate([self.dec, dec[new]])
 
 
 @dataclass(frozen=True)
@@ -116,13 +153,20 @@ def align_visits(
     detection_nsigma: float,
     catalogs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> AlignmentOutcome:
-    """Choose the reference group from the data and align every other group to it.
+    """Choose the reference group from the data and align every other group to it and to
+    the groups aligned before it.
 
     ``catalogs`` may hold the :func:`visit_catalog` of some visits (by name), made
     elsewhere (e.g. in the worker that drizzled the visit); the others are made here.
 
     The reference is the group with most sources inside the other groups' footprints
-    (ties: more sources, then earlier). The alignment frame is the reference visit's
+    (ties: more sources, then earlier). The others follow one at a time, the one with most
+    sources inside the footprints already aligned first (ties as above), each fitted to
+    the reference catalog as it has grown: the reference's sources and those of every group
+    aligned so far that no earlier source lies within :data:`MERGE_RADIUS_ARCSEC` of. A
+    mosaic is so aligned pointing by pointing through its overlaps, as tweakwcs's own
+    expanding reference catalog does, though most pointings never overlap the reference.
+    A group that fails the gates adds nothing. The alignment frame is the reference visit's
     drizzled image (north up, 0.05"/pixel): search radius and tolerances are in its pixels.
     """
     if not visits:
@@ -154,23 +198,36 @@ def align_visits(
     results: dict[str, GroupAlignment] = {}
     failures: dict[str, str] = {}
     aligned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for v in visits:
-        ra, dec = sources[v.name]
-        chips = assign_sources_to_chips(ra, dec, chips_of[v.name])
-        if v.name == reference:
-            results[v.name] = reference_alignment(chips, name=v.name, n_sources=len(ra))
-            aligned[v.name] = _through(chips, results[v.name])
-            continue
-        res = align_group(chips, ref_ra, ref_dec, frame, name=v.name,
+    chips = {v.name: assign_sources_to_chips(*sources[v.name], chips_of[v.name])
+             for v in visits}
+    results[reference] = reference_alignment(chips[reference], name=reference,
+                                             n_sources=len(ref_ra))
+    aligned[reference] = _through(chips[reference], results[reference])
+    catalog = _MergedCatalog(ref_ra, ref_dec)
+    order = [v.name for v in visits]
+    remaining = [name for name in order if name != reference]
+    covered = [reference]
+    while remaining:
+        inside = {name: int(sum(points_in_footprint(*plane_sources[name], footprints[other])
+                                .sum() for other in covered)) for name in remaining}
+        name = max(remaining, key=lambda n: (inside[n], len(sources[n][0]), -order.index(n)))
+        remaining.remove(name)
+        res = align_group(chips[name], catalog.ra, catalog.dec, frame, name=name,
                           fit_geometry=fit_geometry, searchrad_px=searchrad_px,
                           tolerance_px=tolerance_px, refine_tolerance_px=refine_tolerance_px)
-        results[v.name] = res
-        aligned[v.name] = _through(chips, res)
+        results[name] = res
+        aligned[name] = _through(chips[name], res)
         reason = gate_alignment(res, min_matches=min_matches, max_rms_arcsec=max_rms_arcsec)
         if reason is not None:
-            failures[v.name] = reason
-        log.info("visit group %s: %s, %d matches, rms %.4f\"", v.name, res.status,
-                 res.n_matches, res.rms_arcsec)
+            failures[name] = reason
+        else:
+            catalog.add(*aligned[name])
+            covered.append(name)
+        log.info("visit group %s: %s, %d matches, rms %.4f\" (against %s)", name,
+                 res.status, res.n_matches, res.rms_arcsec,
+                 " + ".join(covered[:-1] if reason is None else covered))
+    results = {v.name: results[v.name] for v in visits}
+    aligned = {v.name: aligned[v.name] for v in visits}
     return AlignmentOutcome(reference=reference, fits=results, failures=failures,
                             n_sources={k: len(s[0]) for k, s in sources.items()},
                             overlap=overlap, aligned_sources=aligned, frame=frame)
