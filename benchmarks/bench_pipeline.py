@@ -20,11 +20,18 @@ as a separate process on a fresh copy of the raw files:
 For each it prints the wall time and peak memory of the whole run and of each
 stage. Memory is the summed proportional set size (PSS) of the process and all its
 children, sampled every 0.25 s, so pages shared by forked workers count once; the
-largest single-process RSS is printed beside it. It then prints the ratios the
+largest single-process RSS is printed beside it, then the main process's RSS and the
+largest RSS of any one worker (child) process. It then prints the ratios the
 targets are stated in (hstred-2 / plain wall time <= 0.6, peak < 2.5 GB, rerun /
 full run < 5 %) and whether hstred-1 and hstred-2 products are identical.
 
+``--pointings NxM`` simulates a mosaic instead, ``--visits``, ``--exposures`` and
+``--filters`` another program, and ``--no-cte`` leaves the CTE trails out and runs with
+``--cte none``; these run the hstred configurations only, in a program directory of
+their own.
+
 Usage: .venv/bin/python benchmarks/bench_pipeline.py [--dir DIR] [--only NAME ...]
+       [--pointings NxM] [--visits N] [--exposures N] [--filters F,...] [--no-cte]
 Results are also written to DIR/bench_pipeline.json.
 """
 
@@ -54,13 +61,15 @@ NATIVE_OPTIONS = ["--pixel-scale", "0.05", "--pixfrac", "1.0", "--weight-type", 
 
 
 class MemorySampler(threading.Thread):
-    """Samples the summed PSS and the largest RSS of a process tree until it exits."""
+    """Samples the summed PSS, the largest RSS, the main process's RSS and the largest
+    child's RSS of a process tree until it exits."""
 
     def __init__(self, pid: int, interval_s: float = 0.25):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
-        self.samples: list[tuple[float, int, int]] = []  # (epoch, pss sum, max rss)
+        # (epoch, pss sum, max rss, main rss, max child rss)
+        self.samples: list[tuple[float, int, int, int, int]] = []
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -69,7 +78,7 @@ class MemorySampler(threading.Thread):
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
                 break
-            pss, rss = 0, 0
+            pss, rss, main, child = 0, 0, 0, 0
             for proc in procs:
                 try:
                     info = proc.memory_full_info()
@@ -77,19 +86,25 @@ class MemorySampler(threading.Thread):
                     continue
                 pss += info.pss
                 rss = max(rss, info.rss)
-            self.samples.append((time.time(), pss, rss))
+                if proc.pid == self.root.pid:
+                    main = info.rss
+                else:
+                    child = max(child, info.rss)
+            self.samples.append((time.time(), pss, rss, main, child))
             self._done.wait(self.interval_s)
 
     def stop(self) -> None:
         self._done.set()
         self.join()
 
-    def peak(self, start: float = 0.0, end: float = float("inf")) -> tuple[float, float]:
-        """(peak PSS sum, peak single-process RSS) in GB between two epochs."""
-        inside = [(p, r) for t, p, r in self.samples if start <= t <= end]
+    def peak(self, start: float = 0.0, end: float = float("inf")
+             ) -> tuple[float, float, float, float]:
+        """(peak PSS sum, peak single-process RSS, peak RSS of the main process, peak RSS
+        of any one child process) in GB between two epochs."""
+        inside = [sample[1:] for sample in self.samples if start <= sample[0] <= end]
         if not inside:
-            return float("nan"), float("nan")
-        return max(p for p, _ in inside) / 1e9, max(r for _, r in inside) / 1e9
+            return (float("nan"),) * 4
+        return tuple(max(sample[k] for sample in inside) / 1e9 for k in range(4))
 
 
 def _measure(cmd: list[str], log: Path, env: dict | None = None
@@ -107,14 +122,20 @@ def _measure(cmd: list[str], log: Path, env: dict | None = None
     return t0, t1, sampler, out
 
 
-def _simulate(program: Path) -> None:
+#: The standard program: simulate options and their values.
+STANDARD = {"visits": 2, "exposures": 2, "filters": "F606W,F814W", "pointings": "1x1"}
+
+
+def _simulate(program: Path, options: dict, *, cte: bool) -> None:
     if sorted(program.glob("*_raw.fits")):
         return
     t0 = time.perf_counter()
-    subprocess.run([*HSTRED, "simulate", str(program), "--visits", "2", "--exposures", "2",
-                    "--filters", "F606W,F814W", "--seed", "1", "--date", "2024-06-01"],
+    given = [a for key, value in options.items() for a in (f"--{key}", str(value))]
+    subprocess.run([*HSTRED, "simulate", str(program), *given, "--seed", "1",
+                    "--date", "2024-06-01", *(() if cte else ("--no-cte",))],
                    check=True, stdout=subprocess.DEVNULL)
-    print(f"simulated the standard program in {time.perf_counter() - t0:.1f} s")
+    print(f"simulated the program ({options}, CTE {'on' if cte else 'off'}) in "
+          f"{time.perf_counter() - t0:.1f} s")
 
 
 def _fresh_copy(program: Path, dest: Path) -> Path:
@@ -129,8 +150,9 @@ def _fresh_copy(program: Path, dest: Path) -> Path:
 def _stage_rows(windows: dict[str, tuple[float, float]], sampler: MemorySampler) -> dict:
     rows = {}
     for stage, (start, end) in windows.items():
-        pss, rss = sampler.peak(start, end)
-        rows[stage] = {"wall_s": end - start, "peak_pss_gb": pss, "peak_rss_gb": rss}
+        pss, rss, main, child = sampler.peak(start, end)
+        rows[stage] = {"wall_s": end - start, "peak_pss_gb": pss, "peak_rss_gb": rss,
+                       "main_rss_gb": main, "child_rss_gb": child}
     return rows
 
 
@@ -171,9 +193,10 @@ def run_hstred(program: Path, root: Path, name: str, workers: int, *, fresh: boo
 
 
 def _result(t0, t1, sampler: MemorySampler, windows, *, products) -> dict:
-    pss, rss = sampler.peak()
-    return {"wall_s": t1 - t0, "peak_pss_gb": pss, "peak_rss_gb": rss,
-            "stages": _stage_rows(windows, sampler), "products": products}
+    pss, rss, main, child = sampler.peak()
+    return {"wall_s": t1 - t0, "peak_pss_gb": pss, "peak_rss_gb": rss, "main_rss_gb": main,
+            "child_rss_gb": child, "stages": _stage_rows(windows, sampler),
+            "products": products}
 
 
 def _identical(a: list[str], b: list[str]) -> bool:
@@ -186,13 +209,12 @@ def _identical(a: list[str], b: list[str]) -> bool:
 
 def _print(results: dict) -> None:
     print(f"\n{'run':<10} {'stage':<14} {'wall [s]':>9} {'peak PSS [GB]':>14} "
-          f"{'max RSS [GB]':>13}")
+          f"{'max RSS [GB]':>13} {'main RSS [GB]':>14} {'worker RSS [GB]':>16}")
     for name, res in results.items():
-        for stage, row in res["stages"].items():
+        for stage, row in [*res["stages"].items(), ("TOTAL", res)]:
             print(f"{name:<10} {stage:<14} {row['wall_s']:9.1f} {row['peak_pss_gb']:14.2f} "
-                  f"{row['peak_rss_gb']:13.2f}")
-        print(f"{name:<10} {'TOTAL':<14} {res['wall_s']:9.1f} {res['peak_pss_gb']:14.2f} "
-              f"{res['peak_rss_gb']:13.2f}")
+                  f"{row['peak_rss_gb']:13.2f} {row['main_rss_gb']:14.2f} "
+                  f"{row['child_rss_gb']:16.2f}")
     print()
     plain, omp, h1, h2, again, native = (results.get(k) for k in CONFIGS)
     if plain and h2:
@@ -223,29 +245,45 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("bench_pipeline"),
                         help="working directory (the simulated program is kept there)")
-    parser.add_argument("--only", nargs="+", choices=CONFIGS, default=list(CONFIGS),
+    parser.add_argument("--only", nargs="+", choices=CONFIGS, default=None,
                         help="run only these configurations (rerun-2 needs hstred-2)")
+    for key, value in STANDARD.items():
+        parser.add_argument(f"--{key}", type=type(value), default=value,
+                            help=f"simulate this instead of {value} (hstred configurations "
+                                 "only)")
+    parser.add_argument("--no-cte", action="store_true",
+                        help="simulate without CTE trails and run with --cte none "
+                             "(hstred configurations only)")
     args = parser.parse_args(argv)
+    options = {key: getattr(args, key) for key in STANDARD}
+    standard = options == STANDARD and not args.no_cte
+    only = args.only or [c for c in CONFIGS if standard or not c.startswith("plain")]
+    if not standard and any(c.startswith("plain") for c in only):
+        parser.error("the plain script runs the standard program only")
     root = args.dir.resolve()
-    program = root / "program"
+    label = "_".join(str(v).replace(",", "+") for v in options.values())
+    program = root / ("program" if standard else
+                      f"program_{label}{'_nocte' if args.no_cte else ''}")
     program.mkdir(parents=True, exist_ok=True)
-    _simulate(program)
+    _simulate(program, options, cte=not args.no_cte)
+    extra = ("--cte", "none") if args.no_cte else ()
     print(f"machine: {os.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB; load before start "
           f"{os.getloadavg()[0]:.2f}")
     results = {}
-    for name in args.only:
+    for name in only:
         print(f"running {name} ...", flush=True)
         if name.startswith("plain"):
             results[name] = run_plain(program, root, name, serial=name == "plain")
         elif name == "rerun-2":
-            results[name] = run_hstred(program, root, name, 2, fresh=False)
+            results[name] = run_hstred(program, root, name, 2, fresh=False, options=extra)
         elif name == "native-2":
             results[name] = run_hstred(program, root, name, 2, fresh=True,
-                                       options=tuple(NATIVE_OPTIONS), data=root / name)
+                                       options=(*NATIVE_OPTIONS, *extra), data=root / name)
         else:
             workers = int(name.split("-")[1])
-            results[name] = run_hstred(program, root, name, workers, fresh=True)
+            results[name] = run_hstred(program, root, name, workers, fresh=True,
+                                       options=extra)
         print(f"  {results[name]['wall_s']:.1f} s, peak {results[name]['peak_pss_gb']:.2f} GB",
               flush=True)
     (root / "bench_pipeline.json").write_text(json.dumps(results, indent=1))
