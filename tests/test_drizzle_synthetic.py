@@ -268,12 +268,15 @@ def write_fake_program(
     lookup_distortion: bool = False,
     suffix: str = "flc",
     seed: int = 1,
+    star_box_arcsec: tuple[float, float, float, float] | None = None,
 ) -> FakeProgram:
     """Write a synthetic multi-visit, multi-filter program of calibrated exposures.
 
     Visit ``k`` (1-based) has rootnames ``jfak0k`` + exposure letter; every visit observes
     each filter ``exposures`` times with small dithers. The header WCS of each visit is the
-    true WCS with that visit's :class:`VisitError` applied.
+    true WCS with that visit's :class:`VisitError` applied. Stars fill ``star_box_arcsec``
+    (x0, x1, y0, y1 about the first pointing, in the frame of the pointing offsets), by
+    default a field slightly larger than one pointing.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -283,8 +286,12 @@ def write_fake_program(
     fov = np.array([nx, 2 * ny + CHIP_GAP_PX]) * PIXEL_SCALE_ARCSEC  # arcsec
     centre = _tangent_wcs(ra0, dec0, pa0, 1.0)
     # Stars over a field slightly larger than one pointing.
-    sx = rng.uniform(-0.6, 0.6, n_stars) * fov[0]
-    sy = rng.uniform(-0.6, 0.6, n_stars) * fov[1]
+    if star_box_arcsec is None:
+        sx = rng.uniform(-0.6, 0.6, n_stars) * fov[0]
+        sy = rng.uniform(-0.6, 0.6, n_stars) * fov[1]
+    else:
+        x0, x1, y0, y1 = star_box_arcsec
+        sx, sy = rng.uniform(x0, x1, n_stars), rng.uniform(y0, y1, n_stars)
     ra, dec = centre.wcs_pix2world(sx, sy, 0)
     stars = Table({"ra": ra, "dec": dec})
     base = 10 ** rng.uniform(np.log10(40.0), np.log10(3000.0), n_stars)
