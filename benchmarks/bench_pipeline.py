@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                                        options=extra)
         print(f"  {results[name]['wall_s']:.1f} s, peak {results[name]['peak_pss_gb']:.2f} GB",
               flush=True)
-    (root / "bench_pipeline.json").write_text(json.dumps(results, indent=1))
+    (root / "bench_pipeline.json").write_text(json.dumps(results, indent=1, default=str))
     _print(results)
     return 0
 
