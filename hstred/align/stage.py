@@ -207,9 +207,12 @@ def align_visits(
     order = [v.name for v in visits]
     remaining = [name for name in order if name != reference]
     covered = [reference]
+    # sources of each group inside each other group's footprint, counted once
+    pairs = {(name, other): int(points_in_footprint(*plane_sources[name],
+                                                    footprints[other]).sum())
+             for name in remaining for other in order if other != name}
     while remaining:
-        inside = {name: int(sum(points_in_footprint(*plane_sources[name], footprints[other])
-                                .sum() for other in covered)) for name in remaining}
+        inside = {name: sum(pairs[name, other] for other in covered) for name in remaining}
         name = max(remaining, key=lambda n: (inside[n], len(sources[n][0]), -order.index(n)))
         remaining.remove(name)
         res = align_group(chips[name], catalog.ra, catalog.dec, frame, name=name,

@@ -11,7 +11,8 @@ of (2.5, 1.5) pixels.
 A mosaic (``pointings`` N x M) observes its pointings in ``visits`` epochs. An epoch
 draws the date, roll and pointing offset as a visit does, and observes every pointing
 in a visit of its own, one after another on the same day at the same roll, each with
-its own header-WCS error and sky (stream ``"plan", "pointing", epoch, cell``). A
+its own header-WCS error and sky (the first pointing from the program's stream, the
+others from ``"plan", "pointing", epoch, index``). A
 pointing's POS TARG adds its place in the mosaic, :data:`MOSAIC_STEP_ARCSEC` apart in
 the POS TARG frame, so neighbours overlap by about 10 %, as a generic pattern's offsets
 do. The epoch's visits share its dark reference file (one USEAFTER date). A 1 x 1
