@@ -316,6 +316,12 @@ RmsMapOpt = Annotated[bool, typer.Option(
     "--rms/--no-rms", help="Write each product's _drz_rms.fits (the noise of every science "
     "pixel, with the correlated-noise factors in its header); --no-rms saves its cost, "
     "about as much again as the final drizzle.")]
+TileOpt = Annotated[int, typer.Option(
+    "--tile-size", metavar="PIXELS",
+    help="Drizzle each filter in tiles of at most PIXELS x PIXELS output pixels, each a task "
+         "on the workers (or the Dask cluster) writing into the product in place, so no "
+         "process holds a whole image; 0 (default) drizzles the whole grid in one process. "
+         "Needs --no-rms for now.")]
 SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
                                           "sci.fits per exposure on the same grid.")]
 RefCatOpt = Annotated[str | None, typer.Option(
@@ -345,7 +351,7 @@ OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                     min_matches, max_rms, drop_unaligned, singles, *,
                     reference_catalog=None, allow_relative=False, satellites="mask",
-                    rms_map=True):
+                    rms_map=True, tile_size=0):
     """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``.
     Options left unset keep the configuration's defaults."""
     from hstred.drizzle import DrizzleConfig
@@ -359,7 +365,8 @@ def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geo
                          weight_type=weight_type.upper(), north_up=north_up,
                          fit_geometry=fit_geometry, min_matches=min_matches,
                          max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                         singles=singles, satellites=satellites, rms=rms_map, **tie)
+                         singles=singles, satellites=satellites, rms=rms_map,
+                         tile_size=tile_size, **tie)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -446,6 +453,7 @@ def drizzle(
     allow_relative: AllowRelativeOpt = False,
     satellites: SatellitesOpt = "mask",
     rms_map: RmsMapOpt = True,
+    tile_size: TileOpt = 0,
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
@@ -464,7 +472,7 @@ def drizzle(
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
                                 allow_relative=allow_relative, satellites=satellites,
-                                rms_map=rms_map),
+                                rms_map=rms_map, tile_size=tile_size),
         execution=ExecutionConfig(workers=workers))
     result = run_pipeline(data, outname, config, command="drizzle")
     for product in result.products:
@@ -503,6 +511,7 @@ def run_command(
     allow_relative: AllowRelativeOpt = False,
     satellites: SatellitesOpt = "mask",
     rms_map: RmsMapOpt = True,
+    tile_size: TileOpt = 0,
     allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets",
                                                       help="Reduce exposures of several "
                                                       "targets together.")] = False,
@@ -534,6 +543,7 @@ def run_command(
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
         drop_unaligned=drop_unaligned, singles=singles, reference_catalog=reference_catalog,
         allow_relative=allow_relative, satellites=satellites, rms_map=rms_map,
+        tile_size=tile_size,
         allow_mixed_targets=allow_mixed_targets)
     result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
                                 quiet=quiet)
@@ -554,6 +564,7 @@ _SCIENCE_OPTIONS = {
     "reference_catalog": ("drizzle", "reference_catalog"),
     "allow_relative": ("drizzle", "allow_relative"),
     "satellites": ("drizzle", "satellites"), "rms_map": ("drizzle", "rms"),
+    "tile_size": ("drizzle", "tile_size"),
     "allow_mixed_targets": (None, "allow_mixed_targets"),
 }
 
@@ -561,7 +572,7 @@ _SCIENCE_OPTIONS = {
 def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise, workers,
                      scheduler, kernel, pixel_scale, pixfrac, weight_type, north_up,
                      fit_geometry, min_matches, max_rms, drop_unaligned, singles,
-                     reference_catalog, allow_relative, satellites, rms_map,
+                     reference_catalog, allow_relative, satellites, rms_map, tile_size,
                      allow_mixed_targets):
     """PipelineConfig from the options of ``run`` (which ``plan`` shares); with
     ``--config``, the recorded run's science options, overridden by those given here."""
@@ -578,7 +589,7 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
                                 allow_relative=allow_relative, satellites=satellites,
-                                rms_map=rms_map),
+                                rms_map=rms_map, tile_size=tile_size),
         execution=execution, allow_mixed_targets=allow_mixed_targets)
     if config_file is None:
         return given

@@ -112,6 +112,9 @@ def test_plan_takes_runs_options():
     (["run", "X", "--data", "{tmp}", "--satellites", "maybe"], "--satellites"),
     (["drizzle", "X", "--data", "{tmp}", "--satellites", "maybe"], "--satellites"),
     (["run", "X", "--data", "{tmp}", "--cte-noise", "hide"], "--cte-noise"),
+    (["run", "X", "--data", "{tmp}", "--tile-size", "10", "--no-rms"], "--tile-size"),
+    (["drizzle", "X", "--data", "{tmp}", "--tile-size", "512"], "--no-rms"),
+    (["plan", "X", "--data", "{tmp}", "--tile-size", "-1", "--no-rms"], "--tile-size"),
     (["calibrate", "--data", "{tmp}", "--cte-noise", "hide"], "--cte-noise"),
 ])
 def test_option_limits_come_from_the_configs(tmp_path, args, named):

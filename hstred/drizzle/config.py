@@ -19,6 +19,9 @@ WEIGHT_TYPES = ("ERR", "EXP")
 FIT_GEOMETRIES = ("shift", "rshift", "rscale", "general")
 #: Fewest matched sources a visit may be required to have (--min-matches).
 MIN_MATCHES = 3
+#: Smallest tile side (output pixels) of a tiled final drizzle: every tile is one
+#: AstroDrizzle call that maps whole chips, so tiles much smaller than a chip waste time.
+MIN_TILE_SIZE = 64
 SKY_METHODS = ("localmin", "globalmin", "match", "globalmin+match")
 
 
@@ -46,6 +49,11 @@ class DrizzleConfig:
         science pixel and the correlated-noise factors, :mod:`hstred.drizzle.noise`);
         it costs about as much again as the final drizzle. Without it, an RMS image left
         by an earlier run of the same product is removed with the new products.
+    tile_size : 0 (default): each filter's final drizzle is one AstroDrizzle call over
+        the whole grid, in one process; N: its cosmic rays are found once, then the grid
+        is drizzled in tiles of at most N x N pixels, each a separate task on the run's
+        backend that writes into the product in place (:mod:`hstred.drizzle.tiled`).
+        Single-exposure images and RMS images are not tiled yet (``rms`` must be off).
     satellites : ``"mask"`` (default): satellite trails are found in every exposure
         (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
         working copies before any drizzle; ``"off"``: exposures are drizzled as they are.
@@ -88,6 +96,7 @@ class DrizzleConfig:
     sky_method: str = "localmin"
     singles: bool = False
     rms: bool = True
+    tile_size: int = 0
     satellites: str = "mask"
     fit_geometry: str = "rscale"
     searchrad_px: float = 60.0
@@ -115,7 +124,8 @@ class DrizzleConfig:
 _FLAGS = {"pixel_scale_arcsec": "--pixel-scale", "max_rms_arcsec": "--max-rms",
           "min_matches": "--min-matches", "kernel": "--kernel",
           "weight_type": "--weight-type", "fit_geometry": "--fit-geometry",
-          "pixfrac": "--pixfrac", "satellites": "--satellites", "rms": "--rms/--no-rms"}
+          "pixfrac": "--pixfrac", "satellites": "--satellites", "rms": "--rms/--no-rms",
+          "tile_size": "--tile-size"}
 
 
 def _option(name: str) -> str:
@@ -171,6 +181,13 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
         raise InputError("good_bits must not include 4096 (cosmic rays found by the drizzle stage)")
     if config.good_bits & TRAIL_DQ:
         raise InputError(f"good_bits must not include {TRAIL_DQ} (satellite trails)")
+    if isinstance(config.tile_size, bool) or not isinstance(config.tile_size, int) or not (
+            config.tile_size == 0 or config.tile_size >= MIN_TILE_SIZE):
+        raise InputError(f"--tile-size must be 0 (the whole grid at once) or at least "
+                         f"{MIN_TILE_SIZE} pixels, got {config.tile_size!r}")
+    if config.tile_size and config.rms:
+        raise InputError("--tile-size: tiled drizzles do not make RMS images yet; add --no-rms "
+                         "or drop --tile-size")
     if config.satellites not in SATELLITE_MODES:
         raise InputError(f"--satellites {config.satellites!r} is unknown; choose from "
                          f"{', '.join(SATELLITE_MODES)}")

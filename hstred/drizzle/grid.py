@@ -91,3 +91,22 @@ def same_grid(a: WCS, b: WCS, *, tolerance_px: float = 1e-6) -> bool:
     ra, dec = a.wcs_pix2world(x, y, 0)
     xb, yb = b.wcs_world2pix(ra, dec, 0)
     return bool(np.max(np.hypot(xb - x, yb - y)) <= tolerance_px)
+
+def grid_numbers(grid: WCS) -> dict:
+    """The exact numbers of a grid's WCS (for passing it to other processes)."""
+    return {"ctype": list(grid.wcs.ctype), "crval": [float(v) for v in grid.wcs.crval],
+            "crpix": [float(v) for v in grid.wcs.crpix], "cd": grid.wcs.cd.tolist(),
+            "radesys": grid.wcs.radesys, "pixel_shape": tuple(grid.pixel_shape)}
+
+
+def grid_from_numbers(numbers: dict) -> WCS:
+    """The grid of :func:`grid_numbers`'s numbers."""
+    grid = WCS(naxis=2)
+    grid.wcs.ctype = numbers["ctype"]
+    grid.wcs.crval = numbers["crval"]
+    grid.wcs.crpix = numbers["crpix"]
+    grid.wcs.cd = numbers["cd"]
+    grid.wcs.radesys = numbers["radesys"]
+    grid.pixel_shape = numbers["pixel_shape"]
+    grid.wcs.set()
+    return grid

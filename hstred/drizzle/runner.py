@@ -27,6 +27,9 @@ from hstred.errors import StageError
 
 __all__ = [
     "DrizzleImages",
+    "call_astrodrizzle",
+    "chip_file",
+    "files_in",
     "run_astrodrizzle",
     "run_astrodrizzle_median",
     "check_drizzle_product",
@@ -194,6 +197,22 @@ def single_parameters(grid: WCS, *, kernel: str, pixfrac: float, weight_type: st
     return pars
 
 
+def files_in(directories) -> set[Path]:
+    """The entries of ``directories``, as absolute paths with symbolic links resolved
+    (what an AstroDrizzle call added is the difference before and after)."""
+    return {p.resolve() for d in directories if d.is_dir() for p in d.iterdir()}
+
+
+def chip_file(copy: Path, extver: int, suffix: str, *, output: str, log_path: Path) -> Path:
+    """The per-chip file AstroDrizzle wrote beside an input (``<root>_sci<extver>_<suffix>``,
+    e.g. ``final_mask.fits`` or ``crmask.fits``); :class:`StageError` when it is missing."""
+    copy = Path(copy)
+    path = copy.parent / f"{copy.name.rsplit('_', 1)[0]}_sci{extver}_{suffix}"
+    if not path.is_file():
+        raise StageError(f"AstroDrizzle wrote no {path.name} for {output}; see {log_path}")
+    return path
+
+
 class _DropAll(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return False
@@ -234,7 +253,7 @@ def _in_directory(path: Path):
         os.chdir(previous)
 
 
-def _call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, parameters: dict,
+def call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, parameters: dict,
                        log_path: Path) -> None:
     console_path = run_dir / f"{output}_console.log"  # whatever else it prints or logs
     try:
@@ -262,7 +281,7 @@ def run_astrodrizzle_median(inputs: Sequence[Path], output: str, *, run_dir: Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / f"{output}.log"
     files = [str(Path(p).resolve()) for p in inputs]
-    _call_astrodrizzle(files, output, run_dir, parameters, log_path)
+    call_astrodrizzle(files, output, run_dir, parameters, log_path)
     median = run_dir / f"{output}_med.fits"
     # the separate drizzles land beside their inputs
     roots = [(Path(f).parent, Path(f).name.rsplit("_", 1)[0]) for f in files]
@@ -295,7 +314,8 @@ def run_astrodrizzle_median(inputs: Sequence[Path], output: str, *, run_dir: Pat
 
 
 def run_astrodrizzle(inputs: Sequence[Path], output: str, *, run_dir: Path,
-                     parameters: dict, expected_chips: int) -> DrizzleImages:
+                     parameters: dict, expected_chips: int,
+                     require_coverage: bool = True) -> DrizzleImages:
     """Run AstroDrizzle on ``inputs`` inside ``run_dir`` and check its products.
 
     Parameters
@@ -311,24 +331,29 @@ def run_astrodrizzle(inputs: Sequence[Path], output: str, *, run_dir: Path,
         AstroDrizzle parameters (see :func:`visit_parameters` and siblings).
     expected_chips : int
         Number of SCI extensions that must appear in the product's drizzle history.
+    require_coverage : bool
+        Whether a product without any positive weight is an error (it is not for a tile
+        of a larger grid that the inputs' outlines only graze).
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / f"{output}.log"  # AstroDrizzle's own trailer
     files = [str(Path(p).resolve()) for p in inputs]
-    _call_astrodrizzle(files, output, run_dir, parameters, log_path)
+    call_astrodrizzle(files, output, run_dir, parameters, log_path)
     for tag in ("drc", "drz"):
         sci, wht = run_dir / f"{output}_{tag}_sci.fits", run_dir / f"{output}_{tag}_wht.fits"
         if sci.exists() or wht.exists():
             break
     images = DrizzleImages(sci=sci, wht=wht)
     check_drizzle_product(images, expected_inputs=[Path(f).name for f in files],
-                          expected_chips=expected_chips, log_path=log_path)
+                          expected_chips=expected_chips, log_path=log_path,
+                          require_coverage=require_coverage)
     return images
 
 
 def check_drizzle_product(images: DrizzleImages, *, expected_inputs: Sequence[str],
-                          expected_chips: int, log_path: Path | None = None) -> None:
+                          expected_chips: int, log_path: Path | None = None,
+                          require_coverage: bool = True) -> None:
     """Raise :class:`StageError` unless an AstroDrizzle product is complete and non-empty."""
     where = f"; see {log_path}" if log_path else ""
     for path in (images.sci, images.wht):
@@ -342,7 +367,7 @@ def check_drizzle_product(images: DrizzleImages, *, expected_inputs: Sequence[st
     if sci is None or wht is None or sci.shape != wht.shape:
         raise StageError(f"{images.sci.name}: empty or mismatched science/weight images{where}")
     covered = np.isfinite(wht) & (wht > 0)
-    if not covered.any():
+    if require_coverage and not covered.any():
         raise StageError(f"{images.sci.name}: the weight image is zero everywhere; no input "
                          f"pixel was drizzled{where}")
     if not np.isfinite(sci[covered]).all():

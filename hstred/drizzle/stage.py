@@ -55,7 +55,13 @@ from hstred.distortion import (
     has_distortion_solution,
 )
 from hstred.drizzle.config import DrizzleConfig
-from hstred.drizzle.grid import compute_output_grid, orientation_deg, same_grid
+from hstred.drizzle.grid import (
+    compute_output_grid,
+    grid_from_numbers,
+    grid_numbers,
+    orientation_deg,
+    same_grid,
+)
 from hstred.drizzle.noise import ChipInput, drizzle_noise, noise_summary, rms_image, write_rms
 from hstred.drizzle.plan import (
     CalibratedExposure,
@@ -75,11 +81,25 @@ from hstred.drizzle.result import (
 )
 from hstred.drizzle.runner import (
     DrizzleImages,
+    chip_file,
+    files_in,
     final_parameters,
     run_astrodrizzle,
     run_astrodrizzle_median,
     single_parameters,
     visit_parameters,
+)
+from hstred.drizzle.tiled import (
+    CosmicRayTask,
+    TiledImage,
+    TileTask,
+    cut_grid,
+    drizzle_tile,
+    drizzle_tiles_in_order,
+    find_cosmic_rays,
+    merge_headers,
+    overlapping,
+    tile_grid_numbers,
 )
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
@@ -428,6 +448,7 @@ class _FinalContext:
     distortion: dict[str, DistortionInfo]  # by rootname
     absolute: AbsoluteTie | None = None
     num_cores: int = 1  # processes for AstroDrizzle's parallel steps
+    backend: Backend | None = None  # where the tiles of a tiled drizzle run
     moves: list[tuple[Path, Path]] = field(default_factory=list)
 
     def stage(self, images, destinations: Sequence[Path], *, kind: str,
@@ -470,39 +491,15 @@ class _FinalTask:
     num_cores: int
 
 
-def _grid_numbers(grid: WCS) -> dict:
-    return {"ctype": list(grid.wcs.ctype), "crval": [float(v) for v in grid.wcs.crval],
-            "crpix": [float(v) for v in grid.wcs.crpix], "cd": grid.wcs.cd.tolist(),
-            "radesys": grid.wcs.radesys, "pixel_shape": tuple(grid.pixel_shape)}
-
-
-def _grid_from_numbers(numbers: dict) -> WCS:
-    grid = WCS(naxis=2)
-    grid.wcs.ctype = numbers["ctype"]
-    grid.wcs.crval = numbers["crval"]
-    grid.wcs.crpix = numbers["crpix"]
-    grid.wcs.cd = numbers["cd"]
-    grid.wcs.radesys = numbers["radesys"]
-    grid.pixel_shape = numbers["pixel_shape"]
-    grid.wcs.set()
-    return grid
-
-
-def _files_in(directories) -> set[Path]:
-    """The entries of ``directories``, as absolute paths with symbolic links resolved."""
-    return {p.resolve() for d in directories if d.is_dir() for p in d.iterdir()}
 
 
 def _rms_image(task: _FinalTask, images: DrizzleImages, grid: WCS) -> Path:
     """The product's per-pixel noise (:mod:`hstred.drizzle.noise`), beside its science."""
     chips = []
     for copy, source, extvers in zip(task.inputs, task.sources, task.extvers, strict=True):
-        root = copy.name.rsplit("_", 1)[0]
         for extver in extvers:
-            weight = copy.parent / f"{root}_sci{extver}_final_mask.fits"
-            if not weight.is_file():
-                raise StageError(f"AstroDrizzle wrote no {weight.name} for {task.output}; "
-                                 f"see {task.run_dir / (task.output + '.log')}")
+            weight = chip_file(copy, extver, "final_mask.fits", output=task.output,
+                               log_path=task.run_dir / f"{task.output}.log")
             chips.append(ChipInput(copy=copy, source=source, extver=extver, weight=weight))
     with fits.open(images.sci) as hdul:
         header = hdul[0].header.copy()
@@ -515,7 +512,7 @@ def _rms_image(task: _FinalTask, images: DrizzleImages, grid: WCS) -> Path:
 
 
 def _run_final(task: _FinalTask):
-    c, grid = task.config, _grid_from_numbers(task.grid)
+    c, grid = task.config, grid_from_numbers(task.grid)
     if task.single:
         pars = single_parameters(grid, kernel=c.kernel, pixfrac=c.pixfrac,
                                  weight_type=c.weight_type, good_bits=c.good_bits,
@@ -529,7 +526,7 @@ def _run_final(task: _FinalTask):
     # With the RMS image, AstroDrizzle keeps its intermediate files (the final weight maps
     # are read); whatever it added, but for the products and logs, goes afterwards.
     directories = {Path(task.run_dir), *(p.parent for p in task.inputs)}
-    before = _files_in(directories)
+    before = files_in(directories)
     keep: set[Path] = set()
     try:
         images = run_astrodrizzle(list(task.inputs), task.output, run_dir=task.run_dir,
@@ -542,7 +539,7 @@ def _run_final(task: _FinalTask):
         keep = {p.resolve() for p in (images.sci, images.wht, images.rms) if p is not None}
         return images
     finally:
-        for path in _files_in(directories) - before - keep:
+        for path in files_in(directories) - before - keep:
             if path.suffix != ".log" and path.is_file():
                 path.unlink(missing_ok=True)
 
@@ -555,16 +552,80 @@ def _final_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
         inputs=tuple(ctx.copies[e.rootname] for e in exposures),
         sources=tuple(e.path for e in exposures), extvers=tuple(e.extvers for e in exposures),
         output=output,
-        run_dir=run_dir, grid=_grid_numbers(ctx.grid), config=ctx.config, single=single,
+        run_dir=run_dir, grid=grid_numbers(ctx.grid), config=ctx.config, single=single,
         expected_chips=sum(len(e.extvers) for e in exposures), num_cores=ctx.num_cores))
+
+
+def _exposure_boxes(ctx: _FinalContext, exposures) -> list[tuple[float, float, float, float]]:
+    """Each exposure's footprint on the grid: (xmin, xmax, ymin, ymax), 0-based pixels."""
+    boxes = []
+    for e in exposures:
+        ra, dec = (np.concatenate(v) for v in zip(*_chip_outlines([e], ctx.copies),
+                                                   strict=True))
+        x, y = ctx.grid.all_world2pix(ra, dec, 0)
+        boxes.append((float(x.min()), float(x.max()), float(y.min()), float(y.max())))
+    return boxes
+
+
+def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], output: str,
+                   run_dir: Path) -> DrizzleImages:
+    """A filter's final drizzle in tiles (:mod:`hstred.drizzle.tiled`): cosmic rays once,
+    in a child process; then every tile as a task on the run's backend, writing into
+    the product images in place; then the headers merged here."""
+    c = ctx.config
+    inputs = tuple(ctx.copies[e.rootname] for e in exposures)
+    grid = grid_numbers(ctx.grid)
+    pars = final_parameters(len(inputs), ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                            weight_type=c.weight_type, num_cores=ctx.num_cores,
+                            good_bits=c.good_bits, sky_method=c.sky_method, sky_measured=True)
+    pars.pop("final_refimage")  # the grid travels as its numbers
+    masks = run_in_child(find_cosmic_rays, CosmicRayTask(
+        inputs=inputs, extvers=tuple(e.extvers for e in exposures), output=output,
+        run_dir=run_dir / "cosmic_rays", parameters=pars, grid=grid))
+    # The tiles: the final step alone, the flags already in the DQ (resetbits 0).
+    tile_pars = {**pars, "driz_separate": False, "median": False, "blot": False,
+                 "driz_cr": False, "resetbits": "0", "num_cores": 1}
+    nx, ny = ctx.grid.pixel_shape
+    sci = TiledImage(run_dir / f"{output}_drz_sci.fits", (ny, nx))
+    wht = TiledImage(run_dir / f"{output}_drz_wht.fits", (ny, nx))
+    sci.allocate()
+    wht.allocate()
+    boxes = _exposure_boxes(ctx, exposures)
+    tasks = []
+    for tile in cut_grid((nx, ny), c.tile_size):
+        on = [e for e, box in zip(exposures, boxes, strict=True) if overlapping(tile, box)]
+        tasks.append(TileTask(
+            tile=tile, inputs=tuple(ctx.copies[e.rootname] for e in on),
+            expected_chips=sum(len(e.extvers) for e in on), output=f"{output}_{tile.name}",
+            run_dir=run_dir / tile.name, parameters=tile_pars,
+            grid=tile_grid_numbers(grid, tile), static_masks=masks, sci=sci, wht=wht))
+    backend = ctx.backend or LocalBackend(workers=1)
+    if backend.slots > 1 and len(tasks) > 1:
+        results = list(backend.imap_unordered(drizzle_tile, tasks))
+    else:  # one worker: the tiles in a child process (AstroDrizzle holds the GIL)
+        results = run_in_child(drizzle_tiles_in_order, tasks)
+    results.sort(key=lambda r: (r.tile.row, r.tile.col))
+    log.info("%s: %d tiles of at most %d pixels drizzled (%.1f s of tile time)", output,
+             len(results), c.tile_size, sum(r.seconds for r in results))
+    totals = dict(
+        inputs=[p.name for p in inputs], expected_chips=sum(len(e.extvers) for e in exposures),
+        grid=grid, exptime=float(sum(e.exptime_s for e in exposures)),
+        expstart=float(min(fits.getval(p, "EXPSTART") for p in inputs)),
+        expend=float(max(fits.getval(p, "EXPEND") for p in inputs)), output=output)
+    sci.finish(merge_headers([r.header for r in results], **totals))
+    wht.finish(merge_headers([r.wht_header for r in results], **totals))
+    return DrizzleImages(sci=sci.path, wht=wht.path)
 
 
 def _drizzle_filter(ctx: _FinalContext, filt: str,
                     exposures: Sequence[CalibratedExposure]) -> DrizzleProduct:
     """Final drizzle of one filter on the common grid (cosmic rays re-found over all of
-    its aligned exposures)."""
-    out = _final_drizzle(ctx, exposures, f"{ctx.outname}_{filt}", ctx.work / "final" / filt,
-                         single=False)
+    its aligned exposures), whole or in tiles (``config.tile_size``)."""
+    output, run_dir = f"{ctx.outname}_{filt}", ctx.work / "final" / filt
+    if ctx.config.tile_size:
+        out = _tiled_drizzle(ctx, exposures, output, run_dir)
+    else:
+        out = _final_drizzle(ctx, exposures, output, run_dir, single=False)
     exptime = float(fits.getval(out.sci, "EXPTIME"))
     noise = ({**noise_summary(out.rms), "seconds": round(out.rms_seconds, 2)}
              if out.rms is not None else {})
@@ -716,7 +777,8 @@ def run_drizzle(
                             staging=staging, grid=grid, copies=copies, solutions=solutions,
                             reference=reference,
                             distortion={d.rootname: d for d in distortion_infos},
-                            absolute=absolute, num_cores=backend.local_cores)
+                            absolute=absolute, num_cores=backend.local_cores,
+                            backend=backend)
         products: list[DrizzleProduct] = []
         singles: list[SingleProduct] = []
         for filt in plan.filters:

@@ -1,0 +1,138 @@
+"""Tiled final drizzles (``tile_size``) against whole-grid ones on one synthetic program.
+
+The same calibrated exposures are reduced twice in one directory, whole and in tiles far
+smaller than the grid (so that every chip spans several tiles and every star field
+crosses tile borders): the tiled science must equal the whole-grid science to float32
+rounding where the weight is positive, the weights and cosmic-ray flags must be the
+same, the headers must record the same inputs and exposure totals, and the tile borders
+must not show (the pixels on both sides of every border are compared on their own).
+Tiles run on one worker and on two, with identical products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from scratch import fixture_dir
+from test_drizzle_synthetic import VisitError, write_fake_program
+
+from hstred.drizzle import DrizzleConfig, run_drizzle
+from hstred.drizzle.tiled import Tile, cut_grid, merge_headers
+from hstred.errors import InputError, StageError
+from hstred.execution import LocalBackend
+
+ERRORS = {"jfak01": VisitError(0.42, -0.31, 0.02), "jfak02": VisitError(-0.25, 0.38, -0.03)}
+TILE = 256
+
+
+@pytest.fixture(scope="module")
+def reductions(tmp_path_factory):
+    with fixture_dir(tmp_path_factory, "tiled") as root:
+        prog = write_fake_program(root / "data", chip_shape=(160, 320), filters=("F606W",),
+                                  visit_errors=ERRORS, n_stars=90, seed=11)
+        base = dict(satellites="off", rms=False)
+        whole = run_drizzle(prog.directory, "whole", DrizzleConfig(**base),
+                            work_dir=root / "work_whole")
+        tiled = run_drizzle(prog.directory, "tiled", DrizzleConfig(**base, tile_size=TILE),
+                            work_dir=root / "work_tiled")
+        two = run_drizzle(prog.directory, "two", DrizzleConfig(**base, tile_size=TILE),
+                          work_dir=root / "work_two", backend=LocalBackend(workers=2))
+        yield prog, whole, tiled, two
+
+
+def _read(path):
+    with fits.open(path) as hdul:
+        return hdul[0].data.astype(np.float64), hdul[0].header
+
+
+def test_cut_grid_covers_every_pixel_once():
+    tiles = cut_grid((1000, 517), 256)
+    count = np.zeros((517, 1000), dtype=int)
+    for t in tiles:
+        assert 0 < t.nx <= 256 and 0 < t.ny <= 256
+        count[t.slices] += 1
+    assert (count == 1).all()
+    assert len(tiles) == 4 * 3
+    assert cut_grid((256, 256), 256) == [Tile(0, 0, 0, 0, 256, 256)]
+
+
+def test_tile_size_option_is_checked():
+    with pytest.raises(InputError, match="--tile-size"):
+        DrizzleConfig(tile_size=10, rms=False)
+    with pytest.raises(InputError, match="--no-rms"):
+        DrizzleConfig(tile_size=1024)
+    assert DrizzleConfig(tile_size=0).tile_size == 0
+
+
+def test_tiled_products_equal_the_whole_grid(reductions):
+    _prog, whole, tiled, _two = reductions
+    a, ha = _read(whole.product("F606W").sci)
+    b, hb = _read(tiled.product("F606W").sci)
+    wa, _ = _read(whole.product("F606W").wht)
+    wb, _ = _read(tiled.product("F606W").wht)
+    assert a.shape == b.shape and a.shape[0] > 3 * TILE and a.shape[1] > 3 * TILE
+    np.testing.assert_allclose(wb, wa, rtol=1e-6, atol=0)
+    good = wa > 0
+    assert good.mean() > 0.5
+    np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+    scale = np.nanpercentile(np.abs(a[good]), 99)
+    assert np.max(np.abs(b[good] - a[good])) <= 1e-5 * scale
+    assert np.max(np.abs(b[good] - a[good]) / np.maximum(np.abs(a[good]), 1e-3 * scale)) <= 1e-5
+    for key in ("EXPTIME", "EXPSTART", "EXPEND", "NDRIZIM", "BUNIT", "CRPIX1", "CRPIX2",
+                "CRVAL1", "CRVAL2", "CD1_1", "CD2_2"):
+        assert hb[key] == ha[key], key
+    drizzled = sorted(k for k in ha if k.startswith("D0") and k.endswith("DATA"))
+    def names(h):  # the inputs' file names (the working directories differ)
+        return [h[k].replace("work_whole", "work").replace("work_tiled", "work")
+                for k in drizzled]
+
+    assert drizzled and names(hb) == names(ha)
+    assert len(drizzled) == ha["NDRIZIM"] == 8
+    assert tiled.cr_fractions == whole.cr_fractions
+    assert max(tiled.cr_fractions.values()) > 0
+
+
+def test_no_seams_at_tile_borders(reductions):
+    """The columns and rows on both sides of every tile border, alone: the tiled image
+    equals the whole-grid one there as everywhere (a seam would be a step or a gap)."""
+    _prog, whole, tiled, _two = reductions
+    a, _ = _read(whole.product("F606W").sci)
+    b, _ = _read(tiled.product("F606W").sci)
+    w, _ = _read(whole.product("F606W").wht)
+    tiles = cut_grid(a.shape[::-1], TILE)
+    xs = sorted({t.x0 for t in tiles} - {0})
+    ys = sorted({t.y0 for t in tiles} - {0})
+    assert xs and ys
+    scale = np.nanpercentile(np.abs(a[w > 0]), 99)
+    for x in xs:
+        band = np.s_[:, x - 2:x + 2]
+        ok = w[band] > 0
+        assert ok.sum() > 50
+        assert np.max(np.abs(b[band][ok] - a[band][ok])) <= 1e-5 * scale
+    for y in ys:
+        band = np.s_[y - 2:y + 2, :]
+        ok = w[band] > 0
+        assert ok.sum() > 50
+        assert np.max(np.abs(b[band][ok] - a[band][ok])) <= 1e-5 * scale
+
+
+def test_two_workers_give_identical_tiled_products(reductions):
+    _prog, _whole, tiled, two = reductions
+    for kind in ("sci", "wht"):
+        x = fits.getdata(getattr(tiled.product("F606W"), kind))
+        y = fits.getdata(getattr(two.product("F606W"), kind))
+        np.testing.assert_array_equal(x, y)
+
+
+def test_merge_headers_refuses_a_missing_chip():
+    hdr = fits.Header()
+    hdr["D001DATA"] = "a_flc.fits[sci,1]"
+    hdr["D001OUDA"] = "x_tile_r000c000_drz_sci.fits"
+    grid = {"crpix": [1.0, 1.0]}
+    with pytest.raises(StageError, match="2 expected|expected 2"):
+        merge_headers([hdr.tostring(), ""], inputs=["a_flc.fits"], expected_chips=2, grid=grid,
+                      exptime=1.0, expstart=0.0, expend=1.0, output="x")
+    merged = merge_headers([hdr.tostring()], inputs=["a_flc.fits"], expected_chips=1,
+                           grid=grid, exptime=1.0, expstart=0.0, expend=1.0, output="x")
+    assert merged["D001OUDA"] == "x_drz_sci.fits"
