@@ -11,6 +11,8 @@ Tiles run on one worker and on two, with identical products.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -32,9 +34,13 @@ def reductions(tmp_path_factory):
         prog = write_fake_program(root / "data", chip_shape=(160, 320), filters=("F606W",),
                                   visit_errors=ERRORS, n_stars=90, seed=11)
         base = dict(satellites="off", rms=False)
-        whole = run_drizzle(prog.directory, "whole", DrizzleConfig(**base),
+        # whole and tiled in two copies of the program (single-exposure images are named
+        # by their exposure alone)
+        shutil.copytree(prog.directory, root / "data_tiled")
+        whole = run_drizzle(prog.directory, "whole", DrizzleConfig(**base, singles=True),
                             work_dir=root / "work_whole")
-        tiled = run_drizzle(prog.directory, "tiled", DrizzleConfig(**base, tile_size=TILE),
+        tiled = run_drizzle(root / "data_tiled", "tiled",
+                            DrizzleConfig(**base, singles=True, tile_size=TILE),
                             work_dir=root / "work_tiled")
         two = run_drizzle(prog.directory, "two", DrizzleConfig(**base, tile_size=TILE),
                           work_dir=root / "work_two", backend=LocalBackend(workers=2))
@@ -91,6 +97,22 @@ def test_tiled_products_equal_the_whole_grid(reductions):
     assert len(drizzled) == ha["NDRIZIM"] == 8
     assert tiled.cr_fractions == whole.cr_fractions
     assert max(tiled.cr_fractions.values()) > 0
+
+
+def test_tiled_single_exposure_images_equal_the_whole_grid(reductions):
+    _prog, whole, tiled, _two = reductions
+    assert len(whole.singles) == len(tiled.singles) == 4
+    for a_single, b_single in zip(whole.singles, tiled.singles, strict=True):
+        assert a_single.rootname == b_single.rootname
+        a, ha = _read(a_single.sci)
+        b, hb = _read(b_single.sci)
+        wa, _ = _read(a_single.wht)
+        wb, _ = _read(b_single.wht)
+        np.testing.assert_allclose(wb, wa, rtol=1e-6, atol=0)
+        good = wa > 0
+        scale = np.nanpercentile(np.abs(a[good]), 99)
+        assert np.max(np.abs(b[good] - a[good])) <= 1e-5 * scale
+        assert hb["EXPTIME"] == ha["EXPTIME"] and hb["NDRIZIM"] == ha["NDRIZIM"] == 2
 
 
 def test_no_seams_at_tile_borders(reductions):

@@ -53,7 +53,8 @@ class DrizzleConfig:
         the whole grid, in one process; N: its cosmic rays are found once, then the grid
         is drizzled in tiles of at most N x N pixels, each a separate task on the run's
         backend that writes into the product in place (:mod:`hstred.drizzle.tiled`).
-        Single-exposure images and RMS images are not tiled yet (``rms`` must be off).
+        Single-exposure images are tiled alike; RMS images are not made from tiles yet
+        (``rms`` must be off).
     satellites : ``"mask"`` (default): satellite trails are found in every exposure
         (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
         working copies before any drizzle; ``"off"``: exposures are drizzled as they are.

@@ -568,16 +568,23 @@ def _exposure_boxes(ctx: _FinalContext, exposures) -> list[tuple[float, float, f
 
 
 def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], output: str,
-                   run_dir: Path) -> DrizzleImages:
-    """A filter's final drizzle in tiles (:mod:`hstred.drizzle.tiled`): cosmic rays once,
-    in a child process; then every tile as a task on the run's backend, writing into
-    the product images in place; then the headers merged here."""
+                   run_dir: Path, *, single: bool) -> DrizzleImages:
+    """A final drizzle in tiles (:mod:`hstred.drizzle.tiled`): the filter's cosmic rays
+    (or, for a single exposure's image, its static mask alone) once, in a child process;
+    then every tile as a task on the run's backend, writing into the product images in
+    place; then the headers merged here."""
     c = ctx.config
     inputs = tuple(ctx.copies[e.rootname] for e in exposures)
     grid = grid_numbers(ctx.grid)
-    pars = final_parameters(len(inputs), ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
-                            weight_type=c.weight_type, num_cores=ctx.num_cores,
-                            good_bits=c.good_bits, sky_method=c.sky_method, sky_measured=True)
+    if single:
+        pars = single_parameters(ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                                 weight_type=c.weight_type, good_bits=c.good_bits,
+                                 sky_method=c.sky_method, sky_measured=True)
+    else:
+        pars = final_parameters(len(inputs), ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                                weight_type=c.weight_type, num_cores=ctx.num_cores,
+                                good_bits=c.good_bits, sky_method=c.sky_method,
+                                sky_measured=True)
     pars.pop("final_refimage")  # the grid travels as its numbers
     masks = run_in_child(find_cosmic_rays, CosmicRayTask(
         inputs=inputs, extvers=tuple(e.extvers for e in exposures), output=output,
@@ -623,7 +630,7 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
     its aligned exposures), whole or in tiles (``config.tile_size``)."""
     output, run_dir = f"{ctx.outname}_{filt}", ctx.work / "final" / filt
     if ctx.config.tile_size:
-        out = _tiled_drizzle(ctx, exposures, output, run_dir)
+        out = _tiled_drizzle(ctx, exposures, output, run_dir, single=False)
     else:
         out = _final_drizzle(ctx, exposures, output, run_dir, single=False)
     exptime = float(fits.getval(out.sci, "EXPTIME"))
@@ -639,8 +646,11 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
 
 def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> SingleProduct:
     """One exposure alone on the common grid, with the cosmic-ray flags of its filter."""
-    out = _final_drizzle(ctx, [e], e.rootname, ctx.work / "singles" / e.rootname,
-                         single=True)
+    run_dir = ctx.work / "singles" / e.rootname
+    if ctx.config.tile_size:
+        out = _tiled_drizzle(ctx, [e], e.rootname, run_dir, single=True)
+    else:
+        out = _final_drizzle(ctx, [e], e.rootname, run_dir, single=True)
     exptime = float(fits.getval(out.sci, "EXPTIME"))
     if abs(exptime - e.exptime_s) > 1e-6 * e.exptime_s:
         raise StageError(f"{out.sci.name}: EXPTIME {exptime} differs from the exposure's "

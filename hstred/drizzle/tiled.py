@@ -238,8 +238,10 @@ class CosmicRayTask:
 
 def find_cosmic_rays(task: CosmicRayTask) -> dict[str, Path]:
     """Run AstroDrizzle's steps up to ``driz_cr`` on the filter's working copies, flag the
-    cosmic rays in their DQ (bit :data:`CR_BIT`) and return the static masks (chip position,
-    :func:`mask_key`, to path, in ``task.run_dir``). Everything else it wrote is removed."""
+    cosmic rays in their DQ (bit :data:`CR_BIT`; parameters without ``driz_cr``, as a
+    single exposure's image has them, leave the DQ as it is) and return the static masks
+    (chip position, :func:`mask_key`, to path, in ``task.run_dir``). Everything else it
+    wrote is removed."""
     from drizzlepac.adrizzle import updateInputDQArray
 
     run_dir = Path(task.run_dir).resolve()
