@@ -320,8 +320,7 @@ TileOpt = Annotated[int, typer.Option(
     "--tile-size", metavar="PIXELS",
     help="Drizzle each filter in tiles of at most PIXELS x PIXELS output pixels, each a task "
          "on the workers (or the Dask cluster) writing into the product in place, so no "
-         "process holds a whole image; 0 (default) drizzles the whole grid in one process. "
-         "Needs --no-rms for now.")]
+         "process holds a whole image; 0 (default) drizzles the whole grid in one process.")]
 SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
                                           "sci.fits per exposure on the same grid.")]
 RefCatOpt = Annotated[str | None, typer.Option(

@@ -113,7 +113,7 @@ def test_plan_takes_runs_options():
     (["drizzle", "X", "--data", "{tmp}", "--satellites", "maybe"], "--satellites"),
     (["run", "X", "--data", "{tmp}", "--cte-noise", "hide"], "--cte-noise"),
     (["run", "X", "--data", "{tmp}", "--tile-size", "10", "--no-rms"], "--tile-size"),
-    (["drizzle", "X", "--data", "{tmp}", "--tile-size", "512"], "--no-rms"),
+    (["drizzle", "X", "--data", "{tmp}", "--tile-size", "63"], "--tile-size"),
     (["plan", "X", "--data", "{tmp}", "--tile-size", "-1", "--no-rms"], "--tile-size"),
     (["calibrate", "--data", "{tmp}", "--cte-noise", "hide"], "--cte-noise"),
 ])

@@ -53,8 +53,7 @@ class DrizzleConfig:
         the whole grid, in one process; N: its cosmic rays are found once, then the grid
         is drizzled in tiles of at most N x N pixels, each a separate task on the run's
         backend that writes into the product in place (:mod:`hstred.drizzle.tiled`).
-        Single-exposure images are tiled alike; RMS images are not made from tiles yet
-        (``rms`` must be off).
+        Single-exposure images and RMS images are made in the same tiles.
     satellites : ``"mask"`` (default): satellite trails are found in every exposure
         (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
         working copies before any drizzle; ``"off"``: exposures are drizzled as they are.
@@ -186,9 +185,6 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
             config.tile_size == 0 or config.tile_size >= MIN_TILE_SIZE):
         raise InputError(f"--tile-size must be 0 (the whole grid at once) or at least "
                          f"{MIN_TILE_SIZE} pixels, got {config.tile_size!r}")
-    if config.tile_size and config.rms:
-        raise InputError("--tile-size: tiled drizzles do not make RMS images yet; add --no-rms "
-                         "or drop --tile-size")
     if config.satellites not in SATELLITE_MODES:
         raise InputError(f"--satellites {config.satellites!r} is unknown; choose from "
                          f"{', '.join(SATELLITE_MODES)}")

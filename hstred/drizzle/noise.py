@@ -48,7 +48,8 @@ from hstred.errors import StageError
 __all__ = ["ChipInput", "Layer", "NoiseImages", "drizzle_noise", "drizzle_layers",
            "load_layer", "chip_pixmap", "correlation_factors", "casertano_r", "rms_image",
            "write_rms", "rms_cards", "blank_sky_check", "noise_summary", "RMS_BLOCKS",
-           "CHECK_BLOCKS", "robust_width", "block_sums"]
+           "CHECK_BLOCKS", "robust_width", "block_sums", "noise_factors", "rms_pixels",
+           "rms_header", "check_mismatch"]
 
 #: Input pixels between the samples of a pixel map (AstroDrizzle's ``stepsize``).
 PIXMAP_STEP = 10
@@ -63,6 +64,9 @@ RMS_BLOCKS = (2, 4, 8, 16, 32)
 #: Largest median |re-drizzled science - product| / RMS accepted: above it, the noise
 #: drizzle is not the operation that made the product.
 MAX_MEDIAN_MISMATCH = 0.05
+#: log10 bins of the |re-drizzled science - product| / RMS histogram that tiles of one
+#: product add up (:func:`histogram_quantile`).
+MISMATCH_BINS = np.linspace(-10.0, 4.0, 14001)
 _SEED = 20001  # the correlation realisations: same inputs, same factors
 #: Block sides of the blank-sky check (RMSMEAn: measured over predicted noise).
 CHECK_BLOCKS = (1, 4, 16)
@@ -87,15 +91,16 @@ class ChipInput:
 class NoiseImages:
     """The science and variance drizzled with the product's weights."""
 
-    sci: np.ndarray  # e-/s, sky-subtracted
-    wht: np.ndarray  # sum of weights x overlaps (not scaled like the product's)
-    var: np.ndarray  # (e-/s)^2 per pixel
+    sci: np.ndarray | None  # e-/s, sky-subtracted (None: a tiled product's summary)
+    wht: np.ndarray | None  # sum of weights x overlaps (not scaled like the product's)
+    var: np.ndarray | None  # (e-/s)^2 per pixel
     factors: dict[int, float]  # block side -> F(n)
     scale_ratio: float  # output over input pixel size
     blank_sky: dict[int, dict] = field(default_factory=dict)  # see blank_sky_check
     missing: int = 0  # covered product pixels without a variance (see rms_image)
     mismatch_median: float = float("nan")  # |sci - product| / RMS over covered pixels
     mismatch_p99: float = float("nan")
+    mismatch_counts: np.ndarray | None = None  # their histogram (MISMATCH_BINS)
 
 
 def casertano_r(scale_ratio: float, pixfrac: float) -> float:
@@ -264,48 +269,102 @@ def crop_layer(layer: Layer, window: tuple[int, int, int, int]) -> Layer | None:
                  ratio=layer.ratio)
 
 
+def _window_crops(layer: Layer, windows, crops: list[list[Layer]]) -> None:
+    for k, window in enumerate(windows):
+        crop = crop_layer(layer, window)
+        if crop is not None:
+            crops[k].append(crop)
+
+
 def drizzle_noise(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kernel: str,
-                  product_sci: np.ndarray | None = None) -> NoiseImages:
+                  product_sci: np.ndarray | None = None, factors: bool = True) -> NoiseImages:
     """Drizzle the science and the variance of ``chips`` onto ``grid`` with the final
-    drizzle's weights; measure the correlation factors; compare with ``product_sci``
-    (AstroDrizzle's science image) when given. One chip's arrays in memory at a time
-    (and the window's cut-outs of all)."""
+    drizzle's weights; measure the correlation factors (unless ``factors`` is False: a
+    tile of a larger grid, whose factors :func:`noise_factors` measures over the whole);
+    compare with ``product_sci`` (AstroDrizzle's science image) when given. One chip's
+    arrays in memory at a time (and the window's cut-outs of all)."""
     from drizzle.resample import Drizzle
 
     if not chips:
         raise StageError("no input chips to drizzle the noise of")
     nx, ny = grid.pixel_shape
-    windows = correlation_windows(chips, grid)
+    windows = correlation_windows(chips, grid) if factors else []
     d = Drizzle(kernel=kernel, out_shape=(ny, nx), disable_ctx=True, fillval="NaN",
                 fillval2="NaN")
+    crops: list[list[Layer]] = [[] for _ in windows]
+    ratios, added = [], 0
+    for chip in chips:
+        layer = load_layer(chip, grid)
+        ratios.append(layer.ratio)
+        _window_crops(layer, windows, crops)
+        if not factors:  # a tile: only the chip's part that reaches it (hstred.drizzle.tiled)
+            layer = crop_layer(layer, (0, ny, 0, nx))
+        if layer is not None:
+            _add(d, layer, layer.sci, layer.var, pixfrac=pixfrac)
+            added += 1
+        del layer
+    if added:
+        sci, wht, var = d.out_img, d.out_wht, d.out_img2[0]
+    else:  # a tile that the chips only graze
+        sci, var = (np.full((ny, nx), np.nan, dtype=np.float32) for _ in range(2))
+        wht = np.zeros((ny, nx), dtype=np.float32)
+    groups = [(layers, wht[y0:y1, x0:x1], var[y0:y1, x0:x1])
+              for layers, (y0, y1, x0, x1) in zip(crops, windows, strict=True) if layers]
+    out = NoiseImages(sci=sci, wht=wht, var=var,
+                      factors=(correlation_factors(groups, pixfrac=pixfrac, kernel=kernel)
+                               if factors else {}),
+                      scale_ratio=float(np.median(ratios)))
+    if product_sci is not None:
+        covered = (wht > 0) & np.isfinite(product_sci) & (var > 0)
+        if covered.any():
+            z = np.abs(sci[covered] - product_sci[covered]) / np.sqrt(var[covered])
+            out.mismatch_median = float(np.median(z))
+            out.mismatch_p99 = float(np.percentile(z, 99))
+            out.mismatch_counts = np.histogram(np.log10(np.maximum(z, 1e-30)),
+                                               bins=MISMATCH_BINS)[0]
+            check_mismatch(out.mismatch_median)
+        elif factors:  # a whole product: something must be covered (a tile may not be)
+            check_mismatch(out.mismatch_median)
+    return out
+
+
+def check_mismatch(median: float) -> None:
+    """Stop unless the re-drizzled science reproduces the product (median difference
+    within :data:`MAX_MEDIAN_MISMATCH` RMS)."""
+    if not median <= MAX_MEDIAN_MISMATCH:
+        raise StageError(f"the noise drizzle does not reproduce the science image (median "
+                         f"difference {median:.3g} RMS); the RMS map would not describe the "
+                         "product")
+
+
+def histogram_quantile(counts: np.ndarray, q: float) -> float:
+    """The ``q`` quantile (0..1) of the values of a :data:`MISMATCH_BINS` histogram, to
+    the bin's width (0.001 dex)."""
+    total = int(np.sum(counts))
+    if total == 0:
+        return float("nan")
+    k = int(np.searchsorted(np.cumsum(counts), q * total))
+    return float(10 ** (0.5 * (MISMATCH_BINS[k] + MISMATCH_BINS[k + 1])))
+
+
+def noise_factors(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kernel: str,
+                  windowed) -> tuple[dict[int, float], float]:
+    """The correlation factors of a product on ``grid`` and its output-over-input pixel
+    scale ratio, measured as :func:`drizzle_noise` does without drizzling the whole grid:
+    the chips are cut to the correlation windows, and ``windowed(y0, y1, x0, x1)`` gives
+    the product's weights and variance in a window (read from its files)."""
+    windows = correlation_windows(chips, grid)
     crops: list[list[Layer]] = [[] for _ in windows]
     ratios = []
     for chip in chips:
         layer = load_layer(chip, grid)
-        _add(d, layer, layer.sci, layer.var, pixfrac=pixfrac)
         ratios.append(layer.ratio)
-        for k, window in enumerate(windows):
-            crop = crop_layer(layer, window)
-            if crop is not None:
-                crops[k].append(crop)
+        _window_crops(layer, windows, crops)
         del layer
-    var = d.out_img2[0]
-    groups = [(layers, d.out_wht[y0:y1, x0:x1], var[y0:y1, x0:x1])
-              for layers, (y0, y1, x0, x1) in zip(crops, windows, strict=True) if layers]
-    out = NoiseImages(sci=d.out_img, wht=d.out_wht, var=var,
-                      factors=correlation_factors(groups, pixfrac=pixfrac, kernel=kernel),
-                      scale_ratio=float(np.median(ratios)))
-    if product_sci is not None:
-        covered = (d.out_wht > 0) & np.isfinite(product_sci) & (var > 0)
-        if covered.any():
-            z = np.abs(d.out_img[covered] - product_sci[covered]) / np.sqrt(var[covered])
-            out.mismatch_median = float(np.median(z))
-            out.mismatch_p99 = float(np.percentile(z, 99))
-        if not out.mismatch_median <= MAX_MEDIAN_MISMATCH:
-            raise StageError(f"the noise drizzle does not reproduce the science image (median "
-                             f"difference {out.mismatch_median:.3g} RMS); the RMS map would "
-                             "not describe the product")
-    return out
+    groups = [(layers, *windowed(*window))
+              for layers, window in zip(crops, windows, strict=True) if layers]
+    return (correlation_factors(groups, pixfrac=pixfrac, kernel=kernel),
+            float(np.median(ratios)))
 
 
 def block_sums(a: np.ndarray, n: int) -> np.ndarray:
@@ -422,23 +481,27 @@ def rms_cards(noise: NoiseImages, *, pixfrac: float) -> list[tuple]:
     return cards
 
 
-def rms_image(noise: NoiseImages, product_sci: np.ndarray, product_wht: np.ndarray
-              ) -> np.ndarray:
+def rms_pixels(noise: NoiseImages, product_wht: np.ndarray) -> tuple[np.ndarray, int]:
     """sqrt(variance) (e-/s, float32): NaN where the product has no weight, and at the few
     edge pixels that only a sliver of a drop reached in the product (the pixel maps
-    differ by thousandths of a pixel; ``noise.missing`` counts them). Runs the blank-sky
-    check on the product (``noise.blank_sky``)."""
+    differ by thousandths of a pixel); and the number of those."""
     known = (noise.wht > 0) & np.isfinite(noise.var)
     covered = np.nan_to_num(product_wht) > 0
-    noise.missing = int(np.count_nonzero(~known & covered))
     rms = np.where(known & covered, np.sqrt(noise.var), np.nan).astype(np.float32)
+    return rms, int(np.count_nonzero(~known & covered))
+
+
+def rms_image(noise: NoiseImages, product_sci: np.ndarray, product_wht: np.ndarray
+              ) -> np.ndarray:
+    """The RMS image (:func:`rms_pixels`; ``noise.missing`` counts the covered pixels
+    without one). Runs the blank-sky check on the product (``noise.blank_sky``)."""
+    rms, noise.missing = rms_pixels(noise, product_wht)
     noise.blank_sky = blank_sky_check(product_sci, rms, noise.factors)
     return rms
 
 
-def write_rms(path: Path, rms: np.ndarray, noise: NoiseImages, header: fits.Header, *,
-              pixfrac: float) -> Path:
-    """Write the RMS image with the science image's ``header`` and the noise cards."""
+def rms_header(noise: NoiseImages, header: fits.Header, *, pixfrac: float) -> fits.Header:
+    """An RMS image's header: the science image's ``header`` and the noise cards."""
     hdr = header.copy()  # the science image's: its grid to the last digit, its history
     hdr["BUNIT"] = ("ELECTRONS/S", "1-sigma noise of each science pixel")
     for key, value, comment in rms_cards(noise, pixfrac=pixfrac):
@@ -448,7 +511,13 @@ def write_rms(path: Path, rms: np.ndarray, noise: NoiseImages, header: fits.Head
                       "ERR^2 drizzled with the science's weights squared.")
     hdr["COMMENT"] = ("Noise of the mean of an n x n block: sqrt(mean RMS^2 over it) / n "
                       "x RMSCORn (RMSCORR for large areas).")
-    fits.PrimaryHDU(rms, header=hdr).writeto(path)
+    return hdr
+
+
+def write_rms(path: Path, rms: np.ndarray, noise: NoiseImages, header: fits.Header, *,
+              pixfrac: float) -> Path:
+    """Write the RMS image with the science image's ``header`` and the noise cards."""
+    fits.PrimaryHDU(rms, header=rms_header(noise, header, pixfrac=pixfrac)).writeto(path)
     return path
 
 

@@ -315,7 +315,7 @@ def run_astrodrizzle_median(inputs: Sequence[Path], output: str, *, run_dir: Pat
 
 def run_astrodrizzle(inputs: Sequence[Path], output: str, *, run_dir: Path,
                      parameters: dict, expected_chips: int,
-                     require_coverage: bool = True) -> DrizzleImages:
+                     require_coverage: bool = True, resolve: bool = True) -> DrizzleImages:
     """Run AstroDrizzle on ``inputs`` inside ``run_dir`` and check its products.
 
     Parameters
@@ -334,11 +334,14 @@ def run_astrodrizzle(inputs: Sequence[Path], output: str, *, run_dir: Path,
     require_coverage : bool
         Whether a product without any positive weight is an error (it is not for a tile
         of a larger grid that the inputs' outlines only graze).
+    resolve : bool
+        Pass the inputs' resolved paths (symbolic links followed); False passes links as
+        they are, so that AstroDrizzle's per-chip files land beside the links.
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / f"{output}.log"  # AstroDrizzle's own trailer
-    files = [str(Path(p).resolve()) for p in inputs]
+    files = [str(Path(p).resolve() if resolve else Path(p).absolute()) for p in inputs]
     call_astrodrizzle(files, output, run_dir, parameters, log_path)
     for tag in ("drc", "drz"):
         sci, wht = run_dir / f"{output}_{tag}_sci.fits", run_dir / f"{output}_{tag}_wht.fits"

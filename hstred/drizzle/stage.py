@@ -62,7 +62,20 @@ from hstred.drizzle.grid import (
     orientation_deg,
     same_grid,
 )
-from hstred.drizzle.noise import ChipInput, drizzle_noise, noise_summary, rms_image, write_rms
+from hstred.drizzle.noise import (
+    CHECK_WINDOW_PX,
+    ChipInput,
+    NoiseImages,
+    blank_sky_check,
+    check_mismatch,
+    drizzle_noise,
+    histogram_quantile,
+    noise_summary,
+    rms_header,
+    rms_image,
+    window_around,
+    write_rms,
+)
 from hstred.drizzle.plan import (
     CalibratedExposure,
     DrizzlePlan,
@@ -91,7 +104,9 @@ from hstred.drizzle.runner import (
 )
 from hstred.drizzle.tiled import (
     CosmicRayTask,
+    FactorTask,
     TiledImage,
+    TileNoise,
     TileTask,
     cut_grid,
     drizzle_tile,
@@ -100,6 +115,7 @@ from hstred.drizzle.tiled import (
     merge_headers,
     overlapping,
     tile_grid_numbers,
+    tiled_noise_factors,
 )
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
@@ -590,22 +606,28 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
         inputs=inputs, extvers=tuple(e.extvers for e in exposures), output=output,
         run_dir=run_dir / "cosmic_rays", parameters=pars, grid=grid))
     # The tiles: the final step alone, the flags already in the DQ (resetbits 0).
+    # With the RMS image, AstroDrizzle keeps each chip's final weight map (clean off).
     tile_pars = {**pars, "driz_separate": False, "median": False, "blot": False,
-                 "driz_cr": False, "resetbits": "0", "num_cores": 1}
+                 "driz_cr": False, "resetbits": "0", "num_cores": 1, "clean": not c.rms}
     nx, ny = ctx.grid.pixel_shape
-    sci = TiledImage(run_dir / f"{output}_drz_sci.fits", (ny, nx))
-    wht = TiledImage(run_dir / f"{output}_drz_wht.fits", (ny, nx))
-    sci.allocate()
-    wht.allocate()
+    sci, wht, rms = (TiledImage(run_dir / f"{output}_drz_{kind}.fits", (ny, nx))
+                     for kind in ("sci", "wht", "rms"))
+    for image in (sci, wht, rms) if c.rms else (sci, wht):
+        image.allocate()
     boxes = _exposure_boxes(ctx, exposures)
     tasks = []
     for tile in cut_grid((nx, ny), c.tile_size):
         on = [e for e, box in zip(exposures, boxes, strict=True) if overlapping(tile, box)]
+        noise = (TileNoise(rms=rms, sources=tuple(e.path for e in on),
+                           extvers=tuple(e.extvers for e in on),
+                           weights_dir=run_dir / "weights", kernel=c.kernel,
+                           pixfrac=c.pixfrac) if c.rms else None)
         tasks.append(TileTask(
             tile=tile, inputs=tuple(ctx.copies[e.rootname] for e in on),
             expected_chips=sum(len(e.extvers) for e in on), output=f"{output}_{tile.name}",
             run_dir=run_dir / tile.name, parameters=tile_pars,
-            grid=tile_grid_numbers(grid, tile), static_masks=masks, sci=sci, wht=wht))
+            grid=tile_grid_numbers(grid, tile), static_masks=masks, sci=sci, wht=wht,
+            noise=noise))
     backend = ctx.backend or LocalBackend(workers=1)
     if backend.slots > 1 and len(tasks) > 1:
         results = list(backend.imap_unordered(drizzle_tile, tasks))
@@ -619,9 +641,55 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
         grid=grid, exptime=float(sum(e.exptime_s for e in exposures)),
         expstart=float(min(fits.getval(p, "EXPSTART") for p in inputs)),
         expend=float(max(fits.getval(p, "EXPEND") for p in inputs)), output=output)
-    sci.finish(merge_headers([r.header for r in results], **totals))
+    header = merge_headers([r.header for r in results], **totals)
+    sci.finish(header)
     wht.finish(merge_headers([r.wht_header for r in results], **totals))
-    return DrizzleImages(sci=sci.path, wht=wht.path)
+    if not c.rms:
+        return DrizzleImages(sci=sci.path, wht=wht.path)
+    t0 = time.perf_counter()
+    rms_path = _tiled_rms(ctx, exposures, results, header, sci=sci, wht=wht, rms=rms,
+                          weights=run_dir / "weights")
+    seconds = time.perf_counter() - t0 + sum(r.noise_seconds for r in results)
+    log.info("%s: RMS image in %.1f s", output, seconds)
+    return DrizzleImages(sci=sci.path, wht=wht.path, rms=rms_path, rms_seconds=seconds)
+
+
+def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
+               sci: TiledImage, wht: TiledImage, rms: TiledImage, weights: Path) -> Path:
+    """The RMS image of a tiled product: its pixels are in place (the tiles wrote them);
+    the correlation factors are measured over the whole grid in a child process, the
+    blank-sky check reads one window of the product, and the header is written."""
+    c = ctx.config
+    chips = tuple(ChipInput(copy=ctx.copies[e.rootname], source=e.path, extver=x,
+                            weight=chip_file(weights / ctx.copies[e.rootname].name, x,
+                                             "final_mask.fits", output=sci.path.name,
+                                             log_path=weights.parent))
+                  for e in exposures for x in e.extvers)
+    factors, ratio = run_in_child(tiled_noise_factors, FactorTask(
+        chips=chips, grid=grid_numbers(ctx.grid), pixfrac=c.pixfrac, kernel=c.kernel,
+        wht=wht.path, rms=rms))
+    counts = np.sum([r.mismatch_counts for r in results if r.mismatch_counts is not None],
+                    axis=0)
+    noise = NoiseImages(sci=None, wht=None, var=None, factors=factors, scale_ratio=ratio,
+                        missing=sum(r.missing for r in results),
+                        mismatch_median=histogram_quantile(counts, 0.5),
+                        mismatch_p99=histogram_quantile(counts, 0.99))
+    check_mismatch(noise.mismatch_median)
+    # the blank-sky check's window: around the median position of the covered pixels
+    ny, nx = sci.shape
+    columns, rows = np.zeros(nx, dtype=np.int64), np.zeros(ny, dtype=np.int64)
+    for r in results:
+        if r.columns is not None:
+            columns[r.tile.x0:r.tile.x0 + r.tile.nx] += r.columns
+            rows[r.tile.y0:r.tile.y0 + r.tile.ny] += r.rows
+    centre = tuple(float(np.searchsorted(np.cumsum(n), n.sum() / 2)) for n in (columns, rows))
+    y0, y1, x0, x1 = window_around(centre, (ny, nx), CHECK_WINDOW_PX)
+    pixels = np.memmap(rms.raw, dtype=TiledImage.DTYPE, mode="r", shape=rms.shape)
+    with fits.open(sci.path, memmap=True) as hdul:
+        noise.blank_sky = blank_sky_check(np.asarray(hdul[0].section[y0:y1, x0:x1]),
+                                          np.asarray(pixels[y0:y1, x0:x1]), factors)
+    del pixels
+    return rms.finish(rms_header(noise, header, pixfrac=c.pixfrac))
 
 
 def _drizzle_filter(ctx: _FinalContext, filt: str,

@@ -39,6 +39,7 @@ provenance and published like a whole-grid one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import re
@@ -63,7 +64,8 @@ from hstred.drizzle.runner import (
 from hstred.errors import StageError
 
 __all__ = ["Tile", "cut_grid", "tile_grid_numbers", "TiledImage", "shared_static_masks",
-           "CosmicRayTask", "find_cosmic_rays", "TileTask", "TileResult", "drizzle_tile",
+           "CosmicRayTask", "find_cosmic_rays", "TileTask", "TileNoise", "TileResult",
+           "drizzle_tile", "FactorTask", "tiled_noise_factors",
            "drizzle_tiles_in_order",
            "merge_headers", "overlapping", "TILE_MARGIN_PX", "CR_BIT"]
 
@@ -75,6 +77,10 @@ CR_BIT = 4096
 #: drop of a border pixel (pixfrac <= 1) reaches under one output pixel beyond the
 #: footprint's outline, which is sampled along the chip edges.
 TILE_MARGIN_PX = 4
+
+#: Output pixels around a tile where its noise is drizzled too (:func:`_tile_noise`): more
+#: than a drop reaches beyond its input pixel's centre (1/ratio output pixels).
+NOISE_MARGIN_PX = 8
 
 _LOCK = threading.RLock()
 
@@ -273,6 +279,18 @@ def find_cosmic_rays(task: CosmicRayTask) -> dict[str, Path]:
 
 
 @dataclass(frozen=True)
+class TileNoise:
+    """What a tile needs for its part of the product's RMS image."""
+
+    rms: TiledImage
+    sources: tuple[Path, ...]  # the calibrated exposures of the tile's inputs (their ERR)
+    extvers: tuple[tuple[int, ...], ...]  # the inputs' SCI extensions
+    weights_dir: Path  # each chip's final weight map is kept here (correlation factors)
+    kernel: str
+    pixfrac: float
+
+
+@dataclass(frozen=True)
 class TileTask:
     """The final drizzle of one tile (:func:`drizzle_tile`)."""
 
@@ -286,6 +304,7 @@ class TileTask:
     static_masks: dict[str, Path]
     sci: TiledImage
     wht: TiledImage
+    noise: TileNoise | None = None
 
 
 @dataclass(frozen=True)
@@ -294,16 +313,26 @@ class TileResult:
     header: str  # the tile's science header ("" for a tile no exposure reaches)
     wht_header: str  # and its weight image's
     seconds: float
+    columns: np.ndarray | None = None  # finite science pixels per column of the tile
+    rows: np.ndarray | None = None  # and per row
+    missing: int = 0  # weighted pixels without an RMS
+    mismatch_counts: np.ndarray | None = None  # noise.MISMATCH_BINS histogram
+    noise_seconds: float = 0.0  # of ``seconds``, what the RMS pixels took
 
 
 def drizzle_tile(task: TileTask) -> TileResult:
     """Drizzle the tile's exposures onto its sub-grid and write its pixels into the
-    product images; a tile that no exposure reaches is written empty (NaN, weight 0)."""
+    product images; a tile that no exposure reaches is written empty (NaN, weight 0).
+    With ``task.noise``, the tile's RMS pixels too (:mod:`hstred.drizzle.noise`, from
+    the weight maps this very drizzle used)."""
     t0 = time.perf_counter()
-    tile = task.tile
+    tile, noise = task.tile, task.noise
     if not task.inputs:
-        task.sci.write(tile, np.full((tile.ny, tile.nx), np.nan, dtype=np.float32))
+        empty = np.full((tile.ny, tile.nx), np.nan, dtype=np.float32)
+        task.sci.write(tile, empty)
         task.wht.write(tile, np.zeros((tile.ny, tile.nx), dtype=np.float32))
+        if noise is not None:
+            noise.rms.write(tile, empty)
         return TileResult(tile=tile, header="", wht_header="", seconds=time.perf_counter() - t0)
     run_dir = Path(task.run_dir).resolve()
     if run_dir.exists():
@@ -314,21 +343,106 @@ def drizzle_tile(task: TileTask) -> TileResult:
     for key, path in task.static_masks.items():
         masks[key] = run_dir / path.name
         shutil.copyfile(path, masks[key])
-    pars = {**task.parameters, "final_refimage": to_hstwcs(grid_from_numbers(task.grid))}
+    inputs = list(task.inputs)
+    if noise is not None:
+        # AstroDrizzle writes each chip's weight map beside its input: links of the
+        # inputs in the tile's own directory keep those of parallel tiles apart.
+        (run_dir / "inputs").mkdir()
+        inputs = [run_dir / "inputs" / Path(p).name for p in task.inputs]
+        for link, target in zip(inputs, task.inputs, strict=True):
+            link.symlink_to(Path(target).resolve())
+    grid = grid_from_numbers(task.grid)
+    pars = {**task.parameters, "final_refimage": to_hstwcs(grid)}
+    extra = {}
     try:
         with shared_static_masks(masks):
-            images = run_astrodrizzle(list(task.inputs), task.output, run_dir=run_dir,
-                                      parameters=pars, expected_chips=task.expected_chips,
-                                      require_coverage=False)
-        headers = []
+            images = run_astrodrizzle(inputs, task.output, run_dir=run_dir, parameters=pars,
+                                      expected_chips=task.expected_chips,
+                                      require_coverage=False, resolve=noise is None)
+        headers, planes = [], []
         for image, path in ((task.sci, images.sci), (task.wht, images.wht)):
             with fits.open(path) as hdul:
                 headers.append(hdul[0].header.tostring())
-                image.write(tile, hdul[0].data)
+                planes.append(np.asarray(hdul[0].data, dtype=np.float32))
+                image.write(tile, planes[-1])
+        finite = np.isfinite(planes[0])
+        if noise is not None:
+            extra = _tile_noise(task, inputs, planes[0], planes[1])
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return TileResult(tile=tile, header=headers[0], wht_header=headers[1],
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, columns=finite.sum(axis=0),
+                      rows=finite.sum(axis=1), **extra)
+
+
+def _tile_noise(task: TileTask, links: Sequence[Path], sci: np.ndarray,
+                wht: np.ndarray) -> dict:
+    """The tile's RMS pixels, written into the product's RMS image; its weight maps kept
+    for the correlation factors."""
+    from hstred.drizzle.noise import ChipInput, drizzle_noise, rms_pixels
+
+    t0 = time.perf_counter()
+    noise = task.noise
+    log_path = Path(task.run_dir) / f"{task.output}.log"
+    chips = [ChipInput(copy=link, source=source, extver=extver,
+                       weight=chip_file(link, extver, "final_mask.fits", output=task.output,
+                                        log_path=log_path))
+             for link, source, extvers in zip(links, noise.sources, noise.extvers, strict=True)
+             for extver in extvers]
+    # The drizzle library leaves out drops of input pixels whose centres fall outside its
+    # output, and parts of input lines that leave and re-enter it (seen: whole regions of
+    # a tile with a chip mostly outside it): each chip is cut to the part that reaches the
+    # tile (drizzle_noise with factors=False), and the tile grown by a margin, then cut
+    # back. The RMS pixels then equal the whole grid's to the bit (tests).
+    m = NOISE_MARGIN_PX
+    grown = {**task.grid, "crpix": [v + m for v in task.grid["crpix"]],
+             "pixel_shape": (task.tile.nx + 2 * m, task.tile.ny + 2 * m)}
+    images = drizzle_noise(chips, grid_from_numbers(grown), pixfrac=noise.pixfrac,
+                           kernel=noise.kernel, factors=False,
+                           product_sci=np.pad(sci, m, constant_values=np.nan))
+    inner = np.s_[m:-m, m:-m]
+    images = dataclasses.replace(images, sci=images.sci[inner], wht=images.wht[inner],
+                                 var=images.var[inner])
+    rms, missing = rms_pixels(images, wht)
+    noise.rms.write(task.tile, rms)
+    # The same for every tile (ERR, DQ and the filter's masks): the first one kept wins.
+    noise.weights_dir.mkdir(parents=True, exist_ok=True)
+    for chip in chips:
+        kept = noise.weights_dir / chip.weight.name
+        if not kept.exists():
+            chip.weight.replace(kept)
+    return {"missing": missing, "mismatch_counts": images.mismatch_counts,
+            "noise_seconds": time.perf_counter() - t0}
+
+
+@dataclass(frozen=True)
+class FactorTask:
+    """The correlation factors of a tiled product (:func:`tiled_noise_factors`)."""
+
+    chips: tuple  # hstred.drizzle.noise.ChipInput, weights from the tiles' TileNoise
+    grid: dict
+    pixfrac: float
+    kernel: str
+    wht: Path  # the product's weight image (FITS)
+    rms: TiledImage  # its RMS pixels, before TiledImage.finish
+
+
+def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float]:
+    """:func:`hstred.drizzle.noise.noise_factors` of a tiled product, reading the windows
+    of its weight and RMS images from their files (nothing of the whole grid in memory)."""
+    from hstred.drizzle.noise import noise_factors
+
+    rms = np.memmap(task.rms.raw, dtype=TiledImage.DTYPE, mode="r", shape=task.rms.shape)
+    with fits.open(task.wht, memmap=True) as hdul:
+
+        def windowed(y0, y1, x0, x1):
+            r = np.asarray(rms[y0:y1, x0:x1], dtype=np.float64)
+            known = np.isfinite(r)
+            w = np.asarray(hdul[0].section[y0:y1, x0:x1], dtype=np.float64)
+            return np.where(known, w, 0.0), np.where(known, r * r, np.nan)
+
+        return noise_factors(task.chips, grid_from_numbers(task.grid), pixfrac=task.pixfrac,
+                             kernel=task.kernel, windowed=windowed)
 
 
 def drizzle_tiles_in_order(tasks: Sequence[TileTask]) -> list[TileResult]:
@@ -375,8 +489,11 @@ def merge_headers(headers: Sequence[str], *, inputs: Sequence[str], expected_chi
         counts.append(len(blocks))
         for block in blocks.values():
             data = next((str(v) for k, v, _c in block if k == "DATA"), None)
-            if data is not None:
-                records.setdefault(data, block)
+            if data is not None:  # the tiles' inputs are links in their own directories
+                name, _, ext = data.partition("[")
+                chip = f"{Path(name).name}[{ext}"
+                records.setdefault(chip, [(k, chip if k == "DATA" else v, c)
+                                          for k, v, c in block])
     chips = sorted(records, key=_chip_order(inputs))
     if len(chips) != expected_chips:
         raise StageError(f"{output}: {len(chips)} chips drizzled in the tiles, expected "
