@@ -30,10 +30,11 @@ identical.
 ``--pointings NxM`` simulates a mosaic instead, ``--visits``, ``--exposures`` and
 ``--filters`` another program, and ``--no-cte`` leaves the CTE trails out and runs with
 ``--cte none``; these run the hstred configurations only, in a program directory of
-their own.
+their own. ``--tile-size N`` runs the hstred configurations with tiled final drizzles.
 
 Usage: .venv/bin/python benchmarks/bench_pipeline.py [--dir DIR] [--only NAME ...]
        [--pointings NxM] [--visits N] [--exposures N] [--filters F,...] [--no-cte]
+       [--tile-size N]
 Results are also written to DIR/bench_pipeline.json.
 """
 
@@ -271,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cte", action="store_true",
                         help="simulate without CTE trails and run with --cte none "
                              "(hstred configurations only)")
+    parser.add_argument("--tile-size", type=int, default=None,
+                        help="run the hstred configurations with --tile-size N (tiled final "
+                             "drizzles)")
     args = parser.parse_args(argv)
     options = {key: getattr(args, key) for key in STANDARD}
     standard = options == STANDARD and not args.no_cte
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     program.mkdir(parents=True, exist_ok=True)
     _simulate(program, options, cte=not args.no_cte)
     extra = ("--cte", "none") if args.no_cte else ()
+    if args.tile_size is not None:
+        extra = (*extra, "--tile-size", str(args.tile_size))
     print(f"machine: {os.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB; load before start "
           f"{os.getloadavg()[0]:.2f}")
