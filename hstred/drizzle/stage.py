@@ -66,7 +66,6 @@ from hstred.drizzle.noise import (
     CHECK_WINDOW_PX,
     ChipInput,
     NoiseImages,
-    blank_sky_check,
     check_mismatch,
     drizzle_noise,
     histogram_quantile,
@@ -657,24 +656,14 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
 def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
                sci: TiledImage, wht: TiledImage, rms: TiledImage, weights: Path) -> Path:
     """The RMS image of a tiled product: its pixels are in place (the tiles wrote them);
-    the correlation factors are measured over the whole grid in a child process, the
-    blank-sky check reads one window of the product, and the header is written."""
+    the correlation factors (over the whole grid) and the blank-sky check (one window of
+    the product) are measured in a child process, and the header is written."""
     c = ctx.config
     chips = tuple(ChipInput(copy=ctx.copies[e.rootname], source=e.path, extver=x,
                             weight=chip_file(weights / ctx.copies[e.rootname].name, x,
                                              "final_mask.fits", output=sci.path.name,
                                              log_path=weights.parent))
                   for e in exposures for x in e.extvers)
-    factors, ratio = run_in_child(tiled_noise_factors, FactorTask(
-        chips=chips, grid=grid_numbers(ctx.grid), pixfrac=c.pixfrac, kernel=c.kernel,
-        wht=wht.path, rms=rms))
-    counts = np.sum([r.mismatch_counts for r in results if r.mismatch_counts is not None],
-                    axis=0)
-    noise = NoiseImages(sci=None, wht=None, var=None, factors=factors, scale_ratio=ratio,
-                        missing=sum(r.missing for r in results),
-                        mismatch_median=histogram_quantile(counts, 0.5),
-                        mismatch_p99=histogram_quantile(counts, 0.99))
-    check_mismatch(noise.mismatch_median)
     # the blank-sky check's window: around the median position of the covered pixels
     ny, nx = sci.shape
     columns, rows = np.zeros(nx, dtype=np.int64), np.zeros(ny, dtype=np.int64)
@@ -683,12 +672,17 @@ def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
             columns[r.tile.x0:r.tile.x0 + r.tile.nx] += r.columns
             rows[r.tile.y0:r.tile.y0 + r.tile.ny] += r.rows
     centre = tuple(float(np.searchsorted(np.cumsum(n), n.sum() / 2)) for n in (columns, rows))
-    y0, y1, x0, x1 = window_around(centre, (ny, nx), CHECK_WINDOW_PX)
-    pixels = np.memmap(rms.raw, dtype=TiledImage.DTYPE, mode="r", shape=rms.shape)
-    with fits.open(sci.path, memmap=True) as hdul:
-        noise.blank_sky = blank_sky_check(np.asarray(hdul[0].section[y0:y1, x0:x1]),
-                                          np.asarray(pixels[y0:y1, x0:x1]), factors)
-    del pixels
+    factors, ratio, blank = run_in_child(tiled_noise_factors, FactorTask(
+        chips=chips, grid=grid_numbers(ctx.grid), pixfrac=c.pixfrac, kernel=c.kernel,
+        sci=sci.path, wht=wht.path, rms=rms,
+        check_window=window_around(centre, (ny, nx), CHECK_WINDOW_PX)))
+    counts = np.sum([r.mismatch_counts for r in results if r.mismatch_counts is not None],
+                    axis=0)
+    noise = NoiseImages(sci=None, wht=None, var=None, factors=factors, scale_ratio=ratio,
+                        blank_sky=blank, missing=sum(r.missing for r in results),
+                        mismatch_median=histogram_quantile(counts, 0.5),
+                        mismatch_p99=histogram_quantile(counts, 0.99))
+    check_mismatch(noise.mismatch_median)
     return rms.finish(rms_header(noise, header, pixfrac=c.pixfrac))
 
 

@@ -417,20 +417,25 @@ def _tile_noise(task: TileTask, links: Sequence[Path], sci: np.ndarray,
 
 @dataclass(frozen=True)
 class FactorTask:
-    """The correlation factors of a tiled product (:func:`tiled_noise_factors`)."""
+    """The correlation factors and blank-sky check of a tiled product
+    (:func:`tiled_noise_factors`)."""
 
     chips: tuple  # hstred.drizzle.noise.ChipInput, weights from the tiles' TileNoise
     grid: dict
     pixfrac: float
     kernel: str
-    wht: Path  # the product's weight image (FITS)
+    sci: Path  # the product's science image (FITS)
+    wht: Path  # its weight image (FITS)
     rms: TiledImage  # its RMS pixels, before TiledImage.finish
+    check_window: tuple[int, int, int, int]  # (y0, y1, x0, x1) of the blank-sky check
 
 
-def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float]:
+def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float, dict]:
     """:func:`hstred.drizzle.noise.noise_factors` of a tiled product, reading the windows
-    of its weight and RMS images from their files (nothing of the whole grid in memory)."""
-    from hstred.drizzle.noise import noise_factors
+    of its weight and RMS images from their files (nothing of the whole grid in memory),
+    and the blank-sky check (:func:`~hstred.drizzle.noise.blank_sky_check`) in its window:
+    (factors, scale ratio, blank-sky results)."""
+    from hstred.drizzle.noise import blank_sky_check, noise_factors
 
     rms = np.memmap(task.rms.raw, dtype=TiledImage.DTYPE, mode="r", shape=task.rms.shape)
     with fits.open(task.wht, memmap=True) as hdul:
@@ -441,8 +446,14 @@ def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float]:
             w = np.asarray(hdul[0].section[y0:y1, x0:x1], dtype=np.float64)
             return np.where(known, w, 0.0), np.where(known, r * r, np.nan)
 
-        return noise_factors(task.chips, grid_from_numbers(task.grid), pixfrac=task.pixfrac,
-                             kernel=task.kernel, windowed=windowed)
+        factors, ratio = noise_factors(task.chips, grid_from_numbers(task.grid),
+                                       pixfrac=task.pixfrac, kernel=task.kernel,
+                                       windowed=windowed)
+    y0, y1, x0, x1 = task.check_window
+    with fits.open(task.sci, memmap=True) as hdul:
+        blank = blank_sky_check(np.asarray(hdul[0].section[y0:y1, x0:x1]),
+                                np.asarray(rms[y0:y1, x0:x1]), factors)
+    return factors, ratio, blank
 
 
 def drizzle_tiles_in_order(tasks: Sequence[TileTask]) -> list[TileResult]:
