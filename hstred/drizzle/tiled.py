@@ -28,12 +28,14 @@ agree to float32 rounding. A re-implementation of the weights and mapping with t
 ``drizzle`` library reproduces AstroDrizzle's product only to about 1e-4 of the noise
 in the median (the RMS image's ``RMSCHK``), not to the last bit. The price is that
 each tile maps all pixels of each chip it touches, so a chip spread over k tiles is
-mapped k times: the default tile size keeps k small.
+mapped k times: large tiles keep k small.
 
 The tiles are independent tasks on the run's backend (local processes or Dask), each
-writing its pixels into the product's pre-allocated image files (:class:`TiledImage`);
-the main process only merges their headers. The product is then checked, given its
-provenance and published like a whole-grid one.
+writing its pixels into the product's pre-allocated image files (:class:`TiledImage`)
+and, with the RMS image, its noise (from the weight maps of its own drizzle); the main
+process only merges their headers (:func:`merge_headers`, which also checks that every
+chip was drizzled). Each tile's AstroDrizzle product is checked as a whole-grid one is;
+the product is then given its provenance and published like a whole-grid one.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from hstred.drizzle.runner import (
     to_hstwcs,
 )
 from hstred.errors import StageError
+from hstred.record import CR_BIT
 
 __all__ = ["Tile", "cut_grid", "tile_grid_numbers", "TiledImage", "shared_static_masks",
            "CosmicRayTask", "find_cosmic_rays", "TileTask", "TileNoise", "TileResult",
@@ -71,8 +74,6 @@ __all__ = ["Tile", "cut_grid", "tile_grid_numbers", "TiledImage", "shared_static
 
 log = logging.getLogger(__name__)
 
-#: DQ bit of the cosmic rays found by the drizzle stage (AstroDrizzle's ``crbit``).
-CR_BIT = 4096
 #: Output pixels added around an exposure's footprint when testing tile overlap: the
 #: drop of a border pixel (pixfrac <= 1) reaches under one output pixel beyond the
 #: footprint's outline, which is sampled along the chip edges.
