@@ -526,18 +526,25 @@ def _rms_image(task: _FinalTask, images: DrizzleImages, grid: WCS) -> Path:
     return write_rms(path, rms, noise, header, pixfrac=task.config.pixfrac)
 
 
-def _run_final(task: _FinalTask):
-    c, grid = task.config, grid_from_numbers(task.grid)
-    if task.single:
-        pars = single_parameters(grid, kernel=c.kernel, pixfrac=c.pixfrac,
+def _final_parameters(c: DrizzleConfig, grid: WCS, n_images: int, *, single: bool,
+                      num_cores: int, weight_maps: bool) -> dict:
+    """AstroDrizzle parameters of a filter's image (or, ``single``, of one exposure's) on
+    the common grid, the sky that of the visit drizzle."""
+    if single:
+        return single_parameters(grid, kernel=c.kernel, pixfrac=c.pixfrac,
                                  weight_type=c.weight_type, good_bits=c.good_bits,
                                  sky_method=c.sky_method, sky_measured=True,
-                                 weight_maps=c.rms)
-    else:
-        pars = final_parameters(len(task.inputs), grid, kernel=c.kernel, pixfrac=c.pixfrac,
-                                weight_type=c.weight_type, num_cores=task.num_cores,
-                                good_bits=c.good_bits, sky_method=c.sky_method,
-                                sky_measured=True, weight_maps=c.rms)
+                                 weight_maps=weight_maps)
+    return final_parameters(n_images, grid, kernel=c.kernel, pixfrac=c.pixfrac,
+                            weight_type=c.weight_type, num_cores=num_cores,
+                            good_bits=c.good_bits, sky_method=c.sky_method,
+                            sky_measured=True, weight_maps=weight_maps)
+
+
+def _run_final(task: _FinalTask):
+    c, grid = task.config, grid_from_numbers(task.grid)
+    pars = _final_parameters(c, grid, len(task.inputs), single=task.single,
+                             num_cores=task.num_cores, weight_maps=c.rms)
     # With the RMS image, AstroDrizzle keeps its intermediate files (the final weight maps
     # are read); whatever it added, but for the products and logs, goes afterwards.
     directories = {Path(task.run_dir), *(p.parent for p in task.inputs)}
@@ -591,15 +598,8 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
     c = ctx.config
     inputs = tuple(ctx.copies[e.rootname] for e in exposures)
     grid = grid_numbers(ctx.grid)
-    if single:
-        pars = single_parameters(ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
-                                 weight_type=c.weight_type, good_bits=c.good_bits,
-                                 sky_method=c.sky_method, sky_measured=True)
-    else:
-        pars = final_parameters(len(inputs), ctx.grid, kernel=c.kernel, pixfrac=c.pixfrac,
-                                weight_type=c.weight_type, num_cores=ctx.num_cores,
-                                good_bits=c.good_bits, sky_method=c.sky_method,
-                                sky_measured=True)
+    pars = _final_parameters(c, ctx.grid, len(inputs), single=single,
+                             num_cores=ctx.num_cores, weight_maps=False)
     pars.pop("final_refimage")  # the grid travels as its numbers
     masks = run_in_child(find_cosmic_rays, CosmicRayTask(
         inputs=inputs, extvers=tuple(e.extvers for e in exposures), output=output,

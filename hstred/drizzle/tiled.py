@@ -257,6 +257,7 @@ def find_cosmic_rays(task: CosmicRayTask) -> dict[str, Path]:
             "driz_combine": False, "clean": False}
     directories = {run_dir, *(Path(p).resolve().parent for p in task.inputs)}
     before = files_in(directories)
+    keep: set[Path] = set()
     try:
         call_astrodrizzle([str(Path(p).resolve()) for p in task.inputs], task.output, run_dir,
                           pars, run_dir / f"{task.output}.log")
@@ -274,7 +275,7 @@ def find_cosmic_rays(task: CosmicRayTask) -> dict[str, Path]:
         keep = {p.resolve() for p in masks.values()}
         return masks
     finally:
-        for path in files_in(directories) - before - locals().get("keep", set()):
+        for path in files_in(directories) - before - keep:
             if path.suffix != ".log" and path.is_file():
                 path.unlink(missing_ok=True)
 
