@@ -23,6 +23,7 @@ from hstred.drizzle import DrizzleConfig, run_drizzle
 from hstred.drizzle.tiled import Tile, cut_grid, merge_headers
 from hstred.errors import InputError, StageError
 from hstred.execution import LocalBackend
+from hstred.record import CR_BIT
 
 ERRORS = {"jfak01": VisitError(0.42, -0.31, 0.02), "jfak02": VisitError(-0.25, 0.38, -0.03)}
 TILE = 256
@@ -44,7 +45,7 @@ def reductions(tmp_path_factory):
                             work_dir=root / "work_tiled")
         two = run_drizzle(prog.directory, "two", DrizzleConfig(**base, tile_size=TILE),
                           work_dir=root / "work_two", backend=LocalBackend(workers=2))
-        yield prog, whole, tiled, two
+        yield prog, whole, tiled, two, root
 
 
 def _read(path):
@@ -71,7 +72,7 @@ def test_tile_size_option_is_checked():
 
 
 def test_tiled_products_equal_the_whole_grid(reductions):
-    _prog, whole, tiled, _two = reductions
+    _prog, whole, tiled, _two, _root = reductions
     a, ha = _read(whole.product("F606W").sci)
     b, hb = _read(tiled.product("F606W").sci)
     wa, _ = _read(whole.product("F606W").wht)
@@ -97,8 +98,27 @@ def test_tiled_products_equal_the_whole_grid(reductions):
     assert max(tiled.cr_fractions.values()) > 0
 
 
+def test_tiled_cosmic_ray_flags_are_the_whole_grid_flags(reductions):
+    """The cosmic-ray step in tiles (median tiles of the separate drizzles, each
+    exposure's flags against the median cut to its footprint) flags the very pixels that
+    AstroDrizzle's whole-grid step flags, in every working copy's DQ."""
+    _prog, _whole, _tiled, _two, root = reductions
+    copies = sorted((root / "work_whole" / "exposures").glob("*_fl?.fits"))
+    assert len(copies) == 4
+    flagged = 0
+    for whole_copy in copies:
+        tiled_copy = root / "work_tiled" / "exposures" / whole_copy.name
+        with fits.open(whole_copy) as a, fits.open(tiled_copy) as b:
+            for ext in [h for h in a if h.name == "DQ"]:
+                dq_a = ext.data & CR_BIT
+                dq_b = b["DQ", ext.ver].data & CR_BIT
+                np.testing.assert_array_equal(dq_b, dq_a, err_msg=f"{whole_copy.name} {ext.ver}")
+                flagged += int(np.count_nonzero(dq_a))
+    assert flagged > 100
+
+
 def test_tiled_single_exposure_images_equal_the_whole_grid(reductions):
-    _prog, whole, tiled, _two = reductions
+    _prog, whole, tiled, _two, _root = reductions
     assert len(whole.singles) == len(tiled.singles) == 4
     for a_single, b_single in zip(whole.singles, tiled.singles, strict=True):
         assert a_single.rootname == b_single.rootname
@@ -116,7 +136,7 @@ def test_tiled_single_exposure_images_equal_the_whole_grid(reductions):
 def test_no_seams_at_tile_borders(reductions):
     """The columns and rows on both sides of every tile border, alone: the tiled image
     equals the whole-grid one there as everywhere (a seam would be a step or a gap)."""
-    _prog, whole, tiled, _two = reductions
+    _prog, whole, tiled, _two, _root = reductions
     a, _ = _read(whole.product("F606W").sci)
     b, _ = _read(tiled.product("F606W").sci)
     w, _ = _read(whole.product("F606W").wht)
@@ -140,7 +160,7 @@ def test_no_seams_at_tile_borders(reductions):
 def test_tiled_rms_images_equal_the_whole_grid(reductions):
     """The RMS pixels agree to float32 rounding, the correlation factors (measured in the
     same windows of the same grid) to 1e-4, and the checks are recorded alike."""
-    _prog, whole, tiled, _two = reductions
+    _prog, whole, tiled, _two, _root = reductions
     products = [(whole.product("F606W"), tiled.product("F606W")),
                 *zip(whole.singles, tiled.singles, strict=True)]
     for a_product, b_product in products:
@@ -165,7 +185,7 @@ def test_tiled_rms_images_equal_the_whole_grid(reductions):
 
 
 def test_two_workers_give_identical_tiled_products(reductions):
-    _prog, _whole, tiled, two = reductions
+    _prog, _whole, tiled, two, _root = reductions
     for kind in ("sci", "wht", "rms"):
         x = fits.getdata(getattr(tiled.product("F606W"), kind))
         y = fits.getdata(getattr(two.product("F606W"), kind))

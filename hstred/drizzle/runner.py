@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "files_in",
     "run_astrodrizzle",
     "run_astrodrizzle_median",
+    "run_steps",
     "check_drizzle_product",
     "to_hstwcs",
     "visit_parameters",
@@ -253,6 +255,35 @@ def _in_directory(path: Path):
         os.chdir(previous)
 
 
+_NAMES_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _mask_names_from_file_names() -> Iterator[None]:
+    """drizzlepac names each chip's separate-drizzle mask by replacing "final" with
+    "single" anywhere in the path of its final-drizzle mask, so an input in a directory
+    with "final" in its path (ours: ``final/``; a user's: ``~/final_images/``) gets a
+    mask in a directory that does not exist. Within the block the replacement is made in
+    the file name alone."""
+    from drizzlepac import imageObject
+
+    cls = imageObject.baseImageObject
+    with _NAMES_LOCK:
+        original = cls._setChipOutputNames
+
+        def names(self, rootname, chip):
+            fnames = original(self, rootname, chip)
+            head, tail = os.path.split(fnames["finalMask"])
+            fnames["singleDrizMask"] = os.path.join(head, tail.replace("final", "single"))
+            return fnames
+
+        cls._setChipOutputNames = names
+        try:
+            yield
+        finally:
+            cls._setChipOutputNames = original
+
+
 def call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, parameters: dict,
                        log_path: Path) -> None:
     console_path = run_dir / f"{output}_console.log"  # whatever else it prints or logs
@@ -260,9 +291,56 @@ def call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, paramete
         with _in_directory(run_dir), _captured_output(console_path):
             from drizzlepac import astrodrizzle  # its import logs too
 
-            with parallel_steps(int(parameters.get("num_cores") or 1)):
+            with parallel_steps(int(parameters.get("num_cores") or 1)), \
+                    _mask_names_from_file_names():
                 astrodrizzle.AstroDrizzle(input=list(files), output=output,
                                           runfile=str(log_path), **parameters)
+    except (Exception, SystemExit) as err:  # drizzlepac raises many types, or exits
+        raise StageError(f"AstroDrizzle failed for {output} ({type(err).__name__}: {err}); "
+                         f"see {log_path}") from err
+
+
+def run_steps(files: Sequence[str], output: str, run_dir: Path, parameters: dict,
+              log_path: Path, steps):
+    """AstroDrizzle's set-up, then ``steps(images, output_wcs, config)`` in its place.
+
+    The configuration is built from ``parameters`` as ``AstroDrizzle`` builds it, and the
+    inputs opened as it opens them (``processInput.setCommonInput``, which also resets
+    the DQ bits named by ``resetbits``); ``steps`` then calls drizzlepac's step functions
+    (``staticMask.createStaticMask``, ``sky.subtractSky``, ``adrizzle.drizSeparate``,
+    ``createMedian.createMedian``, ``ablot.runBlot``, ``drizCR.rundrizCR``) itself. For
+    the parts of a drizzle that AstroDrizzle will not run on their own: a separate-drizzle
+    grid other than the inputs' own, a median of one image, the cosmic rays of one image
+    against a median made elsewhere. Returns what ``steps`` returns; like
+    :func:`call_astrodrizzle`, it runs in ``run_dir`` with all chatter in ``log_path``.
+    """
+    try:
+        with _in_directory(run_dir), _captured_output(log_path):
+            from drizzlepac import astrodrizzle, processInput, util
+            from stsci.tools import teal
+
+            input_dict = {**parameters, "input": list(files), "output": output}
+            configobj = teal.load(astrodrizzle.__taskname__, defaults=True)
+            if "updatewcs" in input_dict:
+                configobj["updatewcs"] = input_dict.pop("updatewcs")
+            config = util.getDefaultConfigObj(astrodrizzle.__taskname__, configobj,
+                                              input_dict, loadOnly=True)
+            util.applyUserPars_steps(config, input_dict, step="3a")
+            util.applyUserPars_steps(config, input_dict, step="7a")
+            config["mdriztab"] = False
+            with _mask_names_from_file_names():
+                images, output_wcs = processInput.setCommonInput(config,
+                                                                 overwrite_dict=input_dict)
+            if not images:
+                raise StageError(f"AstroDrizzle found no usable input for {output}; see "
+                                 f"{log_path}")
+            try:
+                return steps(images, output_wcs, config)
+            finally:
+                for image in images:
+                    image.close()
+    except StageError:
+        raise
     except (Exception, SystemExit) as err:  # drizzlepac raises many types, or exits
         raise StageError(f"AstroDrizzle failed for {output} ({type(err).__name__}: {err}); "
                          f"see {log_path}") from err

@@ -102,17 +102,28 @@ from hstred.drizzle.runner import (
     visit_parameters,
 )
 from hstred.drizzle.tiled import (
+    BLOT_MARGIN_PX,
+    MEDIAN_MARGIN_PX,
     CosmicRayTask,
     FactorTask,
+    FlagTask,
+    MedianTileTask,
     TiledImage,
     TileNoise,
     TileTask,
+    box_tile,
     cut_grid,
     drizzle_tile,
-    drizzle_tiles_in_order,
-    find_cosmic_rays,
+    flag_exposure,
+    grown,
+    in_order,
+    indexed,
+    later_step_parameters,
+    median_tile,
     merge_headers,
     overlapping,
+    prepare_cosmic_rays,
+    separate_tile,
     tile_grid_numbers,
     tiled_noise_factors,
 )
@@ -578,13 +589,16 @@ def _final_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
         expected_chips=sum(len(e.extvers) for e in exposures), num_cores=ctx.num_cores))
 
 
-def _exposure_boxes(ctx: _FinalContext, exposures) -> list[tuple[float, float, float, float]]:
-    """Each exposure's footprint on the grid: (xmin, xmax, ymin, ymax), 0-based pixels."""
+def _exposure_boxes(ctx: _FinalContext, exposures,
+                    grid: WCS | None = None) -> list[tuple[float, float, float, float]]:
+    """Each exposure's footprint on the grid (by default the common grid): (xmin, xmax,
+    ymin, ymax), 0-based pixels."""
+    grid = ctx.grid if grid is None else grid
     boxes = []
     for e in exposures:
         ra, dec = (np.concatenate(v) for v in zip(*_chip_outlines([e], ctx.copies),
                                                    strict=True))
-        x, y = ctx.grid.all_world2pix(ra, dec, 0)
+        x, y = grid.all_world2pix(ra, dec, 0)
         boxes.append((float(x.min()), float(x.max()), float(y.min()), float(y.max())))
     return boxes
 
@@ -601,13 +615,11 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
     pars = _final_parameters(c, ctx.grid, len(inputs), single=single,
                              num_cores=ctx.num_cores, weight_maps=False)
     pars.pop("final_refimage")  # the grid travels as its numbers
-    masks = run_in_child(find_cosmic_rays, CosmicRayTask(
-        inputs=inputs, extvers=tuple(e.extvers for e in exposures), output=output,
-        run_dir=run_dir / "cosmic_rays", parameters=pars, grid=grid))
-    # The tiles: the final step alone, the flags already in the DQ (resetbits 0).
+    masks = _tiled_cosmic_rays(ctx, exposures, output, run_dir / "cosmic_rays", pars)
+    # The tiles: the final step alone, the flags already in the DQ, the sky recorded.
     # With the RMS image, AstroDrizzle keeps each chip's final weight map (clean off).
-    tile_pars = {**pars, "driz_separate": False, "median": False, "blot": False,
-                 "driz_cr": False, "resetbits": "0", "num_cores": 1, "clean": not c.rms}
+    tile_pars = {**later_step_parameters(pars), "driz_separate": False, "median": False,
+                 "blot": False, "driz_cr": False, "clean": not c.rms}
     nx, ny = ctx.grid.pixel_shape
     sci, wht, rms = (TiledImage(run_dir / f"{output}_drz_{kind}.fits", (ny, nx))
                      for kind in ("sci", "wht", "rms"))
@@ -627,12 +639,7 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
             run_dir=run_dir / tile.name, parameters=tile_pars,
             grid=tile_grid_numbers(grid, tile), static_masks=masks, sci=sci, wht=wht,
             noise=noise))
-    backend = ctx.backend or LocalBackend(workers=1)
-    if backend.slots > 1 and len(tasks) > 1:
-        results = list(backend.imap_unordered(drizzle_tile, tasks))
-    else:  # one worker: the tiles in a child process (AstroDrizzle holds the GIL)
-        results = run_in_child(drizzle_tiles_in_order, tasks)
-    results.sort(key=lambda r: (r.tile.row, r.tile.col))
+    results = _on_backend(ctx, drizzle_tile, tasks)
     log.info("%s: %d tiles of at most %d pixels drizzled (%.1f s of tile time)", output,
              len(results), c.tile_size, sum(r.seconds for r in results))
     totals = dict(
@@ -651,6 +658,67 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
     seconds = time.perf_counter() - t0 + sum(r.noise_seconds for r in results)
     log.info("%s: RMS image in %.1f s", output, seconds)
     return DrizzleImages(sci=sci.path, wht=wht.path, rms=rms_path, rms_seconds=seconds)
+
+
+def _on_backend(ctx: _FinalContext, func, tasks: Sequence) -> list:
+    """``func`` over the tasks on the run's backend, the results in task order; with one
+    worker all in one child process (AstroDrizzle holds the GIL)."""
+    backend = ctx.backend or LocalBackend(workers=1)
+    if backend.slots > 1 and len(tasks) > 1:
+        results = [None] * len(tasks)
+        for i, result in backend.imap_unordered(
+                indexed, [(i, func, task) for i, task in enumerate(tasks)]):
+            results[i] = result
+        return results
+    return run_in_child(in_order, func, list(tasks))
+
+
+def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path,
+                       pars: dict) -> dict:
+    """The cosmic-ray step of a tiled drizzle, with the flags of AstroDrizzle's whole-grid
+    step (:mod:`hstred.drizzle.tiled`): what needs all exposures at once (DQ reset, static
+    masks, sky, the separate drizzles' grid) in a child process; the median image of the
+    separate drizzles in tiles of that grid (each input's mean weight summed over the
+    tiles between the drizzles and the combination); then each exposure's blot and
+    flags against the median cut to its footprint. Returns the static masks."""
+    inputs = tuple(ctx.copies[e.rootname] for e in exposures)
+    masks, sgrid = run_in_child(prepare_cosmic_rays, CosmicRayTask(
+        inputs=inputs, output=output, run_dir=run_dir, parameters=pars))
+    if not pars.get("driz_cr"):
+        return masks
+    later = later_step_parameters(pars)
+    shape = tuple(int(v) for v in sgrid["pixel_shape"])
+    boxes = _exposure_boxes(ctx, exposures, grid_from_numbers(sgrid))
+    median = TiledImage(run_dir / f"{output}_med.fits", (shape[1], shape[0]))
+    median.allocate()  # zero where no exposure comes near: no blot reads there
+    tiles = []
+    for tile in cut_grid(shape, ctx.config.tile_size):
+        area = grown(tile, MEDIAN_MARGIN_PX, shape)
+        on = tuple(copy for copy, box in zip(inputs, boxes, strict=True)
+                   if overlapping(area, box))
+        if on:
+            tiles.append(MedianTileTask(
+                tile=tile, area=area, inputs=on, output=f"{output}_{tile.name}",
+                run_dir=run_dir / tile.name, parameters=later,
+                grid=tile_grid_numbers(sgrid, area), static_masks=masks, median=median))
+    totals = {copy: [0.0, 0] for copy in inputs}
+    for task, sums in zip(tiles, _on_backend(ctx, separate_tile, tiles), strict=True):
+        for copy, (total, count) in zip(task.inputs, sums, strict=True):
+            totals[copy][0] += total
+            totals[copy][1] += count
+    means = {copy: (total / count if count else None) for copy, (total, count) in totals.items()}
+    _on_backend(ctx, median_tile, [dataclasses.replace(t, means=tuple(means[c] for c in t.inputs))
+                                   for t in tiles])
+    flags = []
+    for e, copy, box in zip(exposures, inputs, boxes, strict=True):
+        cutout = box_tile(box, BLOT_MARGIN_PX, shape)
+        flags.append(FlagTask(input=copy, extvers=tuple(e.extvers), output=f"{output}_{e.rootname}",
+                              run_dir=run_dir / f"flag_{e.rootname}", parameters=later,
+                              cutout=cutout, grid=tile_grid_numbers(sgrid, cutout),
+                              static_masks=masks, median=median))
+    _on_backend(ctx, flag_exposure, flags)
+    median.raw.unlink()
+    return masks
 
 
 def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,

@@ -4,18 +4,29 @@ The whole-grid final drizzle is one AstroDrizzle call that finds the cosmic rays
 the filter's exposures and drizzles them onto the grid, holding every output plane in
 one process. Here the same work is done in two parts:
 
-1. **Cosmic rays, once per filter** (:func:`find_cosmic_rays`): AstroDrizzle's steps up
-   to the cosmic-ray identification (static mask, separate drizzles, median, blot,
-   ``driz_cr``), with the parameters of the whole-grid drizzle and without its final
-   combination. Its flags go into the working copies' DQ (bit 4096) exactly as the final
-   step would put them there (drizzlepac's own ``updateInputDQArray``), and its static
-   masks (one per chip position, combined over all the filter's exposures) are kept.
-   None of these steps depends on the output grid, so the flags are those of a
-   whole-grid run.
+1. **Cosmic rays**, with the flags of AstroDrizzle's whole-grid step and no process
+   holding a whole plane of it (``_tiled_cosmic_rays`` in the stage):
+
+   a. :func:`prepare_cosmic_rays`, over all the filter's exposures at once: the DQ
+      reset, static masks (one per chip position), sky and the grid of the separate
+      drizzles (AstroDrizzle's default for the exposures, as in a whole-grid call);
+   b. the median image in tiles of that grid (:class:`MedianTileTask`): each tile
+      drizzles the exposures that reach it onto its area (the tile and a margin,
+      :func:`separate_tile`) and combines them (:func:`median_tile`). The median step
+      masks each drizzle's pixels below 0.7 of its mean weight, a mean over the whole
+      drizzle: it is summed over the tiles in between and handed to the step
+      (:func:`_weight_means`);
+   c. each exposure's blot and ``driz_cr`` against the median cut to its footprint
+      (:func:`flag_exposure`), the flags put into its DQ (bit 4096) exactly as the final
+      step would (drizzlepac's own ``updateInputDQArray``).
+
+   The steps are drizzlepac's own functions (:func:`~hstred.drizzle.runner.run_steps`):
+   AstroDrizzle would neither drizzle onto a grid of its own choosing nor run one
+   exposure's flags against a median made elsewhere.
 2. **One AstroDrizzle call per tile** (:func:`drizzle_tile`), the final step alone onto
    the tile's sub-grid (the common grid's WCS with CRPIX moved to the tile's corner),
-   from only the exposures that overlap the tile. Each call subtracts the sky the visit
-   drizzle measured (MDRIZSKY), honours the DQ flags, and uses the filter's static masks
+   from only the exposures that overlap the tile. Each call subtracts the sky recorded
+   in 1a (MDRIZSKY), honours the DQ flags, and uses the filter's static masks
    (:func:`shared_static_masks`: AstroDrizzle would otherwise combine the masks over the
    tile's exposures only, which differ from tile to tile).
 
@@ -57,19 +68,20 @@ from astropy.io import fits
 
 from hstred.drizzle.grid import grid_from_numbers
 from hstred.drizzle.runner import (
-    call_astrodrizzle,
     chip_file,
-    files_in,
     run_astrodrizzle,
+    run_steps,
     to_hstwcs,
 )
 from hstred.errors import StageError
 from hstred.record import CR_BIT
 
 __all__ = ["Tile", "cut_grid", "tile_grid_numbers", "TiledImage", "shared_static_masks",
-           "CosmicRayTask", "find_cosmic_rays", "TileTask", "TileNoise", "TileResult",
+           "CosmicRayTask", "TileTask", "TileNoise", "TileResult",
            "drizzle_tile", "FactorTask", "tiled_noise_factors",
-           "drizzle_tiles_in_order",
+           "in_order", "indexed", "grown", "box_tile", "prepare_cosmic_rays",
+           "later_step_parameters", "MedianTileTask", "separate_tile", "median_tile",
+           "FlagTask", "flag_exposure", "MEDIAN_MARGIN_PX", "BLOT_MARGIN_PX",
            "merge_headers", "overlapping", "TILE_MARGIN_PX", "CR_BIT"]
 
 log = logging.getLogger(__name__)
@@ -82,6 +94,14 @@ TILE_MARGIN_PX = 4
 #: Output pixels around a tile where its noise is drizzled too (:func:`_tile_noise`): more
 #: than a drop reaches beyond its input pixel's centre (1/ratio output pixels).
 NOISE_MARGIN_PX = 8
+
+#: Pixels of the separate drizzles' grid drizzled and combined around a median tile but
+#: not kept from it: the median step's minmed grows rejections into neighbours.
+MEDIAN_MARGIN_PX = 8
+
+#: Pixels of the median image around an exposure's footprint handed to its blot: the
+#: interpolation (poly5) reads a few pixels beyond where a chip pixel lands.
+BLOT_MARGIN_PX = 8
 
 _LOCK = threading.RLock()
 
@@ -172,6 +192,13 @@ class TiledImage:
         finally:
             del image
 
+    def read(self, tile: Tile) -> np.ndarray:
+        image = np.memmap(self.raw, dtype=self.DTYPE, mode="r", shape=self.shape)
+        try:
+            return np.array(image[tile.slices], dtype=np.float32)
+        finally:
+            del image
+
     def finish(self, header: fits.Header) -> Path:
         header = header.copy()
         header["BITPIX"] = -32
@@ -231,53 +258,285 @@ def shared_static_masks(masks: dict[str, Path]) -> Iterator[None]:
             staticMask.createStaticMask = saved
 
 
+def grown(tile: Tile, margin: int, shape_xy: tuple[int, int]) -> Tile:
+    """The tile grown by ``margin`` pixels on every side, within the grid (``nx``, ``ny``)."""
+    x0, y0 = max(0, tile.x0 - margin), max(0, tile.y0 - margin)
+    x1 = min(int(shape_xy[0]), tile.x0 + tile.nx + margin)
+    y1 = min(int(shape_xy[1]), tile.y0 + tile.ny + margin)
+    return Tile(row=tile.row, col=tile.col, x0=x0, y0=y0, nx=x1 - x0, ny=y1 - y0)
+
+
+def box_tile(box: tuple[float, float, float, float], margin: int,
+             shape_xy: tuple[int, int]) -> Tile:
+    """The pixels of a grid (``nx``, ``ny``) within ``margin`` of a footprint's bounding
+    box (xmin, xmax, ymin, ymax; 0-based)."""
+    xmin, xmax, ymin, ymax = box
+    x0, y0 = max(0, math.floor(xmin) - margin), max(0, math.floor(ymin) - margin)
+    x1 = min(int(shape_xy[0]), math.ceil(xmax) + 1 + margin)
+    y1 = min(int(shape_xy[1]), math.ceil(ymax) + 1 + margin)
+    if x1 <= x0 or y1 <= y0:
+        raise StageError(f"footprint {box} lies outside the grid of {shape_xy} pixels")
+    return Tile(row=0, col=0, x0=x0, y0=y0, nx=x1 - x0, ny=y1 - y0)
+
+
 @dataclass(frozen=True)
 class CosmicRayTask:
-    """The cosmic-ray step of one filter (:func:`find_cosmic_rays`)."""
+    """The first part of a filter's cosmic-ray step (:func:`prepare_cosmic_rays`)."""
 
-    inputs: tuple[Path, ...]  # working copies (their DQ is updated)
-    extvers: tuple[tuple[int, ...], ...]
+    inputs: tuple[Path, ...]  # working copies (their DQ is reset, their sky recorded)
     output: str
     run_dir: Path
     parameters: dict  # the whole-grid final drizzle's, but final_refimage
-    grid: dict  # the common grid's WCS numbers (final_refimage)
 
 
-def find_cosmic_rays(task: CosmicRayTask) -> dict[str, Path]:
-    """Run AstroDrizzle's steps up to ``driz_cr`` on the filter's working copies, flag the
-    cosmic rays in their DQ (bit :data:`CR_BIT`; parameters without ``driz_cr``, as a
-    single exposure's image has them, leave the DQ as it is) and return the static masks
-    (chip position, :func:`mask_key`, to path, in ``task.run_dir``). Everything else it
-    wrote is removed."""
-    from drizzlepac.adrizzle import updateInputDQArray
+def prepare_cosmic_rays(task: CosmicRayTask) -> tuple[dict[str, Path], dict]:
+    """What the cosmic-ray step needs from all of a filter's exposures at once, as
+    AstroDrizzle's whole-grid call does it: the cosmic-ray bit reset in their DQ
+    (``resetbits``), the static masks (one per chip position, over all exposures), the
+    sky (measured over all exposures, or the visit drizzle's, and recorded in MDRIZSKY)
+    and the grid of the separate drizzles (AstroDrizzle's default for these exposures).
+    Returns the static masks (chip position, :func:`mask_key`, to path, in
+    ``task.run_dir``) and that grid's WCS numbers. Nothing here holds an output plane."""
+    from drizzlepac import sky, staticMask
+
+    from hstred.drizzle.grid import grid_numbers
 
     run_dir = Path(task.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    pars = {**task.parameters, "final_refimage": to_hstwcs(grid_from_numbers(task.grid)),
-            "driz_combine": False, "clean": False}
-    directories = {run_dir, *(Path(p).resolve().parent for p in task.inputs)}
-    before = files_in(directories)
-    keep: set[Path] = set()
+    log_path = run_dir / f"{task.output}.log"
+
+    def steps(images, output_wcs, config):
+        staticMask.createStaticMask(images, config)
+        sky.subtractSky(images, config)
+        return grid_numbers(output_wcs.single_wcs)
+
+    grid = run_steps([str(Path(p).resolve()) for p in task.inputs], task.output, run_dir,
+                     task.parameters, log_path, steps)
+    masks = {mask_key(p.name): p for p in sorted(run_dir.glob("*_staticMask.fits"))}
+    if not masks:
+        raise StageError(f"AstroDrizzle wrote no static mask for {task.output}; see "
+                         f"{log_path}")
+    return masks, grid
+
+
+def later_step_parameters(parameters: dict) -> dict:
+    """The parameters of the steps after :func:`prepare_cosmic_rays`: its DQ reset, masks
+    and sky are taken as they are (no reset, the sky from MDRIZSKY)."""
+    return {**parameters, "resetbits": "0", "skysub": False, "skyuser": "MDRIZSKY",
+            "num_cores": 1, "clean": False}
+
+
+def _linked(inputs: Sequence[Path], directory: Path) -> list[Path]:
+    """Links of the inputs in ``directory``: AstroDrizzle writes the separate drizzles,
+    blotted images and masks beside its inputs, so links keep parallel tasks apart."""
+    directory.mkdir(parents=True, exist_ok=True)
+    links = [directory / Path(p).name for p in inputs]
+    for link, target in zip(links, inputs, strict=True):
+        link.symlink_to(Path(target).resolve())
+    return links
+
+
+@dataclass(frozen=True)
+class MedianTileTask:
+    """One tile of the median image of a filter's separate drizzles (:func:`separate_tile`
+    then :func:`median_tile`)."""
+
+    tile: Tile  # of the separate drizzles' grid: the pixels this task provides
+    area: Tile  # the tile grown by MEDIAN_MARGIN_PX: the pixels it drizzles and combines
+    inputs: tuple[Path, ...]  # working copies reaching the area, in filter order
+    output: str
+    run_dir: Path
+    parameters: dict  # later_step_parameters
+    grid: dict  # the area's WCS numbers
+    static_masks: dict[str, Path]
+    median: TiledImage
+    means: tuple[float | None, ...] = ()  # per input, over its footprint (median_tile)
+
+
+def _area_parameters(task: MedianTileTask) -> dict:
+    return {**task.parameters, "driz_separate": True, "driz_sep_wcs": True,
+            "driz_sep_refimage": to_hstwcs(grid_from_numbers(task.grid))}
+
+
+def _core(task: MedianTileTask) -> tuple[slice, slice]:
+    """The tile's pixels within its area."""
+    y0, x0 = task.tile.y0 - task.area.y0, task.tile.x0 - task.area.x0
+    return slice(y0, y0 + task.tile.ny), slice(x0, x0 + task.tile.nx)
+
+
+def _weight_totals(data: np.ndarray) -> tuple[float, int]:
+    """What AstroDrizzle's median step averages of a separate drizzle's weight: the
+    pixels of at least 1e-8 (``ImageStats(lower=1e-8, nclip=0)``)."""
+    used = data[data >= 1e-8]
+    return float(used.sum(dtype=np.float64)), int(used.size)
+
+
+def separate_tile(task: MedianTileTask) -> tuple[tuple[float, int], ...]:
+    """Drizzle each input alone onto the tile's area (AstroDrizzle's separate drizzles,
+    kept in ``task.run_dir`` for :func:`median_tile`); returns, per input, the sum and
+    number of the weights that the median step averages, over the tile's own pixels."""
+    from drizzlepac import adrizzle, sky, staticMask
+
+    run_dir = Path(task.run_dir).resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    links = _linked(task.inputs, run_dir / "inputs")
+    masks = _own_masks(task.static_masks, run_dir)
+
+    def steps(images, output_wcs, config):
+        staticMask.createStaticMask(images, config)
+        sky.subtractSky(images, config)
+        adrizzle.drizSeparate(images, output_wcs, config)
+
+    with shared_static_masks(masks):
+        run_steps([str(p) for p in links], task.output, run_dir, _area_parameters(task),
+                  run_dir / f"{task.output}.log", steps)
+    totals = []
+    for link in links:
+        with fits.open(_single_weight(link, task), memmap=False) as hdul:
+            totals.append(_weight_totals(np.asarray(hdul[0].data)[_core(task)]))
+    return tuple(totals)
+
+
+def _single_weight(link: Path, task: MedianTileTask) -> Path:
+    path = link.parent / f"{link.name.rsplit('_', 1)[0]}_single_wht.fits"
+    if not path.is_file():
+        raise StageError(f"AstroDrizzle wrote no {path.name} for {task.output}; see "
+                         f"{Path(task.run_dir) / task.output}.log")
+    return path
+
+
+def _own_masks(masks: dict[str, Path], run_dir: Path) -> dict[str, Path]:
+    """Copies of the static masks in ``run_dir`` (AstroDrizzle may remove them)."""
+    own = {}
+    for key, path in masks.items():
+        own[key] = run_dir / Path(path).name
+        shutil.copyfile(path, own[key])
+    return own
+
+
+@contextlib.contextmanager
+def _weight_means(task: MedianTileTask, links: Sequence[Path],
+                  means: Sequence[float]) -> Iterator[None]:
+    """Within the block, AstroDrizzle's median step takes the mean weight of each input's
+    separate drizzle from ``means`` (over its whole footprint, as a whole-grid run
+    sees it) rather than over the tile's area. The step asks in input order; each
+    answer is checked against the weight image it is asked about."""
+    from drizzlepac import createMedian
+
+    expected = [_weight_totals_from_file(link, task) for link in links]
+    queue = list(zip(links, means, expected, strict=True))
+
+    class Stats:
+        def __init__(self, data, lower=None, fields=None, nclip=None, **kwargs):
+            if not queue or lower != 1e-8 or fields != "mean" or nclip != 0:
+                raise StageError(f"{task.output}: AstroDrizzle's median step asked for a "
+                                 "weight statistic this pipeline does not supply")
+            link, mean, totals = queue.pop(0)
+            if _weight_totals(np.asarray(data)[_core(task)]) != totals:
+                raise StageError(f"{task.output}: the median step read the weights of "
+                                 f"another image than {link.name}")
+            if mean is None:  # no weight anywhere: ImageStats fails, the step takes 0
+                raise ValueError(f"{link.name}: no weighted pixel")
+            self.mean = mean
+
+    with _LOCK:
+        saved = createMedian.ImageStats
+        createMedian.ImageStats = Stats
+        try:
+            yield
+        finally:
+            createMedian.ImageStats = saved
+    if queue:
+        raise StageError(f"{task.output}: the median step left the weights of "
+                         f"{', '.join(q[0].name for q in queue)} unread")
+
+
+def _weight_totals_from_file(link: Path, task: MedianTileTask) -> tuple[float, int]:
+    with fits.open(_single_weight(link, task), memmap=False) as hdul:
+        return _weight_totals(np.asarray(hdul[0].data)[_core(task)])
+
+
+def median_tile(task: MedianTileTask) -> Tile:
+    """Combine the separate drizzles :func:`separate_tile` left in ``task.run_dir`` into
+    the median image (AstroDrizzle's median step, each input's mean weight from
+    ``task.means``) and write the tile's pixels into ``task.median``."""
+    from drizzlepac import createMedian, sky
+
+    run_dir = Path(task.run_dir).resolve()
+    links = [run_dir / "inputs" / Path(p).name for p in task.inputs]
+    log_path = run_dir / f"{task.output}.log"
     try:
-        call_astrodrizzle([str(Path(p).resolve()) for p in task.inputs], task.output, run_dir,
-                          pars, run_dir / f"{task.output}.log")
-        if pars.get("driz_cr"):
-            for copy, extvers in zip(task.inputs, task.extvers, strict=True):
-                copy = Path(copy).resolve()
-                for extver in extvers:
-                    crmask = chip_file(copy, extver, "crmask.fits", output=task.output,
-                                       log_path=run_dir / f"{task.output}.log")
-                    updateInputDQArray(str(copy), "DQ", extver, str(crmask), CR_BIT)
-        masks = {mask_key(p.name): p for p in sorted(run_dir.glob("*_staticMask.fits"))}
-        if not masks:
-            raise StageError(f"AstroDrizzle wrote no static mask for {task.output}; see "
-                             f"{run_dir / task.output}.log")
-        keep = {p.resolve() for p in masks.values()}
-        return masks
+        def steps(images, output_wcs, config):
+            sky.subtractSky(images, config)
+            createMedian.createMedian(images, config)
+
+        with _weight_means(task, links, task.means):
+            run_steps([str(p) for p in links], task.output, run_dir,
+                      {**_area_parameters(task), "median": True}, log_path, steps)
+        median = run_dir / f"{task.output}_med.fits"
+        if not median.is_file():
+            raise StageError(f"AstroDrizzle wrote no {median.name}; see {log_path}")
+        with fits.open(median, memmap=False) as hdul:
+            task.median.write(task.tile, np.asarray(hdul[0].data, dtype=np.float32)[_core(task)])
     finally:
-        for path in files_in(directories) - before - keep:
-            if path.suffix != ".log" and path.is_file():
-                path.unlink(missing_ok=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return task.tile
+
+
+@dataclass(frozen=True)
+class FlagTask:
+    """The cosmic rays of one exposure against the filter's median (:func:`flag_exposure`)."""
+
+    input: Path  # the working copy whose DQ gets the flags
+    extvers: tuple[int, ...]
+    output: str
+    run_dir: Path
+    parameters: dict  # later_step_parameters
+    cutout: Tile  # of the median: the exposure's footprint and BLOT_MARGIN_PX around it
+    grid: dict  # the cutout's WCS numbers
+    static_masks: dict[str, Path]
+    median: TiledImage
+
+
+def flag_exposure(task: FlagTask) -> Path:
+    """AstroDrizzle's blot and ``driz_cr`` steps for one exposure, the median cut to its
+    footprint; the flags go into its DQ (bit :data:`CR_BIT`) as the final step would put
+    them there (drizzlepac's ``updateInputDQArray``)."""
+    from drizzlepac import ablot, drizCR, sky, staticMask
+    from drizzlepac.adrizzle import updateInputDQArray
+
+    run_dir = Path(task.run_dir).resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        (link,) = _linked([task.input], run_dir / "inputs")
+        masks = _own_masks(task.static_masks, run_dir)
+        grid = grid_from_numbers(task.grid)
+        header = grid.to_header()
+        fits.PrimaryHDU(task.median.read(task.cutout), header=header).writeto(
+            run_dir / f"{task.output}_med.fits")
+        log_path = run_dir / f"{task.output}.log"
+
+        def steps(images, output_wcs, config):
+            staticMask.createStaticMask(images, config)
+            sky.subtractSky(images, config)
+            ablot.runBlot(images, output_wcs, config)
+            drizCR.rundrizCR(images, config)
+
+        pars = {**task.parameters, "driz_separate": True, "driz_sep_wcs": True,
+                "driz_sep_refimage": to_hstwcs(grid), "median": True, "blot": True,
+                "driz_cr": True}
+        with shared_static_masks(masks):
+            run_steps([str(link)], task.output, run_dir, pars, log_path, steps)
+        for extver in task.extvers:
+            crmask = chip_file(link, extver, "crmask.fits", output=task.output,
+                               log_path=log_path)
+            updateInputDQArray(str(Path(task.input).resolve()), "DQ", extver, str(crmask),
+                               CR_BIT)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return Path(task.input)
 
 
 @dataclass(frozen=True)
@@ -458,9 +717,16 @@ def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float, dict
     return factors, ratio, blank
 
 
-def drizzle_tiles_in_order(tasks: Sequence[TileTask]) -> list[TileResult]:
-    """:func:`drizzle_tile` for each task, one after another (one worker)."""
-    return [drizzle_tile(task) for task in tasks]
+def in_order(func, tasks: Sequence) -> list:
+    """``func(task)`` for each task, one after another (one worker, in a child process)."""
+    return [func(task) for task in tasks]
+
+
+def indexed(item: tuple):
+    """``(i, func(task))`` of ``(i, func, task)``: results of tasks run out of order
+    find their place."""
+    i, func, task = item
+    return i, func(task)
 
 
 _DKEY = re.compile(r"^D(\d{3})([A-Z0-9]{1,4})$")
