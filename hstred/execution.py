@@ -27,7 +27,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hstred.errors import InputError, RunEnvironmentError
@@ -162,6 +162,17 @@ class Backend:
     def imap_unordered(self, func: Callable, tasks: Sequence) -> Iterator:
         raise NotImplementedError
 
+    def call(self, func: Callable, *args):
+        """``func(*args)`` once, away from this process (:func:`run_in_child`; within
+        :meth:`shared_pool`, in one of the shared processes)."""
+        return run_in_child(func, *args)
+
+    @contextlib.contextmanager
+    def shared_pool(self) -> Iterator[None]:
+        """Within the block, callers in several threads share the backend's slots (a
+        local backend keeps one pool of processes for all of them)."""
+        yield
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -171,6 +182,8 @@ class LocalBackend(Backend):
     """``workers`` processes on this machine (1 = in this process)."""
 
     workers: int = 1
+    _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False,
+                                              compare=False)
 
     @property
     def slots(self) -> int:  # type: ignore[override]
@@ -180,16 +193,38 @@ class LocalBackend(Backend):
     def local_cores(self) -> int:
         return self.workers
 
-    def imap_unordered(self, func: Callable, tasks: Sequence) -> Iterator:
-        if self.workers == 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield func(task)
-            return
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         bind_children_to_process()
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
+        return ProcessPoolExecutor(max_workers=workers,
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker,
                                    initargs=(os.getpid(), _log_files()))
+
+    @contextlib.contextmanager
+    def shared_pool(self) -> Iterator[None]:
+        if self.workers == 1 or self._pool is not None:
+            yield
+            return
+        self._pool = self._new_pool(self.workers)
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def call(self, func: Callable, *args):
+        if self._pool is not None:
+            return self._pool.submit(func, *args).result()
+        return run_in_child(func, *args)
+
+    def imap_unordered(self, func: Callable, tasks: Sequence) -> Iterator:
+        shared = self._pool
+        if shared is None and (self.workers == 1 or len(tasks) <= 1):
+            for task in tasks:
+                yield func(task)
+            return
+        pool = shared or self._new_pool(min(self.workers, len(tasks)))
+        futures: list = []
         try:
             futures = [pool.submit(func, task) for task in tasks]
             failure: BaseException | None = None
@@ -206,7 +241,11 @@ class LocalBackend(Backend):
             if failure is not None:
                 raise failure
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if shared is None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            else:  # the pool serves others: only this call's tasks go
+                for future in futures:
+                    future.cancel()
 
     def describe(self) -> str:
         return f"local ({self.workers} worker process{'es' if self.workers > 1 else ''})"

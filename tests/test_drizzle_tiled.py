@@ -206,8 +206,9 @@ def test_merge_headers_refuses_a_missing_chip():
 
 
 def test_dask_cluster_gives_the_local_tiled_products_of_a_mosaic(tmp_path):
-    """A 2 x 2 mosaic of pointings (40 % overlap), drizzled in tiles on two local worker
-    processes and on a Dask LocalCluster of two: the same products, to the bit."""
+    """A 2 x 2 mosaic of pointings (40 % overlap) in two filters, drizzled in tiles on one
+    local worker process, on two (the filters at once, sharing them) and on a Dask
+    LocalCluster of two: the same products, to the bit."""
     distributed = pytest.importorskip("distributed")
     from hstred.execution import DaskBackend
 
@@ -216,21 +217,26 @@ def test_dask_cluster_gives_the_local_tiled_products_of_a_mosaic(tmp_path):
                "jfak04": (step, step)}
     errors = {f"jfak0{k}": VisitError(*e) for k, e in enumerate(
         ((0.3, -0.2, 0.01), (-0.3, 0.4, -0.02), (0.4, 0.1, 0.01), (-0.1, -0.4, 0.02)), 1)}
-    prog = write_fake_program(tmp_path / "data", chip_shape=(120, 240), filters=("F606W",),
+    prog = write_fake_program(tmp_path / "data", chip_shape=(120, 240),
+                              filters=("F606W", "F814W"),
                               visits=4, exposures=2, n_stars=400, seed=9, visit_errors=errors,
                               visit_pointing_offsets_arcsec=offsets,
                               star_box_arcsec=(-8.0, step + 8.0, -9.0, step + 9.0))
     config = DrizzleConfig(satellites="off", tile_size=200)
     local = run_drizzle(prog.directory, "local", config, backend=LocalBackend(workers=2))
     assert all(s.status in ("REFERENCE", "ALIGNED") for s in local.solutions)
+    one = run_drizzle(prog.directory, "one", config, backend=LocalBackend(workers=1))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         remote = run_drizzle(prog.directory, "dask", config, backend=DaskBackend(client=client))
-    a, b = local.product("F606W"), remote.product("F606W")
-    shape = fits.getdata(a.sci).shape
-    assert len(cut_grid(shape[::-1], 200)) >= 9
-    for kind in ("sci", "wht", "rms"):
-        np.testing.assert_array_equal(fits.getdata(getattr(a, kind)),
-                                      fits.getdata(getattr(b, kind)))
-    assert local.cr_fractions == remote.cr_fractions
+    for filt in ("F606W", "F814W"):
+        a, b, c = local.product(filt), remote.product(filt), one.product(filt)
+        shape = fits.getdata(a.sci).shape
+        assert len(cut_grid(shape[::-1], 200)) >= 9
+        for kind in ("sci", "wht", "rms"):
+            np.testing.assert_array_equal(fits.getdata(getattr(a, kind)),
+                                          fits.getdata(getattr(b, kind)))
+            np.testing.assert_array_equal(fits.getdata(getattr(a, kind)),
+                                          fits.getdata(getattr(c, kind)))
+    assert local.cr_fractions == remote.cr_fractions == one.cr_fractions

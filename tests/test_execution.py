@@ -51,3 +51,25 @@ def test_execution_settings_live_in_one_config():
             ExecutionConfig(workers=bad)
     science = {f.name for c in (CalibrateConfig, DrizzleConfig) for f in dataclasses.fields(c)}
     assert not science & {"workers", "num_cores", "scheduler"}
+
+
+def _pid_after(seconds: float) -> int:
+    import os
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_shared_pool_keeps_concurrent_callers_within_the_workers():
+    """Two threads mapping tasks and making single calls at once, within
+    ``shared_pool``, use the backend's two worker processes and no others."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = LocalBackend(workers=2)
+    with backend.shared_pool(), ThreadPoolExecutor(2) as threads:
+        mapped = threads.submit(lambda: list(backend.imap_unordered(_pid_after, [0.5] * 4)))
+        called = threads.submit(lambda: [backend.call(_pid_after, 0.5) for _ in range(3)])
+        pids = set(mapped.result()) | set(called.result())
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert backend._pool is None  # the pool went with the block

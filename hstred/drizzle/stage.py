@@ -28,9 +28,11 @@ import dataclasses
 import logging
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -482,7 +484,8 @@ class _FinalContext:
         """Add provenance to a checked product (science, weight and RMS images, in
         :data:`PRODUCT_KINDS` order like ``destinations``) and move it into the staging
         directory."""
-        _check_on_grid(images.sci, self.grid)
+        with _GRID_LOCK:
+            _check_on_grid(images.sci, self.grid)
         cards, history = provenance_cards(
             config=self.config, product_kind=kind, n_images=len(rootnames),
             orientation_deg=orientation_deg(self.grid), solutions=self.solutions,
@@ -498,6 +501,11 @@ class _FinalContext:
             staged.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(src, staged)
             self.moves.append((staged, dst))
+
+
+#: The final drizzles of several filters run in threads (tiled, on several workers):
+#: the common grid's WCS object is used by one at a time.
+_GRID_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -598,7 +606,8 @@ def _exposure_boxes(ctx: _FinalContext, exposures,
     for e in exposures:
         ra, dec = (np.concatenate(v) for v in zip(*_chip_outlines([e], ctx.copies),
                                                    strict=True))
-        x, y = grid.all_world2pix(ra, dec, 0)
+        with _GRID_LOCK:
+            x, y = grid.all_world2pix(ra, dec, 0)
         boxes.append((float(x.min()), float(x.max()), float(y.min()), float(y.max())))
     return boxes
 
@@ -660,17 +669,21 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
     return DrizzleImages(sci=sci.path, wht=wht.path, rms=rms_path, rms_seconds=seconds)
 
 
+def _backend(ctx: _FinalContext) -> Backend:
+    return ctx.backend or LocalBackend(workers=1)
+
+
 def _on_backend(ctx: _FinalContext, func, tasks: Sequence) -> list:
     """``func`` over the tasks on the run's backend, the results in task order; with one
     worker all in one child process (AstroDrizzle holds the GIL)."""
-    backend = ctx.backend or LocalBackend(workers=1)
+    backend = _backend(ctx)
     if backend.slots > 1 and len(tasks) > 1:
         results = [None] * len(tasks)
         for i, result in backend.imap_unordered(
                 indexed, [(i, func, task) for i, task in enumerate(tasks)]):
             results[i] = result
         return results
-    return run_in_child(in_order, func, list(tasks))
+    return backend.call(in_order, func, list(tasks))
 
 
 def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path,
@@ -682,10 +695,12 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
     tiles between the drizzles and the combination); then each exposure's blot and
     flags against the median cut to its footprint. Returns the static masks."""
     inputs = tuple(ctx.copies[e.rootname] for e in exposures)
-    masks, sgrid = run_in_child(prepare_cosmic_rays, CosmicRayTask(
+    t0 = time.perf_counter()
+    masks, sgrid = _backend(ctx).call(prepare_cosmic_rays, CosmicRayTask(
         inputs=inputs, output=output, run_dir=run_dir, parameters=pars))
     if not pars.get("driz_cr"):
         return masks
+    seconds = {"set-up": time.perf_counter() - t0}
     later = later_step_parameters(pars)
     shape = tuple(int(v) for v in sgrid["pixel_shape"])
     boxes = _exposure_boxes(ctx, exposures, grid_from_numbers(sgrid))
@@ -702,13 +717,18 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
                 run_dir=run_dir / tile.name, parameters=later,
                 grid=tile_grid_numbers(sgrid, area), static_masks=masks, median=median))
     totals = {copy: [0.0, 0] for copy in inputs}
-    for task, sums in zip(tiles, _on_backend(ctx, separate_tile, tiles), strict=True):
+    t0 = time.perf_counter()
+    separated = _on_backend(ctx, separate_tile, tiles)
+    seconds["separate drizzles"] = time.perf_counter() - t0
+    for task, sums in zip(tiles, separated, strict=True):
         for copy, (total, count) in zip(task.inputs, sums, strict=True):
             totals[copy][0] += total
             totals[copy][1] += count
     means = {copy: (total / count if count else None) for copy, (total, count) in totals.items()}
+    t0 = time.perf_counter()
     _on_backend(ctx, median_tile, [dataclasses.replace(t, means=tuple(means[c] for c in t.inputs))
                                    for t in tiles])
+    seconds["median"] = time.perf_counter() - t0
     flags = []
     for e, copy, box in zip(exposures, inputs, boxes, strict=True):
         cutout = box_tile(box, BLOT_MARGIN_PX, shape)
@@ -716,8 +736,12 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
                               run_dir=run_dir / f"flag_{e.rootname}", parameters=later,
                               cutout=cutout, grid=tile_grid_numbers(sgrid, cutout),
                               static_masks=masks, median=median))
+    t0 = time.perf_counter()
     _on_backend(ctx, flag_exposure, flags)
+    seconds["blot and flags"] = time.perf_counter() - t0
     median.raw.unlink()
+    log.info("%s: cosmic rays in %d median tiles (%s)", output, len(tiles),
+             ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return masks
 
 
@@ -740,7 +764,7 @@ def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
             columns[r.tile.x0:r.tile.x0 + r.tile.nx] += r.columns
             rows[r.tile.y0:r.tile.y0 + r.tile.ny] += r.rows
     centre = tuple(float(np.searchsorted(np.cumsum(n), n.sum() / 2)) for n in (columns, rows))
-    factors, ratio, blank = run_in_child(tiled_noise_factors, FactorTask(
+    factors, ratio, blank = _backend(ctx).call(tiled_noise_factors, FactorTask(
         chips=chips, grid=grid_numbers(ctx.grid), pixfrac=c.pixfrac, kernel=c.kernel,
         sci=sci.path, wht=wht.path, rms=rms,
         check_window=window_around(centre, (ny, nx), CHECK_WINDOW_PX)))
@@ -919,10 +943,8 @@ def run_drizzle(
                             distortion={d.rootname: d for d in distortion_infos},
                             absolute=absolute, num_cores=backend.local_cores,
                             backend=backend)
-        products: list[DrizzleProduct] = []
-        singles: list[SingleProduct] = []
+        work_items = []
         for filt in plan.filters:
-            step(f"filter {filt}", 0, 1)
             exposures = [e for g in kept if g.filter == filt for e in g.exposures]
             if not exposures:
                 messages.append(f"filter {filt}: every visit was dropped; no product")
@@ -930,13 +952,30 @@ def run_drizzle(
             if len(exposures) < 2:
                 messages.append(f"filter {filt}: a single exposure; cosmic rays cannot be "
                                 "rejected")
-            products.append(_drizzle_filter(ctx, filt, exposures))
+            work_items.append((filt, exposures))
+
+        def one_filter(item):
+            filt, exposures = item
+            step(f"filter {filt}", 0, 1)
+            product = _drizzle_filter(ctx, filt, exposures)
             step(f"filter {filt}", 1, 1)
+            done = []
             if config.singles:
                 for i, e in enumerate(exposures):
                     step(f"singles {filt}", i, len(exposures))
-                    singles.append(_drizzle_single(ctx, filt, e))
+                    done.append(_drizzle_single(ctx, filt, e))
                 step(f"singles {filt}", len(exposures), len(exposures))
+            return product, done
+
+        if config.tile_size and backend.slots > 1 and len(work_items) > 1:
+            # The filters at once, their tasks sharing the backend's slots: one filter's
+            # serial parts (set-up, correlation factors) overlap the other's tiles.
+            with backend.shared_pool(), ThreadPoolExecutor(len(work_items)) as threads:
+                outcomes = list(threads.map(one_filter, work_items))
+        else:
+            outcomes = [one_filter(item) for item in work_items]
+        products: list[DrizzleProduct] = [product for product, _ in outcomes]
+        singles: list[SingleProduct] = [single for _, done in outcomes for single in done]
         if not products:
             raise QualityGateError("no filter has an aligned visit left; nothing was drizzled")
         cr_fractions = {root: cosmic_ray_fraction(path) for root, path in sorted(copies.items())}
