@@ -386,7 +386,7 @@ def separate_tile(task: MedianTileTask) -> tuple[tuple[float, int], ...]:
     def steps(images, output_wcs, config):
         staticMask.createStaticMask(images, config)
         sky.subtractSky(images, config)
-        adrizzle.drizSeparate(images, output_wcs, config)
+        adrizzle.drizSeparate(images, output_wcs, config, wcsmap=None)
 
     with shared_static_masks(masks):
         run_steps([str(p) for p in links], task.output, run_dir, _area_parameters(task),
@@ -521,7 +521,9 @@ def flag_exposure(task: FlagTask) -> Path:
         def steps(images, output_wcs, config):
             staticMask.createStaticMask(images, config)
             sky.subtractSky(images, config)
-            ablot.runBlot(images, output_wcs, config)
+            # wcsmap None, as AstroDrizzle passes it: drizzlepac's C mapping (runBlot's
+            # own default is a slower Python mapping with other rounding)
+            ablot.runBlot(images, output_wcs, config, wcsmap=None)
             drizCR.rundrizCR(images, config)
 
         pars = {**task.parameters, "driz_separate": True, "driz_sep_wcs": True,
