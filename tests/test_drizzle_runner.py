@@ -91,6 +91,26 @@ def test_run_astrodrizzle_visit_image(pair, tmp_path):
     assert not any((fits.getdata(p, ("DQ", 1)) & 4096).any() for p in pair.paths)
 
 
+def test_inputs_in_a_directory_named_final(pair, tmp_path):
+    """drizzlepac names a chip's separate-drizzle mask by replacing "final" anywhere in
+    its path; inputs under ``~/final_images/`` must still drizzle (separate drizzles,
+    median, blot, cosmic rays, final) with the intermediate files kept (clean off, as
+    for the RMS image, which writes those masks)."""
+    where = tmp_path / "final_images"
+    where.mkdir()
+    copies = []
+    for p in pair.paths:
+        shutil.copyfile(p, where / p.name)
+        copies.append(where / p.name)
+    pars = {**visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin"),
+            "blot": True, "driz_cr": True, "driz_combine": True, "clean": False}
+    out = run_astrodrizzle(copies, "v", run_dir=where / "run", parameters=pars,
+                           expected_chips=4)
+    assert out.sci.exists() and out.wht.exists()
+    assert len(list(where.glob("*_single_mask.fits"))) == 4
+    assert any((fits.getdata(c, ("DQ", 1)) & 4096).any() for c in copies)
+
+
 def test_visit_median_image_and_usable_mask(pair, tmp_path):
     """Two exposures: the median image, 1 where both contribute, intermediates removed."""
     copies = []

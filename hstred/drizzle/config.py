@@ -50,10 +50,11 @@ class DrizzleConfig:
         it costs about as much again as the final drizzle. Without it, an RMS image left
         by an earlier run of the same product is removed with the new products.
     tile_size : 0 (default): each filter's final drizzle is one AstroDrizzle call over
-        the whole grid, in one process; N: its cosmic rays are found once, then the grid
-        is drizzled in tiles of at most N x N pixels, each a separate task on the run's
-        backend that writes into the product in place (:mod:`hstred.drizzle.tiled`).
-        Single-exposure images and RMS images are made in the same tiles.
+        the whole grid, in one process; N: its cosmic rays are found in tiles of the
+        separate drizzles' grid and exposure by exposure, then the grid is drizzled in
+        tiles of at most N x N pixels, each a separate task on the run's backend that
+        writes into the product in place (:mod:`hstred.drizzle.tiled`). Single-exposure
+        images and RMS images are made in the same tiles.
     satellites : ``"mask"`` (default): satellite trails are found in every exposure
         (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
         working copies before any drizzle; ``"off"``: exposures are drizzled as they are.
