@@ -74,11 +74,17 @@ def pair(tmp_path_factory):
                                  filters=("F606W",), n_stars=20)
 
 
-def test_run_astrodrizzle_visit_image(pair, tmp_path):
+def _copies(pair, where):
+    """Working copies of the pair's exposures in ``where``."""
     copies = []
     for p in pair.paths:
-        shutil.copyfile(p, tmp_path / p.name)
-        copies.append(tmp_path / p.name)
+        shutil.copyfile(p, where / p.name)
+        copies.append(where / p.name)
+    return copies
+
+
+def test_run_astrodrizzle_visit_image(pair, tmp_path):
+    copies = _copies(pair, tmp_path)
     pars = {**visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin"),
             "blot": True, "driz_cr": True, "driz_combine": True, "clean": True}
     out = run_astrodrizzle(copies, "v", run_dir=tmp_path / "run", parameters=pars,
@@ -98,10 +104,7 @@ def test_inputs_in_a_directory_named_final(pair, tmp_path):
     for the RMS image, which writes those masks)."""
     where = tmp_path / "final_images"
     where.mkdir()
-    copies = []
-    for p in pair.paths:
-        shutil.copyfile(p, where / p.name)
-        copies.append(where / p.name)
+    copies = _copies(pair, where)
     pars = {**visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin"),
             "blot": True, "driz_cr": True, "driz_combine": True, "clean": False}
     out = run_astrodrizzle(copies, "v", run_dir=where / "run", parameters=pars,
@@ -113,10 +116,7 @@ def test_inputs_in_a_directory_named_final(pair, tmp_path):
 
 def test_visit_median_image_and_usable_mask(pair, tmp_path):
     """Two exposures: the median image, 1 where both contribute, intermediates removed."""
-    copies = []
-    for p in pair.paths:
-        shutil.copyfile(p, tmp_path / p.name)
-        copies.append(tmp_path / p.name)
+    copies = _copies(pair, tmp_path)
     originals = [p.read_bytes() for p in pair.paths]
     pars = visit_parameters(2, num_cores=1, good_bits=0, sky_method="localmin")
     assert not pars["driz_cr"] and not pars["driz_combine"]
@@ -137,10 +137,7 @@ def test_visit_median_image_and_usable_mask(pair, tmp_path):
 
 def test_run_astrodrizzle_catches_a_silently_dropped_input(pair, tmp_path):
     """Without EXPTIME AstroDrizzle drops the image and writes an empty product."""
-    copies = []
-    for p in pair.paths:
-        shutil.copyfile(p, tmp_path / p.name)
-        copies.append(tmp_path / p.name)
+    copies = _copies(pair, tmp_path)
     with fits.open(copies[1], mode="update") as hdul:
         del hdul[0].header["EXPTIME"]
     ra, dec = pair.stars["ra"], pair.stars["dec"]

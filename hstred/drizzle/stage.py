@@ -726,8 +726,9 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
             totals[copy][1] += count
     means = {copy: (total / count if count else None) for copy, (total, count) in totals.items()}
     t0 = time.perf_counter()
-    _on_backend(ctx, median_tile, [dataclasses.replace(t, means=tuple(means[c] for c in t.inputs))
-                                   for t in tiles])
+    _on_backend(ctx, median_tile, [
+        dataclasses.replace(t, means=tuple(means[c] for c in t.inputs), totals=sums)
+        for t, sums in zip(tiles, separated, strict=True)])
     seconds["median"] = time.perf_counter() - t0
     flags = []
     for e, copy, box in zip(exposures, inputs, boxes, strict=True):

@@ -365,6 +365,7 @@ class MedianTileTask:
     static_masks: dict[str, Path]
     median: TiledImage
     means: tuple[float | None, ...] = ()  # per input, over its footprint (median_tile)
+    totals: tuple[tuple[float, int], ...] = ()  # per input, what separate_tile reported
 
 
 def _area_parameters(task: MedianTileTask) -> dict:
@@ -430,16 +431,15 @@ def _own_masks(masks: dict[str, Path], run_dir: Path) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def _weight_means(task: MedianTileTask, links: Sequence[Path],
-                  means: Sequence[float]) -> Iterator[None]:
+def _weight_means(task: MedianTileTask, links: Sequence[Path]) -> Iterator[None]:
     """Within the block, AstroDrizzle's median step takes the mean weight of each input's
-    separate drizzle from ``means`` (over its whole footprint, as a whole-grid run
+    separate drizzle from ``task.means`` (over its whole footprint, as a whole-grid run
     sees it) rather than over the tile's area. The step asks in input order; each
-    answer is checked against the weight image it is asked about."""
+    answer is checked against the weight image it is asked about (the tile's sums that
+    :func:`separate_tile` reported for it)."""
     from drizzlepac import createMedian
 
-    expected = [_weight_totals_from_file(link, task) for link in links]
-    queue = list(zip(links, means, expected, strict=True))
+    queue = list(zip(links, task.means, task.totals, strict=True))
 
     class Stats:
         def __init__(self, data, lower=None, fields=None, nclip=None, **kwargs):
@@ -447,7 +447,7 @@ def _weight_means(task: MedianTileTask, links: Sequence[Path],
                 raise StageError(f"{task.output}: AstroDrizzle's median step asked for a "
                                  "weight statistic this pipeline does not supply")
             link, mean, totals = queue.pop(0)
-            if _weight_totals(np.asarray(data)[_core(task)]) != totals:
+            if _weight_totals(np.asarray(data)[_core(task)]) != tuple(totals):
                 raise StageError(f"{task.output}: the median step read the weights of "
                                  f"another image than {link.name}")
             if mean is None:  # no weight anywhere: ImageStats fails, the step takes 0
@@ -466,15 +466,11 @@ def _weight_means(task: MedianTileTask, links: Sequence[Path],
                          f"{', '.join(q[0].name for q in queue)} unread")
 
 
-def _weight_totals_from_file(link: Path, task: MedianTileTask) -> tuple[float, int]:
-    with fits.open(_single_weight(link, task), memmap=False) as hdul:
-        return _weight_totals(np.asarray(hdul[0].data)[_core(task)])
-
-
 def median_tile(task: MedianTileTask) -> Tile:
     """Combine the separate drizzles :func:`separate_tile` left in ``task.run_dir`` into
     the median image (AstroDrizzle's median step, each input's mean weight from
-    ``task.means``) and write the tile's pixels into ``task.median``."""
+    ``task.means``, checked against ``task.totals``) and write the tile's pixels into
+    ``task.median``."""
     from drizzlepac import createMedian, sky
 
     run_dir = Path(task.run_dir).resolve()
@@ -485,7 +481,7 @@ def median_tile(task: MedianTileTask) -> Tile:
             sky.subtractSky(images, config)
             createMedian.createMedian(images, config)
 
-        with _weight_means(task, links, task.means):
+        with _weight_means(task, links):
             run_steps([str(p) for p in links], task.output, run_dir,
                       {**_area_parameters(task), "median": True}, log_path, steps)
         median = run_dir / f"{task.output}_med.fits"
