@@ -284,6 +284,42 @@ def _mask_names_from_file_names() -> Iterator[None]:
             cls._setChipOutputNames = original
 
 
+class OneAtATime(list):
+    """A list of drizzlepac images that forgets each image's pixel arrays once a step has
+    moved on to the next: drizzlepac's images keep every array they read, so a step over
+    many exposures would otherwise end up holding all of them. An array asked for again
+    is read again from its file (every change drizzlepac makes to an input's pixels, the
+    DQ reset and the cosmic-ray flags, it writes to the file)."""
+
+    def __iter__(self):
+        for image in list.__iter__(self):
+            yield image
+            for hdu in image._image:
+                if hdu.__dict__.get("data") is not None:
+                    hdu.data = None
+
+
+@contextlib.contextmanager
+def _drizzles_one_image_at_a_time() -> Iterator[None]:
+    """Within the block, AstroDrizzle's drizzles (``adrizzle.run_driz``, separate and
+    final) see their images through :class:`OneAtATime`: a drizzle's memory is then its
+    output planes and one exposure, however many exposures it combines (a tile of a mosaic
+    reaches up to eight)."""
+    from drizzlepac import adrizzle
+
+    with _NAMES_LOCK:
+        original = adrizzle.run_driz
+
+        def run_driz(imageObjectList, *args, **kwargs):  # noqa: N803
+            return original(OneAtATime(imageObjectList), *args, **kwargs)
+
+        adrizzle.run_driz = run_driz
+        try:
+            yield
+        finally:
+            adrizzle.run_driz = original
+
+
 def call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, parameters: dict,
                        log_path: Path) -> None:
     console_path = run_dir / f"{output}_console.log"  # whatever else it prints or logs
@@ -292,7 +328,7 @@ def call_astrodrizzle(files: Sequence[str], output: str, run_dir: Path, paramete
             from drizzlepac import astrodrizzle  # its import logs too
 
             with parallel_steps(int(parameters.get("num_cores") or 1)), \
-                    _mask_names_from_file_names():
+                    _mask_names_from_file_names(), _drizzles_one_image_at_a_time():
                 astrodrizzle.AstroDrizzle(input=list(files), output=output,
                                           runfile=str(log_path), **parameters)
     except (Exception, SystemExit) as err:  # drizzlepac raises many types, or exits

@@ -68,6 +68,7 @@ from astropy.io import fits
 
 from hstred.drizzle.grid import grid_from_numbers
 from hstred.drizzle.runner import (
+    OneAtATime,
     chip_file,
     run_astrodrizzle,
     run_steps,
@@ -306,7 +307,7 @@ def prepare_cosmic_rays(task: CosmicRayTask) -> tuple[dict[str, Path], dict]:
     log_path = run_dir / f"{task.output}.log"
 
     def steps(images, output_wcs, config):
-        staticMask.createStaticMask(_OneAtATime(images), config)
+        staticMask.createStaticMask(OneAtATime(images), config)
         sky.subtractSky(images, config)
         return grid_numbers(output_wcs.single_wcs)
 
@@ -317,20 +318,6 @@ def prepare_cosmic_rays(task: CosmicRayTask) -> tuple[dict[str, Path], dict]:
         raise StageError(f"AstroDrizzle wrote no static mask for {task.output}; see "
                          f"{log_path}")
     return masks, grid
-
-
-class _OneAtATime(list):
-    """A list of drizzlepac images that forgets each image's pixel arrays once a step has
-    moved on to the next: drizzlepac's images keep every array they read, so a step over
-    many exposures would otherwise end up holding all of them. An array asked for again
-    is read again from its file."""
-
-    def __iter__(self):
-        for image in list.__iter__(self):
-            yield image
-            for hdu in image._image:
-                if hdu.__dict__.get("data") is not None:
-                    hdu.data = None
 
 
 def later_step_parameters(parameters: dict) -> dict:
@@ -401,7 +388,7 @@ def separate_tile(task: MedianTileTask) -> tuple[tuple[float, int], ...]:
     def steps(images, output_wcs, config):
         staticMask.createStaticMask(images, config)
         sky.subtractSky(images, config)
-        adrizzle.drizSeparate(_OneAtATime(images), output_wcs, config, wcsmap=None)
+        adrizzle.drizSeparate(OneAtATime(images), output_wcs, config, wcsmap=None)
 
     with shared_static_masks(masks):
         run_steps([str(p) for p in links], task.output, run_dir, _area_parameters(task),
