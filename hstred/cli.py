@@ -316,11 +316,13 @@ RmsMapOpt = Annotated[bool, typer.Option(
     "--rms/--no-rms", help="Write each product's _drz_rms.fits (the noise of every science "
     "pixel, with the correlated-noise factors in its header); --no-rms saves its cost, "
     "about as much again as the final drizzle.")]
-TileOpt = Annotated[int, typer.Option(
-    "--tile-size", metavar="PIXELS",
+TileOpt = Annotated[int | None, typer.Option(
+    "--tile-size", metavar="PIXELS", show_default=False,
     help="Drizzle each filter in tiles of at most PIXELS x PIXELS output pixels, each a task "
          "on the workers (or the Dask cluster) writing into the product in place, so no "
-         "process holds a whole image; 0 (default) drizzles the whole grid in one process.")]
+         "process holds a whole image; a grid within one tile is drizzled whole. 0 drizzles "
+         "the whole grid in one process. Default: the drizzle configuration's tile size "
+         "(see README).")]
 SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
                                           "sci.fits per exposure on the same grid.")]
 RefCatOpt = Annotated[str | None, typer.Option(
@@ -350,22 +352,23 @@ OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                     min_matches, max_rms, drop_unaligned, singles, *,
                     reference_catalog=None, allow_relative=False, satellites="mask",
-                    rms_map=True, tile_size=0):
+                    rms_map=True, tile_size=None):
     """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``.
-    Options left unset keep the configuration's defaults."""
+    Options left unset (None) keep the configuration's defaults."""
     from hstred.drizzle import DrizzleConfig
 
-    tie = {}
+    given = {}
+    if tile_size is not None:
+        given["tile_size"] = tile_size
     if reference_catalog is not None:
-        tie["reference_catalog"] = reference_catalog
+        given["reference_catalog"] = reference_catalog
     if allow_relative:
-        tie["allow_relative"] = True
+        given["allow_relative"] = True
     return DrizzleConfig(kernel=kernel, pixel_scale_arcsec=pixel_scale, pixfrac=pixfrac,
                          weight_type=weight_type.upper(), north_up=north_up,
                          fit_geometry=fit_geometry, min_matches=min_matches,
                          max_rms_arcsec=max_rms, drop_unaligned=drop_unaligned,
-                         singles=singles, satellites=satellites, rms=rms_map,
-                         tile_size=tile_size, **tie)
+                         singles=singles, satellites=satellites, rms=rms_map, **given)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -452,7 +455,7 @@ def drizzle(
     allow_relative: AllowRelativeOpt = False,
     satellites: SatellitesOpt = "mask",
     rms_map: RmsMapOpt = True,
-    tile_size: TileOpt = 0,
+    tile_size: TileOpt = None,
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
@@ -510,7 +513,7 @@ def run_command(
     allow_relative: AllowRelativeOpt = False,
     satellites: SatellitesOpt = "mask",
     rms_map: RmsMapOpt = True,
-    tile_size: TileOpt = 0,
+    tile_size: TileOpt = None,
     allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets",
                                                       help="Reduce exposures of several "
                                                       "targets together.")] = False,

@@ -12,10 +12,12 @@ import pytest
 from astropy.wcs import WCS
 
 from hstred.drizzle.noise import (
+    CROP_PAD_PX,
     Layer,
     casertano_r,
     chip_pixmap,
     correlation_factors,
+    crop_layer,
     drizzle_layers,
 )
 
@@ -130,3 +132,34 @@ def test_missing_error_array_or_mismatched_weights_stop_with_one_message(tmp_pat
     with pytest.raises(StageError, match=r"small_w.fits: weight map shape"):
         load_layer(ChipInput(copy=flc, source=flc, extver=1, weight=small), grid)
     assert load_layer(ChipInput(copy=flc, source=flc, extver=1, weight=weight), grid).ratio > 0
+
+
+def test_a_chip_cut_to_a_tile_keeps_its_distorted_edge():
+    # A chip turned by 3 degrees whose right edge the distortion bows outwards by 6 pixels,
+    # cut to a tile that it reaches beyond (at the top). The drizzle library finds the
+    # pixels that land from straight lines between the input's corners: without a frame
+    # of empty pixels around the cut, the bowed edge goes missing; with it, the tile's
+    # weights are the whole grid's.
+    ny, nx = 200, 300
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    bowed = xx + 6.0 * (1.0 - ((yy - 99.5) / 99.5) ** 2) * xx / nx
+    t = np.radians(3.0)
+    px, py = np.cos(t) * bowed - np.sin(t) * yy, np.sin(t) * bowed + np.cos(t) * yy
+    px, py = px - px.min() + 10.0, py - py.min() + 10.0
+    ones = np.ones((ny, nx), dtype=np.float32)
+    layer = Layer(sci=np.random.default_rng(5).normal(size=(ny, nx)).astype(np.float32),
+                  var=ones, weight=ones, pixmap=np.stack([px, py], axis=-1), exptime=1.0,
+                  ratio=1.0)
+    out_shape = (int(py.max()) + 12, int(px.max()) + 12)
+    whole = drizzle_layers([layer], out_shape, pixfrac=1.0, kernel="square").out_wht
+    window = (0, 150, 0, out_shape[1])
+    inner = np.s_[:-3, :]  # the tile's own top edge takes partial drops either way
+    expected = whole[:150][inner]
+    missing = {}
+    for pad in (0, CROP_PAD_PX):
+        cut = crop_layer(layer, window, pad=pad)
+        tile = drizzle_layers([cut], (150, out_shape[1]), pixfrac=1.0,
+                              kernel="square").out_wht[inner]
+        missing[pad] = int(np.count_nonzero((expected > 0) & ~(tile > 0)))
+    assert missing[0] > 20 and missing[CROP_PAD_PX] == 0
+    np.testing.assert_allclose(tile, expected, rtol=1e-6)

@@ -142,6 +142,9 @@ def _unsaturated(flux_e_s, exptime_s=500.0):
 
 
 def test_drizzle_stage_products_and_timing(simulated):
+    from hstred.drizzle import DrizzleConfig
+    from hstred.drizzle.tiled import in_tiles
+
     s = simulated
     r = s["result"]
     assert [p.filter for p in r.products] == ["F606W", "F814W"]
@@ -158,6 +161,8 @@ def test_drizzle_stage_products_and_timing(simulated):
         assert (wht > 0).mean() > 0.4
         assert w.proj_plane_pixel_scales()[0].to_value("arcsec") == pytest.approx(SCALE)
         wcss.append((w, sci.shape))
+        # larger than one tile: drizzled in tiles, as a full field is by default
+        assert in_tiles(sci.shape[::-1], DrizzleConfig().tile_size)
     (w0, s0), (w1, s1) = wcss
     assert s0 == s1 and np.array_equal(w0.wcs.crval, w1.wcs.crval)
     assert np.array_equal(w0.wcs.crpix, w1.wcs.crpix) and np.array_equal(w0.wcs.cd, w1.wcs.cd)

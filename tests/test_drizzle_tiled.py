@@ -12,6 +12,7 @@ Tiles run on one worker and on two, with identical products.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from scratch import fixture_dir
 from test_drizzle_synthetic import VisitError, write_fake_program
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
-from hstred.drizzle.tiled import Tile, cut_grid, merge_headers
+from hstred.drizzle.config import DEFAULT_TILE_SIZE
+from hstred.drizzle.tiled import Tile, cut_grid, in_tiles, merge_headers
 from hstred.errors import InputError, StageError
 from hstred.execution import LocalBackend
 from hstred.record import CR_BIT
@@ -38,7 +40,8 @@ def reductions(tmp_path_factory):
         # whole and tiled in two copies of the program (single-exposure images are named
         # by their exposure alone)
         shutil.copytree(prog.directory, root / "data_tiled")
-        whole = run_drizzle(prog.directory, "whole", DrizzleConfig(**base, singles=True),
+        whole = run_drizzle(prog.directory, "whole",
+                            DrizzleConfig(**base, singles=True, tile_size=0),
                             work_dir=root / "work_whole")
         tiled = run_drizzle(root / "data_tiled", "tiled",
                             DrizzleConfig(**base, singles=True, tile_size=TILE),
@@ -69,6 +72,22 @@ def test_tile_size_option_is_checked():
         with pytest.raises(InputError, match="--tile-size"):
             DrizzleConfig(tile_size=bad)
     assert DrizzleConfig(tile_size=0).tile_size == 0
+
+
+def test_grids_larger_than_a_tile_are_tiled_by_default():
+    from hstred.cli import _drizzle_config
+
+    assert DrizzleConfig().tile_size == DEFAULT_TILE_SIZE
+    n = DEFAULT_TILE_SIZE
+    assert in_tiles((n + 1, 100), n) and in_tiles((100, n + 1), n)
+    assert not in_tiles((n, n), n)  # one tile: drizzled whole
+    assert not in_tiles((10 * n, 10 * n), 0)  # --tile-size 0: never
+    options = ("square", 0.03, 0.8, "ERR", True, "rscale", 10, 0.02, False, False)
+    assert _drizzle_config(*options).tile_size == DEFAULT_TILE_SIZE  # option not given
+    assert _drizzle_config(*options, tile_size=0).tile_size == 0
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"`--tile-size PIXELS`\n(tiled final drizzles, default {n}," in readme
+    assert f"(`--tile-size N`, default {n}:" in readme
 
 
 def test_tiled_products_equal_the_whole_grid(reductions):

@@ -34,6 +34,19 @@ def test_downsample_small_image_is_unchanged():
     np.testing.assert_array_equal(downsample(image, max_size=10), image)
 
 
+def test_downsample_reads_a_fits_section_as_the_array(tmp_path):
+    # the report reads products through sections (file reads, nothing memory-mapped)
+    data = np.random.default_rng(2).normal(size=(300, 250)).astype(np.float32)
+    data[:8, :8] = np.nan
+    path = tmp_path / "img.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    with fits.open(path) as hdul:
+        for size in (40, 1000):  # block means, and the image as it is
+            np.testing.assert_array_equal(downsample(hdul[0].section, max_size=size),
+                                          downsample(data, max_size=size))
+        assert hdul[0].__dict__.get("data") is None  # never loaded whole
+
+
 def test_plot_image_from_memory_map_leaves_file_untouched(tmp_path):
     data = np.random.default_rng(1).normal(size=(600, 500)).astype(np.float32)
     path = tmp_path / "img.fits"

@@ -22,6 +22,11 @@ MIN_MATCHES = 3
 #: Smallest tile side (output pixels) of a tiled final drizzle: every tile is one
 #: AstroDrizzle call that maps whole chips, so tiles much smaller than a chip waste time.
 MIN_TILE_SIZE = 64
+#: Default tile side of the final drizzles (--tile-size): a tile's planes are at most
+#: 64 MB each, and a worker drizzling one holds one exposure at a time; what a worker
+#: peaks at is measured by benchmarks/bench_pipeline.py (README). Larger grids are cut,
+#: smaller ones drizzled whole.
+DEFAULT_TILE_SIZE = 4096
 SKY_METHODS = ("localmin", "globalmin", "match", "globalmin+match")
 
 
@@ -49,12 +54,14 @@ class DrizzleConfig:
         science pixel and the correlated-noise factors, :mod:`hstred.drizzle.noise`);
         it costs about as much again as the final drizzle. Without it, an RMS image left
         by an earlier run of the same product is removed with the new products.
-    tile_size : 0 (default): each filter's final drizzle is one AstroDrizzle call over
-        the whole grid, in one process; N: its cosmic rays are found in tiles of the
-        separate drizzles' grid and exposure by exposure, then the grid is drizzled in
-        tiles of at most N x N pixels, each a separate task on the run's backend that
-        writes into the product in place (:mod:`hstred.drizzle.tiled`). Single-exposure
-        images and RMS images are made in the same tiles.
+    tile_size : N (default :data:`DEFAULT_TILE_SIZE`): a grid larger than N x N pixels is
+        drizzled in tiles: each filter's cosmic rays are found in tiles of the separate
+        drizzles' grid and exposure by exposure, then the grid is drizzled in tiles of at
+        most N x N pixels, each a separate task on the run's backend that writes into the
+        product in place (:mod:`hstred.drizzle.tiled`); single-exposure images and RMS
+        images are made in the same tiles, and no process holds a whole plane. A grid
+        within one tile is drizzled whole, in one child process. 0: always the whole grid,
+        one AstroDrizzle call in one process.
     satellites : ``"mask"`` (default): satellite trails are found in every exposure
         (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
         working copies before any drizzle; ``"off"``: exposures are drizzled as they are.
@@ -97,7 +104,7 @@ class DrizzleConfig:
     sky_method: str = "localmin"
     singles: bool = False
     rms: bool = True
-    tile_size: int = 0
+    tile_size: int = DEFAULT_TILE_SIZE
     satellites: str = "mask"
     fit_geometry: str = "rscale"
     searchrad_px: float = 60.0

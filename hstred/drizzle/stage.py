@@ -119,6 +119,7 @@ from hstred.drizzle.tiled import (
     flag_exposure,
     grown,
     in_order,
+    in_tiles,
     indexed,
     later_step_parameters,
     median_tile,
@@ -479,6 +480,11 @@ class _FinalContext:
     backend: Backend | None = None  # where the tiles of a tiled drizzle run
     moves: list[tuple[Path, Path]] = field(default_factory=list)
 
+    @property
+    def tiled(self) -> bool:
+        """Whether the final drizzles go in tiles (:func:`~hstred.drizzle.tiled.in_tiles`)."""
+        return in_tiles(self.grid.pixel_shape, self.config.tile_size)
+
     def stage(self, images, destinations: Sequence[Path], *, kind: str,
               rootnames: Sequence[str]) -> None:
         """Add provenance to a checked product (science, weight and RMS images, in
@@ -782,9 +788,9 @@ def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
 def _drizzle_filter(ctx: _FinalContext, filt: str,
                     exposures: Sequence[CalibratedExposure]) -> DrizzleProduct:
     """Final drizzle of one filter on the common grid (cosmic rays re-found over all of
-    its aligned exposures), whole or in tiles (``config.tile_size``)."""
+    its aligned exposures), whole or in tiles (:attr:`_FinalContext.tiled`)."""
     output, run_dir = f"{ctx.outname}_{filt}", ctx.work / "final" / filt
-    if ctx.config.tile_size:
+    if ctx.tiled:
         out = _tiled_drizzle(ctx, exposures, output, run_dir, single=False)
     else:
         out = _final_drizzle(ctx, exposures, output, run_dir, single=False)
@@ -802,7 +808,7 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
 def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> SingleProduct:
     """One exposure alone on the common grid, with the cosmic-ray flags of its filter."""
     run_dir = ctx.work / "singles" / e.rootname
-    if ctx.config.tile_size:
+    if ctx.tiled:
         out = _tiled_drizzle(ctx, [e], e.rootname, run_dir, single=True)
     else:
         out = _final_drizzle(ctx, [e], e.rootname, run_dir, single=True)
@@ -968,7 +974,7 @@ def run_drizzle(
                 step(f"singles {filt}", len(exposures), len(exposures))
             return product, done
 
-        if config.tile_size and backend.slots > 1 and len(work_items) > 1:
+        if ctx.tiled and backend.slots > 1 and len(work_items) > 1:
             # The filters at once, their tasks sharing the backend's slots: one filter's
             # serial parts (set-up, correlation factors) overlap the other's tiles.
             with backend.shared_pool(), ThreadPoolExecutor(len(work_items)) as threads:

@@ -77,7 +77,7 @@ from hstred.drizzle.runner import (
 from hstred.errors import StageError
 from hstred.record import CR_BIT
 
-__all__ = ["Tile", "cut_grid", "tile_grid_numbers", "TiledImage", "shared_static_masks",
+__all__ = ["Tile", "in_tiles", "cut_grid", "tile_grid_numbers", "TiledImage", "shared_static_masks",
            "CosmicRayTask", "TileTask", "TileNoise", "TileResult",
            "drizzle_tile", "FactorTask", "tiled_noise_factors",
            "in_order", "indexed", "grown", "box_tile", "prepare_cosmic_rays",
@@ -126,6 +126,13 @@ class Tile:
     @property
     def slices(self) -> tuple[slice, slice]:
         return slice(self.y0, self.y0 + self.ny), slice(self.x0, self.x0 + self.nx)
+
+
+def in_tiles(shape_xy: tuple[int, int], tile_size: int) -> bool:
+    """Whether a grid (``nx``, ``ny``) is drizzled in tiles of ``tile_size``: a size is
+    set (0: never) and the grid is larger than one tile. A grid within one tile is drizzled
+    whole, in one child process, which holds no more than the one tile would."""
+    return tile_size > 0 and max(int(v) for v in shape_xy) > tile_size
 
 
 def cut_grid(shape_xy: tuple[int, int], tile_size: int) -> list[Tile]:

@@ -19,13 +19,13 @@ def downsample(image: np.ndarray, *, max_size: int = 1200,
                rows_per_chunk: int = 512) -> np.ndarray:
     """Block-average ``image`` (NaN-aware) so its longer side is at most ``max_size``.
 
-    ``image`` may be a memory map: it is read ``rows_per_chunk`` rows (rounded to
-    whole blocks) at a time, so a 10k x 10k product never sits in memory as floats.
-    Blocks with no finite pixel are NaN.
+    ``image`` may be a memory map or an astropy section: it is read ``rows_per_chunk``
+    rows (rounded to whole blocks) at a time, so a 10k x 10k product never sits in memory
+    as floats. Blocks with no finite pixel are NaN.
     """
     factor = max(1, int(np.ceil(max(image.shape) / max_size)))
     if factor == 1:
-        return np.asarray(image, dtype=float)
+        return np.asarray(image[:, :], dtype=float)
     ny, nx = (s // factor * factor for s in image.shape)
     step = max(1, rows_per_chunk // factor) * factor
     out = np.empty((ny // factor, nx // factor))
