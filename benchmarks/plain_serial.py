@@ -63,7 +63,10 @@ def references(header: fits.Header, cache: Path) -> dict[str, Path | None]:
     return refs
 
 
-def remove_cte(quad_data: np.ndarray, quad, expstart_mjd: float) -> np.ndarray:
+def remove_cte(quad_data: np.ndarray, quad, expstart_mjd: float,
+               read_noise_e: float) -> np.ndarray:
+    """arcticpy's correction of the whole quadrant, read noise and all (the library's
+    plain use; ``read_noise_e``, which hstred holds out of the correction, is unused)."""
     import arcticpy
 
     from hstred.acs import to_readout_orientation
