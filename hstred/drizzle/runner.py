@@ -301,8 +301,9 @@ class OneAtATime(list):
 
 @contextlib.contextmanager
 def _drizzles_one_image_at_a_time() -> Iterator[None]:
-    """Within the block, AstroDrizzle's drizzles (``adrizzle.run_driz``, separate and
-    final) see their images through :class:`OneAtATime`: a drizzle's memory is then its
+    """Within the block (every :func:`call_astrodrizzle` and :func:`run_steps`),
+    drizzlepac's drizzles (``adrizzle.run_driz``, separate and final) see their images
+    through :class:`OneAtATime`: a drizzle's memory is then its
     output planes and one exposure, however many exposures it combines (a tile of a mosaic
     reaches up to eight)."""
     from drizzlepac import adrizzle
@@ -371,7 +372,8 @@ def run_steps(files: Sequence[str], output: str, run_dir: Path, parameters: dict
                 raise StageError(f"AstroDrizzle found no usable input for {output}; see "
                                  f"{log_path}")
             try:
-                return steps(images, output_wcs, config)
+                with _drizzles_one_image_at_a_time():
+                    return steps(images, output_wcs, config)
             finally:
                 for image in images:
                     image.close()

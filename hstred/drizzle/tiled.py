@@ -395,7 +395,7 @@ def separate_tile(task: MedianTileTask) -> tuple[tuple[float, int], ...]:
     def steps(images, output_wcs, config):
         staticMask.createStaticMask(images, config)
         sky.subtractSky(images, config)
-        adrizzle.drizSeparate(OneAtATime(images), output_wcs, config, wcsmap=None)
+        adrizzle.drizSeparate(images, output_wcs, config, wcsmap=None)
 
     with shared_static_masks(masks):
         run_steps([str(p) for p in links], task.output, run_dir, _area_parameters(task),
