@@ -179,7 +179,7 @@ class Backend:
 
 @dataclass
 class LocalBackend(Backend):
-    """``workers`` processes on this machine (1 = in this process)."""
+    """``workers`` processes on this machine, started by this one, which runs no task."""
 
     workers: int = 1
     _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False,
@@ -218,11 +218,11 @@ class LocalBackend(Backend):
         return run_in_child(func, *args)
 
     def imap_unordered(self, func: Callable, tasks: Sequence) -> Iterator:
-        shared = self._pool
-        if shared is None and (self.workers == 1 or len(tasks) <= 1):
-            for task in tasks:
-                yield func(task)
+        # One worker, or one task, still runs in a child: this process holds no task's
+        # memory (a visit drizzle, a calibration), whatever the worker count.
+        if not tasks:
             return
+        shared = self._pool
         pool = shared or self._new_pool(min(self.workers, len(tasks)))
         futures: list = []
         try:

@@ -163,3 +163,56 @@ def test_a_chip_cut_to_a_tile_keeps_its_distorted_edge():
         missing[pad] = int(np.count_nonzero((expected > 0) & ~(tile > 0)))
     assert missing[0] > 20 and missing[CROP_PAD_PX] == 0
     np.testing.assert_allclose(tile, expected, rtol=1e-6)
+
+
+def test_a_chip_part_read_for_a_window_is_the_whole_chip_cut_to_it(tmp_path, monkeypatch):
+    """A tile reads and maps only the part of a chip that reaches it: the same arrays,
+    to the bit, as the whole chip loaded and cut (windows across, within, beside and
+    far from the chip; a grid turned against the chip, so the part is a slanted band)."""
+    from astropy.io import fits
+    from test_drizzle_synthetic import write_fake_program
+
+    from hstred.drizzle.noise import ChipInput, load_layer
+
+    prog = write_fake_program(tmp_path / "p", chip_shape=(200, 300), visits=1, exposures=1,
+                              filters=("F606W",), n_stars=3)
+    flc = prog.paths[0]
+    weight = tmp_path / "w.fits"
+    fits.PrimaryHDU(np.random.default_rng(2).uniform(0.5, 2.0, (200, 300))
+                    .astype(np.float32)).writeto(weight)
+    chip = ChipInput(copy=flc, source=flc, extver=1, weight=weight)
+    grid = WCS(fits.getheader(flc, ("SCI", 1)))
+    t = np.radians(17.0)
+    grid.wcs.cd = grid.pixel_scale_matrix @ np.array([[np.cos(t), -np.sin(t)],
+                                                      [np.sin(t), np.cos(t)]]) * 0.6
+    grid.wcs.crpix = [260.0, 120.0]
+    grid.pixel_shape = (560, 420)
+    whole = load_layer(chip, grid)
+    outline = whole.pixmap.reshape(-1, 2)
+    assert outline[:, 0].min() < 100 and outline[:, 1].max() > 300  # the chip's extent
+    windows = [(0, 420, 0, 560), (0, 200, 0, 280), (200, 420, 280, 560), (150, 260, 230, 330),
+               (0, 60, 0, 60), (380, 420, 500, 560)]
+    parts = 0
+    for window in windows:
+        for pad in (0, CROP_PAD_PX):
+            expected = crop_layer(whole, window, pad=pad)
+            part = load_layer(chip, grid, window=window, pad=pad)
+            if expected is None:
+                assert part is None, window
+                continue
+            parts += 1
+            for name in ("sci", "var", "weight", "pixmap"):
+                np.testing.assert_array_equal(getattr(part, name), getattr(expected, name),
+                                              err_msg=f"{name} {window} {pad}")
+            assert (part.exptime, part.ratio) == (expected.exptime, expected.ratio)
+    assert parts >= 6
+    # and a small window maps a small part of the chip
+    from hstred.drizzle import noise
+
+    mapped = []
+    interpolated = noise._interpolated
+    monkeypatch.setattr(noise, "_interpolated",
+                        lambda samples, box: mapped.append(box) or interpolated(samples, box))
+    load_layer(chip, grid, window=(150, 260, 230, 330))
+    (r0, r1, c0, c1), = mapped
+    assert (r1 - r0) * (c1 - c0) < 0.4 * 200 * 300

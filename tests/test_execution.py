@@ -73,3 +73,15 @@ def test_a_shared_pool_keeps_concurrent_callers_within_the_workers():
         pids = set(mapped.result()) | set(called.result())
     assert len(pids) == 2 and os.getpid() not in pids
     assert backend._pool is None  # the pool went with the block
+
+
+def test_one_worker_runs_every_task_in_a_child_process():
+    """One worker, or one task, still runs away from this process: it holds no task's
+    memory (a visit drizzle, a calibration)."""
+    import os
+
+    for workers, tasks in ((1, [0.0, 0.0, 0.0]), (2, [0.0])):
+        pids = list(LocalBackend(workers=workers).imap_unordered(_pid_after, tasks))
+        assert len(pids) == len(tasks) and os.getpid() not in pids, (workers, pids)
+        assert len(set(pids)) == 1  # one process for them all
+    assert list(LocalBackend(workers=1).imap_unordered(_pid_after, [])) == []

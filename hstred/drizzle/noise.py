@@ -117,23 +117,59 @@ def _chip_wcs(path: Path, extver: int) -> WCS:
     return read_chip_wcs(path, extver)
 
 
-def chip_pixmap(wcs: WCS, grid: WCS, shape: tuple[int, int], step: int = PIXMAP_STEP
-                ) -> np.ndarray:
-    """(ny, nx, 2) positions of a chip's pixel centres on ``grid`` (0-based x, y),
-    computed through the full WCS every ``step`` pixels and interpolated bilinearly."""
-    from scipy.interpolate import RectBivariateSpline
-
+def _pixmap_samples(wcs: WCS, grid: WCS, shape: tuple[int, int], step: int):
+    """A chip's pixel map sampled every ``step`` pixels (and at the last row and column):
+    the sample columns and rows, and the grid x and y there (``len(ys)`` x ``len(xs)``)."""
     ny, nx = shape
     xs = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
     ys = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
     gx, gy = np.meshgrid(xs, ys)
     ra, dec = wcs.all_pix2world(gx, gy, 0)
     ox, oy = grid.all_world2pix(ra, dec, 0)
-    out = np.empty((ny, nx, 2), dtype=np.float64)
-    px, py = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
+    return xs, ys, ox, oy
+
+
+def _interpolated(samples, box: tuple[int, int, int, int]) -> np.ndarray:
+    """(rows, cols, 2) pixel map of the chip pixels ``box`` (r0, r1, c0, c1) from its
+    samples, interpolated bilinearly (each pixel's value depends on its position only, so
+    a part of the chip gets the values the whole would)."""
+    from scipy.interpolate import RectBivariateSpline
+
+    xs, ys, ox, oy = samples
+    r0, r1, c0, c1 = box
+    out = np.empty((r1 - r0, c1 - c0, 2), dtype=np.float64)
+    px, py = np.arange(c0, c1, dtype=float), np.arange(r0, r1, dtype=float)
     for k, values in enumerate((ox, oy)):
         out[..., k] = RectBivariateSpline(ys, xs, values, kx=1, ky=1)(py, px)
     return out
+
+
+def chip_pixmap(wcs: WCS, grid: WCS, shape: tuple[int, int], step: int = PIXMAP_STEP
+                ) -> np.ndarray:
+    """(ny, nx, 2) positions of a chip's pixel centres on ``grid`` (0-based x, y),
+    computed through the full WCS every ``step`` pixels and interpolated bilinearly."""
+    samples = _pixmap_samples(wcs, grid, shape, step)
+    return _interpolated(samples, (0, shape[0], 0, shape[1]))
+
+
+def _reaching_box(samples, window: tuple[int, int, int, int], margin: float
+                  ) -> tuple[int, int, int, int] | None:
+    """(r0, r1, c0, c1): chip pixels holding every pixel whose map lands within
+    ``margin`` of ``window`` (y0, y1, x0, x1), from the cells between the samples (a
+    bilinear value stays between its cell's corner values; one more pixel of margin
+    covers the interpolation's rounding); None when no cell can reach it."""
+    xs, ys, ox, oy = samples
+    y0, y1, x0, x1 = window
+    m = margin + 1.0
+    corners = [np.stack([v[:-1, :-1], v[:-1, 1:], v[1:, :-1], v[1:, 1:]]) for v in (ox, oy)]
+    lo = [c.min(axis=0) for c in corners]
+    hi = [c.max(axis=0) for c in corners]
+    cells = ((hi[0] > x0 - m) & (lo[0] < x1 + m) & (hi[1] > y0 - m) & (lo[1] < y1 + m))
+    if len(xs) < 2 or len(ys) < 2 or not cells.any():
+        return None
+    rows, cols = np.nonzero(cells.any(axis=1))[0], np.nonzero(cells.any(axis=0))[0]
+    return (int(ys[rows[0]]), int(ys[rows[-1] + 1]) + 1,
+            int(xs[cols[0]]), int(xs[cols[-1] + 1]) + 1)
 
 
 @dataclass
@@ -153,33 +189,71 @@ def pixel_scale_arcsec(wcs: WCS) -> float:
     return float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
 
 
-def load_layer(chip: ChipInput, grid: WCS) -> Layer:
-    """The arrays of one input chip as its final drizzle used them."""
+def _scale_ratio(header: fits.Header, wcs: WCS, grid: WCS) -> float:
+    """Output over input pixel scale of a chip (its SCI ``header`` and ``wcs``): the
+    input's linear scale is the one AstroDrizzle divides by (its wcslin_pscale)."""
+    in_scale = float(header.get("IDCSCALE", 0.0)) or None
+    return pixel_scale_arcsec(grid) / (in_scale or pixel_scale_arcsec(wcs))
+
+
+def _chip_ratio(chip: ChipInput, grid: WCS) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        header = fits.getheader(chip.copy, ("SCI", chip.extver))
+        return _scale_ratio(header, _chip_wcs(chip.copy, chip.extver), grid)
+
+
+def _section(hdu, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """An image HDU's pixels (``box``: rows r0..r1, columns c0..c1 only, read alone)."""
+    if box is None:
+        return np.asarray(hdu.data)
+    r0, r1, c0, c1 = box
+    return np.asarray(hdu.section[r0:r1, c0:c1])
+
+
+def load_layer(chip: ChipInput, grid: WCS, *, window: tuple[int, int, int, int] | None = None,
+               pad: int = 0) -> Layer | None:
+    """The arrays of one input chip as its final drizzle used them. With ``window``
+    (y0, y1, x0, x1 of ``grid``), only its part whose drops can reach the window:
+    ``crop_layer(load_layer(chip, grid), window, pad=pad)``, to the bit, without reading
+    or mapping the rest of the chip (None when no part reaches it)."""
     with fits.open(chip.copy, memmap=False) as hdul, warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         header = hdul["SCI", chip.extver].header
         exptime = float(hdul[0].header["EXPTIME"])
         sky = float(header.get("MDRIZSKY", 0.0))
-        sci = np.asarray(hdul["SCI", chip.extver].data, dtype=np.float32) - np.float32(sky)
-        # the linear scale AstroDrizzle divides by (its wcslin_pscale)
-        in_scale = float(header.get("IDCSCALE", 0.0)) or None
+        shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        wcs = _chip_wcs(chip.copy, chip.extver)
+        ratio = _scale_ratio(header, wcs, grid)
+        samples = _pixmap_samples(wcs, grid, shape, PIXMAP_STEP)
+        box = None
+        if window is not None:
+            box = _reaching_box(samples, window, 1.0 + 1.0 / ratio)  # crop_layer's margin
+            if box is None:
+                return None
+        sci = (np.asarray(_section(hdul["SCI", chip.extver], box), dtype=np.float32)
+               - np.float32(sky))
     with fits.open(chip.source, memmap=False) as hdul:
         try:
-            err = np.asarray(hdul["ERR", chip.extver].data, dtype=np.float32)
+            hdu = hdul["ERR", chip.extver]
         except KeyError:
             raise StageError(f"{chip.source}[ERR,{chip.extver}]: no error array; the RMS map "
                              "needs the calibrated exposures' ERR") from None
-    if err.shape != sci.shape:
-        raise StageError(f"{chip.source}[ERR,{chip.extver}]: shape {err.shape} differs from "
-                         f"the science array's {sci.shape}")
-    weight = np.asarray(fits.getdata(chip.weight), dtype=np.float32)
-    if weight.shape != sci.shape:
-        raise StageError(f"{chip.weight}: weight map shape {weight.shape} differs from "
-                         f"{chip.copy.name}[SCI,{chip.extver}] {sci.shape}")
-    wcs = _chip_wcs(chip.copy, chip.extver)
-    return Layer(sci=sci, var=np.nan_to_num(err.astype(np.float32) ** 2), weight=weight,
-                 pixmap=chip_pixmap(wcs, grid, sci.shape), exptime=exptime,
-                 ratio=pixel_scale_arcsec(grid) / (in_scale or pixel_scale_arcsec(wcs)))
+        if tuple(hdu.shape) != shape:
+            raise StageError(f"{chip.source}[ERR,{chip.extver}]: shape {tuple(hdu.shape)} "
+                             f"differs from the science array's {shape}")
+        err = np.asarray(_section(hdu, box), dtype=np.float32)
+    with fits.open(chip.weight, memmap=False) as hdul:
+        hdu = next((h for h in hdul if h.is_image and h.shape), hdul[0])  # as fits.getdata
+        if tuple(hdu.shape) != shape:
+            raise StageError(f"{chip.weight}: weight map shape {tuple(hdu.shape)} differs "
+                             f"from {chip.copy.name}[SCI,{chip.extver}] {shape}")
+        weight = np.asarray(_section(hdu, box), dtype=np.float32)
+    layer = Layer(sci=sci, var=np.nan_to_num(err ** 2), weight=weight,
+                  pixmap=_interpolated(samples, box or (0, shape[0], 0, shape[1])),
+                  exptime=exptime, ratio=ratio)
+    # the part's pixel map holds grid positions, as the whole's: the same cut
+    return layer if window is None else crop_layer(layer, window, pad=pad)
 
 
 def _add(d, chip: Layer, data, data2, *, pixfrac: float, pixmap=None, weight=None):
@@ -308,11 +382,12 @@ def drizzle_noise(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kern
     crops: list[list[Layer]] = [[] for _ in windows]
     ratios, added = [], 0
     for chip in chips:
-        layer = load_layer(chip, grid)
-        ratios.append(layer.ratio)
-        _window_crops(layer, windows, crops)
-        if not factors:  # a tile: only the chip's part that reaches it (hstred.drizzle.tiled)
-            layer = crop_layer(layer, (0, ny, 0, nx), pad=CROP_PAD_PX)
+        if factors:
+            layer = load_layer(chip, grid)
+            _window_crops(layer, windows, crops)
+        else:  # a tile: only the chip's part that reaches it (hstred.drizzle.tiled)
+            layer = load_layer(chip, grid, window=(0, ny, 0, nx), pad=CROP_PAD_PX)
+        ratios.append(_chip_ratio(chip, grid) if layer is None else layer.ratio)
         if layer is not None:
             _add(d, layer, layer.sci, layer.var, pixfrac=pixfrac)
             added += 1
@@ -329,17 +404,43 @@ def drizzle_noise(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kern
                                if factors else {}),
                       scale_ratio=float(np.median(ratios)))
     if product_sci is not None:
-        covered = (wht > 0) & np.isfinite(product_sci) & (var > 0)
-        if covered.any():
-            z = np.abs(sci[covered] - product_sci[covered]) / np.sqrt(var[covered])
-            out.mismatch_median = float(np.median(z))
-            out.mismatch_p99 = float(np.percentile(z, 99))
-            out.mismatch_counts = np.histogram(np.log10(np.maximum(z, 1e-30)),
-                                               bins=MISMATCH_BINS)[0]
-            check_mismatch(out.mismatch_median)
-        elif factors:  # a whole product: something must be covered (a tile may not be)
+        _compare(out, product_sci, exact=factors)
+        if out.mismatch_counts is not None or factors:
+            # a whole product must cover something (a tile may not)
             check_mismatch(out.mismatch_median)
     return out
+
+
+#: Rows of a product compared with the noise drizzle's science at a time (the
+#: comparison's temporaries stay a few tens of MB).
+COMPARE_ROWS = 512
+
+
+def _compare(out: NoiseImages, product_sci: np.ndarray, *, exact: bool) -> None:
+    """``out``'s mismatch figures: ``|out.sci - product_sci| / sqrt(out.var)`` over the
+    covered pixels, as a :data:`MISMATCH_BINS` histogram; its median and 99th percentile
+    exact (``exact``, a whole product) or from the histogram (a tile, whose counts the
+    product adds up). Row blocks at a time."""
+    counts = np.zeros(MISMATCH_BINS.size - 1, dtype=np.int64)
+    values = []
+    for r in range(0, product_sci.shape[0], COMPARE_ROWS):
+        rows = slice(r, r + COMPARE_ROWS)
+        sci, var, prod = out.sci[rows], out.var[rows], product_sci[rows]
+        covered = (out.wht[rows] > 0) & np.isfinite(prod) & (var > 0)
+        z = np.abs(sci[covered] - prod[covered]) / np.sqrt(var[covered])
+        counts += np.histogram(np.log10(np.maximum(z, 1e-30)), bins=MISMATCH_BINS)[0]
+        if exact:
+            values.append(z)
+    if not counts.any():
+        return
+    out.mismatch_counts = counts
+    if exact:
+        z = np.concatenate(values)
+        out.mismatch_median = float(np.median(z))
+        out.mismatch_p99 = float(np.percentile(z, 99))
+    else:
+        out.mismatch_median = histogram_quantile(counts, 0.5)
+        out.mismatch_p99 = histogram_quantile(counts, 0.99)
 
 
 def check_mismatch(median: float) -> None:

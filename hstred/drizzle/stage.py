@@ -857,9 +857,9 @@ def run_drizzle(
         Exposures to use instead of every calibrated file in ``data_dir``.
     backend : hstred.execution.Backend, optional
         Where the visit drizzles and catalogs run, several at once when it has more
-        than one slot (default: one after another in this process). The final drizzles
-        run here, one filter at a time (each holds the full output grid in memory),
-        with the backend's ``local_cores`` processes for AstroDrizzle's parallel steps.
+        than one slot (default: one local worker process), and the final drizzles' tiles
+        (``config.tile_size``; a grid within one tile is drizzled whole in one worker
+        process). This process runs none of them.
     distortion : dict of file name to ReferenceSet, optional
         The distortion references of the inputs without a distortion solution, as
         :func:`distortion_references` returns them (resolved here when not given,
