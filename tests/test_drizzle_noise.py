@@ -172,7 +172,7 @@ def test_a_chip_part_read_for_a_window_is_the_whole_chip_cut_to_it(tmp_path, mon
     from astropy.io import fits
     from test_drizzle_synthetic import write_fake_program
 
-    from hstred.drizzle.noise import ChipInput, load_layer
+    from hstred.drizzle.noise import ChipInput, chip_parts, load_layer
 
     prog = write_fake_program(tmp_path / "p", chip_shape=(200, 300), visits=1, exposures=1,
                               filters=("F606W",), n_stars=3)
@@ -206,6 +206,15 @@ def test_a_chip_part_read_for_a_window_is_the_whole_chip_cut_to_it(tmp_path, mon
                                               err_msg=f"{name} {window} {pad}")
             assert (part.exptime, part.ratio) == (expected.exptime, expected.ratio)
     assert parts >= 6
+    # all windows at once (the correlation windows of a tiled product)
+    ratio, all_parts = chip_parts(chip, grid, windows)
+    assert ratio == whole.ratio
+    for window, part in zip(windows, all_parts, strict=True):
+        expected = crop_layer(whole, window)
+        assert (part is None) == (expected is None)
+        if part is not None:
+            np.testing.assert_array_equal(part.pixmap, expected.pixmap)
+            np.testing.assert_array_equal(part.var, expected.var)
     # and a small window maps a small part of the chip
     from hstred.drizzle import noise
 

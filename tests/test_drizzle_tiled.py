@@ -22,7 +22,7 @@ from test_drizzle_synthetic import VisitError, write_fake_program
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
 from hstred.drizzle.config import DEFAULT_TILE_SIZE
-from hstred.drizzle.tiled import Tile, cut_grid, in_tiles, merge_headers
+from hstred.drizzle.tiled import Tile, TiledImage, cut_grid, in_tiles, merge_headers
 from hstred.errors import InputError, StageError
 from hstred.execution import LocalBackend
 from hstred.record import CR_BIT
@@ -65,6 +65,33 @@ def test_cut_grid_covers_every_pixel_once():
     assert (count == 1).all()
     assert len(tiles) == 4 * 3
     assert cut_grid((256, 256), 256) == [Tile(0, 0, 0, 0, 256, 256)]
+
+
+def test_a_tiled_image_is_written_and_read_by_tile_and_window(tmp_path):
+    """Tiles written in any order give the image they cut; windows across tile borders
+    read back what was written (zero where nothing was); the FITS file holds the image."""
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(37, 53)).astype(np.float32)
+    tiles = cut_grid((53, 37), 16)
+    out = TiledImage(tmp_path / "img.fits", (37, 53))
+    out.allocate()
+    for tile in tiles[::-1][:-1]:  # the first tile left unwritten
+        out.write(tile, image[tile.slices])
+    expected = image.copy()
+    expected[tiles[0].slices] = 0.0
+    for y0, y1, x0, x1 in ((0, 37, 0, 53), (5, 30, 9, 44), (12, 13, 0, 53), (0, 37, 20, 21)):
+        np.testing.assert_array_equal(out.read_window(y0, y1, x0, x1), expected[y0:y1, x0:x1])
+    np.testing.assert_array_equal(out.read(tiles[4]), image[tiles[4].slices])
+    with pytest.raises(StageError, match="tile_r000c000 is"):
+        out.write(tiles[0], image[:3, :3])
+    out.write(tiles[0], image[tiles[0].slices])
+    header = fits.PrimaryHDU().header
+    header["OBJECT"] = "x"
+    path = out.finish(header)
+    assert not out.raw.exists()
+    with fits.open(path) as hdul:
+        np.testing.assert_array_equal(hdul[0].data, image)
+        assert hdul[0].header["OBJECT"] == "x"
 
 
 def test_tile_size_option_is_checked():

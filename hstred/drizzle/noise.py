@@ -46,7 +46,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 from hstred.errors import StageError
 
 __all__ = ["ChipInput", "Layer", "NoiseImages", "drizzle_noise", "drizzle_layers",
-           "load_layer", "chip_pixmap", "correlation_factors", "casertano_r", "rms_image",
+           "load_layer", "chip_parts", "chip_pixmap", "correlation_factors", "casertano_r",
+           "rms_image",
            "write_rms", "rms_cards", "blank_sky_check", "noise_summary", "RMS_BLOCKS",
            "CHECK_BLOCKS", "robust_width", "block_sums", "noise_factors", "rms_pixels",
            "rms_header", "check_mismatch"]
@@ -196,13 +197,6 @@ def _scale_ratio(header: fits.Header, wcs: WCS, grid: WCS) -> float:
     return pixel_scale_arcsec(grid) / (in_scale or pixel_scale_arcsec(wcs))
 
 
-def _chip_ratio(chip: ChipInput, grid: WCS) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        header = fits.getheader(chip.copy, ("SCI", chip.extver))
-        return _scale_ratio(header, _chip_wcs(chip.copy, chip.extver), grid)
-
-
 def _section(hdu, box: tuple[int, int, int, int] | None) -> np.ndarray:
     """An image HDU's pixels (``box``: rows r0..r1, columns c0..c1 only, read alone)."""
     if box is None:
@@ -217,43 +211,63 @@ def load_layer(chip: ChipInput, grid: WCS, *, window: tuple[int, int, int, int] 
     (y0, y1, x0, x1 of ``grid``), only its part whose drops can reach the window:
     ``crop_layer(load_layer(chip, grid), window, pad=pad)``, to the bit, without reading
     or mapping the rest of the chip (None when no part reaches it)."""
-    with fits.open(chip.copy, memmap=False) as hdul, warnings.catch_warnings():
+    return _load(chip, grid, None if window is None else [window], pad)[1][0]
+
+
+def chip_parts(chip: ChipInput, grid: WCS, windows: Sequence[tuple[int, int, int, int]], *,
+               pad: int = 0) -> tuple[float, list[Layer | None]]:
+    """A chip's output-over-input pixel scale ratio and, for each window,
+    ``load_layer(chip, grid, window=window, pad=pad)``: the files opened and the pixel map
+    sampled once for all."""
+    return _load(chip, grid, list(windows), pad)
+
+
+def _load(chip: ChipInput, grid: WCS, windows: list | None, pad: int
+          ) -> tuple[float, list[Layer | None]]:
+    with (fits.open(chip.copy, memmap=False) as copy,
+          fits.open(chip.source, memmap=False) as source,
+          warnings.catch_warnings()):
         warnings.simplefilter("ignore", FITSFixedWarning)
-        header = hdul["SCI", chip.extver].header
-        exptime = float(hdul[0].header["EXPTIME"])
+        header = copy["SCI", chip.extver].header
+        exptime = float(copy[0].header["EXPTIME"])
         sky = float(header.get("MDRIZSKY", 0.0))
         shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
         wcs = _chip_wcs(chip.copy, chip.extver)
         ratio = _scale_ratio(header, wcs, grid)
-        samples = _pixmap_samples(wcs, grid, shape, PIXMAP_STEP)
-        box = None
-        if window is not None:
-            box = _reaching_box(samples, window, 1.0 + 1.0 / ratio)  # crop_layer's margin
-            if box is None:
-                return None
-        sci = (np.asarray(_section(hdul["SCI", chip.extver], box), dtype=np.float32)
-               - np.float32(sky))
-    with fits.open(chip.source, memmap=False) as hdul:
         try:
-            hdu = hdul["ERR", chip.extver]
+            err_hdu = source["ERR", chip.extver]
         except KeyError:
             raise StageError(f"{chip.source}[ERR,{chip.extver}]: no error array; the RMS map "
                              "needs the calibrated exposures' ERR") from None
-        if tuple(hdu.shape) != shape:
-            raise StageError(f"{chip.source}[ERR,{chip.extver}]: shape {tuple(hdu.shape)} "
+        if tuple(err_hdu.shape) != shape:
+            raise StageError(f"{chip.source}[ERR,{chip.extver}]: shape {tuple(err_hdu.shape)} "
                              f"differs from the science array's {shape}")
-        err = np.asarray(_section(hdu, box), dtype=np.float32)
-    with fits.open(chip.weight, memmap=False) as hdul:
-        hdu = next((h for h in hdul if h.is_image and h.shape), hdul[0])  # as fits.getdata
-        if tuple(hdu.shape) != shape:
-            raise StageError(f"{chip.weight}: weight map shape {tuple(hdu.shape)} differs "
-                             f"from {chip.copy.name}[SCI,{chip.extver}] {shape}")
-        weight = np.asarray(_section(hdu, box), dtype=np.float32)
-    layer = Layer(sci=sci, var=np.nan_to_num(err ** 2), weight=weight,
-                  pixmap=_interpolated(samples, box or (0, shape[0], 0, shape[1])),
-                  exptime=exptime, ratio=ratio)
-    # the part's pixel map holds grid positions, as the whole's: the same cut
-    return layer if window is None else crop_layer(layer, window, pad=pad)
+        with fits.open(chip.weight, memmap=False) as weights:
+            wht_hdu = next((h for h in weights if h.is_image and h.shape), weights[0])
+            if tuple(wht_hdu.shape) != shape:
+                raise StageError(f"{chip.weight}: weight map shape {tuple(wht_hdu.shape)} "
+                                 f"differs from {chip.copy.name}[SCI,{chip.extver}] {shape}")
+            samples = _pixmap_samples(wcs, grid, shape, PIXMAP_STEP)
+            layers: list[Layer | None] = []
+            for window in windows or [None]:
+                box = None
+                if window is not None:  # crop_layer's margin
+                    box = _reaching_box(samples, window, 1.0 + 1.0 / ratio)
+                    if box is None:
+                        layers.append(None)
+                        continue
+                sci = (np.asarray(_section(copy["SCI", chip.extver], box), dtype=np.float32)
+                       - np.float32(sky))
+                err = np.asarray(_section(err_hdu, box), dtype=np.float32)
+                layer = Layer(sci=sci, var=np.nan_to_num(err ** 2),
+                              weight=np.asarray(_section(wht_hdu, box), dtype=np.float32),
+                              pixmap=_interpolated(samples, box or (0, shape[0], 0, shape[1])),
+                              exptime=exptime, ratio=ratio)
+                del err
+                # the part's pixel map holds grid positions, as the whole's: the same cut
+                layers.append(layer if window is None else crop_layer(layer, window, pad=pad))
+                del layer
+    return ratio, layers
 
 
 def _add(d, chip: Layer, data, data2, *, pixfrac: float, pixmap=None, weight=None):
@@ -385,9 +399,10 @@ def drizzle_noise(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kern
         if factors:
             layer = load_layer(chip, grid)
             _window_crops(layer, windows, crops)
+            ratios.append(layer.ratio)
         else:  # a tile: only the chip's part that reaches it (hstred.drizzle.tiled)
-            layer = load_layer(chip, grid, window=(0, ny, 0, nx), pad=CROP_PAD_PX)
-        ratios.append(_chip_ratio(chip, grid) if layer is None else layer.ratio)
+            ratio, (layer,) = chip_parts(chip, grid, [(0, ny, 0, nx)], pad=CROP_PAD_PX)
+            ratios.append(ratio)
         if layer is not None:
             _add(d, layer, layer.sci, layer.var, pixfrac=pixfrac)
             added += 1
@@ -471,11 +486,12 @@ def noise_factors(chips: Sequence[ChipInput], grid: WCS, *, pixfrac: float, kern
     windows = correlation_windows(chips, grid)
     crops: list[list[Layer]] = [[] for _ in windows]
     ratios = []
-    for chip in chips:
-        layer = load_layer(chip, grid)
-        ratios.append(layer.ratio)
-        _window_crops(layer, windows, crops)
-        del layer
+    for chip in chips:  # only the parts of the chips that reach the windows
+        ratio, parts = chip_parts(chip, grid, windows)
+        ratios.append(ratio)
+        for k, part in enumerate(parts):
+            if part is not None:
+                crops[k].append(part)
     groups = [(layers, *windowed(*window))
               for layers, window in zip(crops, windows, strict=True) if layers]
     return (correlation_factors(groups, pixfrac=pixfrac, kernel=kernel),

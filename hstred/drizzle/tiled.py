@@ -53,8 +53,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import math
+import os
 import re
 import shutil
 import threading
@@ -189,23 +191,40 @@ class TiledImage:
         with open(self.raw, "wb") as fh:
             fh.truncate(self.nbytes)  # sparse: pages are written by the tiles
 
+    def _offset(self, y: int, x: int) -> int:
+        return (y * self.shape[1] + x) * 4
+
     def write(self, tile: Tile, data: np.ndarray) -> None:
         if data.shape != (tile.ny, tile.nx):
             raise StageError(f"{self.path.name}: tile {tile.name} is {data.shape[::-1]} "
                              f"pixels, expected {(tile.nx, tile.ny)}")
-        image = np.memmap(self.raw, dtype=self.DTYPE, mode="r+", shape=self.shape)
+        # Row by row through the file, not a memory map: the tile's pages are not
+        # counted in this process's resident memory.
+        block = np.ascontiguousarray(data, dtype=self.DTYPE)
+        fd = os.open(self.raw, os.O_WRONLY)
         try:
-            image[tile.slices] = data
-            image.flush()
+            for j in range(tile.ny):
+                row = memoryview(block[j]).cast("B")
+                if os.pwrite(fd, row, self._offset(tile.y0 + j, tile.x0)) != row.nbytes:
+                    raise OSError(errno.EIO, f"short write to {self.raw}")
         finally:
-            del image
+            os.close(fd)
+
+    def read_window(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows ``y0``..``y1``, columns ``x0``..``x1`` (float32), read from the file."""
+        out = np.empty((y1 - y0, x1 - x0), dtype=self.DTYPE)
+        fd = os.open(self.raw, os.O_RDONLY)
+        try:
+            for j in range(y1 - y0):
+                row = memoryview(out[j]).cast("B")
+                if os.preadv(fd, [row], self._offset(y0 + j, x0)) != row.nbytes:
+                    raise OSError(errno.EIO, f"short read from {self.raw}")
+        finally:
+            os.close(fd)
+        return out.astype(np.float32)
 
     def read(self, tile: Tile) -> np.ndarray:
-        image = np.memmap(self.raw, dtype=self.DTYPE, mode="r", shape=self.shape)
-        try:
-            return np.array(image[tile.slices], dtype=np.float32)
-        finally:
-            del image
+        return self.read_window(tile.y0, tile.y0 + tile.ny, tile.x0, tile.x0 + tile.nx)
 
     def finish(self, header: fits.Header) -> Path:
         header = header.copy()
@@ -704,11 +723,12 @@ def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float, dict
     (factors, scale ratio, blank-sky results)."""
     from hstred.drizzle.noise import blank_sky_check, noise_factors
 
-    rms = np.memmap(task.rms.raw, dtype=TiledImage.DTYPE, mode="r", shape=task.rms.shape)
-    with fits.open(task.wht, memmap=True) as hdul:
+    # Windows read from the files (no memory maps: their pages would count as this
+    # process's memory).
+    with fits.open(task.wht, memmap=False) as hdul:
 
         def windowed(y0, y1, x0, x1):
-            r = np.asarray(rms[y0:y1, x0:x1], dtype=np.float64)
+            r = np.asarray(task.rms.read_window(y0, y1, x0, x1), dtype=np.float64)
             known = np.isfinite(r)
             w = np.asarray(hdul[0].section[y0:y1, x0:x1], dtype=np.float64)
             return np.where(known, w, 0.0), np.where(known, r * r, np.nan)
@@ -717,9 +737,9 @@ def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float, dict
                                        pixfrac=task.pixfrac, kernel=task.kernel,
                                        windowed=windowed)
     y0, y1, x0, x1 = task.check_window
-    with fits.open(task.sci, memmap=True) as hdul:
+    with fits.open(task.sci, memmap=False) as hdul:
         blank = blank_sky_check(np.asarray(hdul[0].section[y0:y1, x0:x1]),
-                                np.asarray(rms[y0:y1, x0:x1]), factors)
+                                task.rms.read_window(y0, y1, x0, x1), factors)
     return factors, ratio, blank
 
 
