@@ -202,7 +202,7 @@ class LocalBackend(Backend):
 
     @contextlib.contextmanager
     def shared_pool(self) -> Iterator[None]:
-        if self.workers == 1 or self._pool is not None:
+        if self._pool is not None:
             yield
             return
         self._pool = self._new_pool(self.workers)

@@ -225,3 +225,16 @@ def test_a_chip_part_read_for_a_window_is_the_whole_chip_cut_to_it(tmp_path, mon
     load_layer(chip, grid, window=(150, 260, 230, 330))
     (r0, r1, c0, c1), = mapped
     assert (r1 - r0) * (c1 - c0) < 0.4 * 200 * 300
+
+
+def test_a_framed_pixel_map_is_numpys_odd_reflection_to_the_bit():
+    from hstred.drizzle.noise import framed
+
+    rng = np.random.default_rng(8)
+    for shape, pad in (((40, 57), 8), ((9, 30), 8), ((30, 8), 8), ((5, 4), 8), ((12, 12), 0),
+                       ((3, 3), 1)):
+        a = rng.uniform(-3000.0, 9000.0, shape)
+        out = np.full((shape[0] + 2 * pad, shape[1] + 2 * pad), np.nan)
+        framed(a, 1234.5, pad, out)
+        np.testing.assert_array_equal(
+            out, np.pad(a - 1234.5, pad, mode="reflect", reflect_type="odd"), err_msg=str(shape))

@@ -85,3 +85,9 @@ def test_one_worker_runs_every_task_in_a_child_process():
         assert len(pids) == len(tasks) and os.getpid() not in pids, (workers, pids)
         assert len(set(pids)) == 1  # one process for them all
     assert list(LocalBackend(workers=1).imap_unordered(_pid_after, [])) == []
+    # within shared_pool, one process serves every map and call of the block
+    backend = LocalBackend(workers=1)
+    with backend.shared_pool():
+        pids = {*backend.imap_unordered(_pid_after, [0.0, 0.0]),
+                *backend.imap_unordered(_pid_after, [0.0]), backend.call(_pid_after, 0.0)}
+    assert len(pids) == 1 and os.getpid() not in pids

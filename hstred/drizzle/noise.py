@@ -265,7 +265,8 @@ def _load(chip: ChipInput, grid: WCS, windows: list | None, pad: int
                               exptime=exptime, ratio=ratio)
                 del err
                 # the part's pixel map holds grid positions, as the whole's: the same cut
-                layers.append(layer if window is None else crop_layer(layer, window, pad=pad))
+                layers.append(layer if window is None
+                              else crop_layer(layer, window, pad=pad, consume=True))
                 del layer
     return ratio, layers
 
@@ -346,29 +347,70 @@ def window_around(centre: tuple[float, float], shape: tuple[int, int], side: int
 CROP_PAD_PX = 8
 
 
-def crop_layer(layer: Layer, window: tuple[int, int, int, int], *,
-               pad: int = 0) -> Layer | None:
+#: Rows of a pixel map tested at a time for the pixels that reach a window (the test's
+#: temporaries stay a few MB).
+CROP_ROWS = 256
+
+
+def crop_layer(layer: Layer, window: tuple[int, int, int, int], *, pad: int = 0,
+               consume: bool = False) -> Layer | None:
     """The part of ``layer`` whose drops can reach ``window``, its pixel map shifted to the
     window's origin (None when none can); with ``pad``, framed by that many pixels of zero
-    weight, their pixel map extrapolated linearly (:data:`CROP_PAD_PX`)."""
+    weight, their pixel map extrapolated linearly (:data:`CROP_PAD_PX`). With ``consume``,
+    ``layer``'s arrays are let go as their parts are copied (``layer`` is not used after)."""
     y0, y1, x0, x1 = window
-    px, py = layer.pixmap[..., 0] - x0, layer.pixmap[..., 1] - y0
     # a drop reaches at most an input pixel's half diagonal (1/ratio output pixels, pixfrac
     # <= 1) beyond its centre, and an output pixel half a pixel beyond its own
     margin = 1.0 + 1.0 / layer.ratio
-    inside = ((px > -margin) & (px < x1 - x0 + margin) & (py > -margin)
-              & (py < y1 - y0 + margin))
-    rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
-    within = (px > 0) & (px < x1 - x0 - 1) & (py > 0) & (py < y1 - y0 - 1)
-    if rows.size < 3 or cols.size < 3 or np.count_nonzero(within) < 9:
+    ny, nx = layer.pixmap.shape[:2]
+    reach_rows, reach_cols, within = np.zeros(ny, bool), np.zeros(nx, bool), 0
+    for r in range(0, ny, CROP_ROWS):
+        px = layer.pixmap[r:r + CROP_ROWS, :, 0] - x0
+        py = layer.pixmap[r:r + CROP_ROWS, :, 1] - y0
+        inside = ((px > -margin) & (px < x1 - x0 + margin) & (py > -margin)
+                  & (py < y1 - y0 + margin))
+        reach_rows[r:r + CROP_ROWS] = inside.any(axis=1)
+        reach_cols |= inside.any(axis=0)
+        within += int(np.count_nonzero((px > 0) & (px < x1 - x0 - 1) & (py > 0)
+                                       & (py < y1 - y0 - 1)))
+    rows, cols = np.nonzero(reach_rows)[0], np.nonzero(reach_cols)[0]
+    if rows.size < 3 or cols.size < 3 or within < 9:
         return None  # nothing, or a sliver at the window's edge (drizzle refuses those)
     sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     frame = ((pad, pad), (pad, pad))
-    return Layer(sci=np.pad(layer.sci[sl], frame), var=np.pad(layer.var[sl], frame),
-                 weight=np.pad(layer.weight[sl], frame),
-                 pixmap=np.stack([np.pad(p[sl], frame, mode="reflect", reflect_type="odd")
-                                  for p in (px, py)], axis=-1),
-                 exptime=layer.exptime, ratio=layer.ratio)
+    cut = {}
+    for name in ("sci", "var", "weight"):
+        cut[name] = np.pad(getattr(layer, name)[sl], frame)
+        if consume:
+            setattr(layer, name, None)
+    h, w = rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]
+    pixmap = np.empty((h + 2 * pad, w + 2 * pad, 2), dtype=layer.pixmap.dtype)
+    for k, origin in enumerate((x0, y0)):
+        framed(layer.pixmap[sl][..., k], origin, pad, pixmap[..., k])
+    if consume:
+        layer.pixmap = None
+    return Layer(**cut, pixmap=pixmap, exptime=layer.exptime, ratio=layer.ratio)
+
+
+def framed(a: np.ndarray, origin: float, pad: int, out: np.ndarray) -> np.ndarray:
+    """``np.pad(a - origin, pad, mode="reflect", reflect_type="odd")`` into ``out``, to the
+    bit, without temporaries of ``a``'s size (a pixel map's frame, extrapolated
+    linearly)."""
+    h, w = a.shape
+    if pad == 0:
+        return np.subtract(a, origin, out=out)
+    if min(h, w) <= pad:  # numpy reflects more than once: its own way
+        out[...] = np.pad(a - origin, pad, mode="reflect", reflect_type="odd")
+        return out
+    inner = out[pad:pad + h, pad:pad + w]
+    np.subtract(a, origin, out=inner)
+    # numpy pads the rows, then the columns of the padded rows: 2 * edge - reflected
+    out[:pad, pad:pad + w] = 2 * inner[:1] - inner[pad:0:-1]
+    out[pad + h:, pad:pad + w] = 2 * inner[-1:] - inner[-2:-pad - 2:-1]
+    cols = out[:, pad:pad + w]
+    out[:, :pad] = 2 * cols[:, :1] - cols[:, pad:0:-1]
+    out[:, pad + w:] = 2 * cols[:, -1:] - cols[:, -2:-pad - 2:-1]
+    return out
 
 
 def _window_crops(layer: Layer, windows, crops: list[list[Layer]]) -> None:

@@ -24,6 +24,7 @@ Steps (all on working copies; the inputs are only read):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -209,7 +210,7 @@ def _mask_trails(plan: DrizzlePlan, copies: dict[str, Path], backend: Backend,
         messages.append(f"satellite trails not searched in {', '.join(skipped)}: not "
                         "full-frame exposures (the search needs whole chips)")
     paths = [copies[e.rootname] for e in full]
-    runner = backend if backend.slots > 1 and len(paths) > 1 else LocalBackend(workers=1)
+    runner = _runner(backend, len(paths))
     found: dict[Path, TrailSearch] = {}
     progress("satellite trails", 0, len(paths))
     for search in runner.imap_unordered(mask_exposure, paths):
@@ -225,6 +226,15 @@ def _mask_trails(plan: DrizzlePlan, copies: dict[str, Path], backend: Backend,
                  len(search.trails), 100 * search.masked_fraction, search.seconds)
         out.append(search)
     return tuple(out)
+
+
+def _runner(backend: Backend, tasks: int) -> Backend:
+    """Where per-exposure or per-visit tasks run: the run's backend when several run at
+    once or it is local (its worker processes), else one local worker (a Dask cluster is
+    not worth one task at a time)."""
+    if isinstance(backend, LocalBackend) or (backend.slots > 1 and tasks > 1):
+        return backend
+    return LocalBackend(workers=1)
 
 
 def _chips(exposures: Sequence[CalibratedExposure], copies: dict[str, Path]):
@@ -288,7 +298,7 @@ def _drizzle_visits(plan, copies, work: Path, config: DrizzleConfig,
                                 expected_chips=sum(len(e.extvers) for e in g.exposures),
                                 detection_nsigma=config.detection_nsigma,
                                 background_errors=errors))
-    runner = backend if parallel else LocalBackend(workers=1)
+    runner = _runner(backend, len(tasks))
     done = {}
     progress("visits", 0, len(tasks))
     for name, out, catalog in runner.imap_unordered(_drizzle_visit, tasks):
@@ -919,7 +929,11 @@ def run_drizzle(
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{outname}-staging-", dir=data_dir))
     step = progress or _no_progress
     backend = backend or LocalBackend(workers=1)
+    # Local worker processes are started once for the stage (each start imports the
+    # drizzle libraries again, seconds each time).
+    pool = contextlib.ExitStack()
     try:
+        pool.enter_context(backend.shared_pool())
         step("working copies", 0, len(plan.exposures))
         copies, distortion_infos = _copy_inputs(plan, work / "exposures", distortion)
         step("working copies", len(plan.exposures), len(plan.exposures))
@@ -977,7 +991,7 @@ def run_drizzle(
         if ctx.tiled and backend.slots > 1 and len(work_items) > 1:
             # The filters at once, their tasks sharing the backend's slots: one filter's
             # serial parts (set-up, correlation factors) overlap the other's tiles.
-            with backend.shared_pool(), ThreadPoolExecutor(len(work_items)) as threads:
+            with ThreadPoolExecutor(len(work_items)) as threads:  # in the stage's pool
                 outcomes = list(threads.map(one_filter, work_items))
         else:
             outcomes = [one_filter(item) for item in work_items]
@@ -988,6 +1002,7 @@ def run_drizzle(
         cr_fractions = {root: cosmic_ray_fraction(path) for root, path in sorted(copies.items())}
         publish_all(ctx.moves)
     finally:
+        pool.close()
         shutil.rmtree(staging, ignore_errors=True)
         if not keep_work:
             shutil.rmtree(work, ignore_errors=True)

@@ -523,9 +523,9 @@ class FlagTask:
 
 
 def flag_exposure(task: FlagTask) -> Path:
-    """AstroDrizzle's blot and ``driz_cr`` steps for one exposure, the median cut to its
-    footprint; the flags go into its DQ (bit :data:`CR_BIT`) as the final step would put
-    them there (drizzlepac's ``updateInputDQArray``)."""
+    """AstroDrizzle's blot and ``driz_cr`` steps for one exposure, chip by chip, the median
+    cut to its footprint; the flags go into its DQ (bit :data:`CR_BIT`) as the final step
+    would put them there (drizzlepac's ``updateInputDQArray``)."""
     from drizzlepac import ablot, drizCR, sky, staticMask
     from drizzlepac.adrizzle import updateInputDQArray
 
@@ -552,9 +552,13 @@ def flag_exposure(task: FlagTask) -> Path:
         pars = {**task.parameters, "driz_separate": True, "driz_sep_wcs": True,
                 "driz_sep_refimage": to_hstwcs(grid), "median": True, "blot": True,
                 "driz_cr": True}
-        with shared_static_masks(masks):
-            run_steps([str(link)], task.output, run_dir, pars, log_path, steps)
         for extver in task.extvers:
+            # One chip at a time (AstroDrizzle's ``group``): the cosmic-ray step's
+            # full-chip temporaries of one chip are gone before the next one's are made.
+            # Each chip's flags depend on its own pixels only.
+            with shared_static_masks(masks):
+                run_steps([str(link)], task.output, run_dir,
+                          {**pars, "group": f"sci,{extver}"}, log_path, steps)
             crmask = chip_file(link, extver, "crmask.fits", output=task.output,
                                log_path=log_path)
             updateInputDQArray(str(Path(task.input).resolve()), "DQ", extver, str(crmask),
