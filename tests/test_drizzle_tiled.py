@@ -85,6 +85,13 @@ def test_a_tiled_image_is_written_and_read_by_tile_and_window(tmp_path):
     with pytest.raises(StageError, match="tile_r000c000 is"):
         out.write(tiles[0], image[:3, :3])
     out.write(tiles[0], image[tiles[0].slices])
+    with open(out.raw, "r+b") as fh:  # a file cut short is named, not read as zeros
+        fh.truncate(out.nbytes - 4)
+    with pytest.raises(StageError, match=r"img.fits.raw: shorter than its 53 x 37 image"):
+        out.read_window(30, 37, 0, 53)
+    with open(out.raw, "r+b") as fh:
+        fh.truncate(out.nbytes)
+    out.write(tiles[-1], image[tiles[-1].slices])
     header = fits.PrimaryHDU().header
     header["OBJECT"] = "x"
     path = out.finish(header)

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import math
 import os
@@ -204,9 +203,10 @@ class TiledImage:
         fd = os.open(self.raw, os.O_WRONLY)
         try:
             for j in range(tile.ny):
-                row = memoryview(block[j]).cast("B")
-                if os.pwrite(fd, row, self._offset(tile.y0 + j, tile.x0)) != row.nbytes:
-                    raise OSError(errno.EIO, f"short write to {self.raw}")
+                row, offset = memoryview(block[j]).cast("B"), self._offset(tile.y0 + j, tile.x0)
+                while row:  # a full disk raises ENOSPC on the write after a short one
+                    written = os.pwrite(fd, row, offset)
+                    row, offset = row[written:], offset + written
         finally:
             os.close(fd)
 
@@ -218,7 +218,9 @@ class TiledImage:
             for j in range(y1 - y0):
                 row = memoryview(out[j]).cast("B")
                 if os.preadv(fd, [row], self._offset(y0 + j, x0)) != row.nbytes:
-                    raise OSError(errno.EIO, f"short read from {self.raw}")
+                    raise StageError(f"{self.raw}: shorter than its {self.shape[1]} x "
+                                     f"{self.shape[0]} image (cut off outside this run?); "
+                                     "run the command again")
         finally:
             os.close(fd)
         return out.astype(np.float32)
