@@ -251,8 +251,8 @@ def _load(chip: ChipInput, grid: WCS, windows: list | None, pad: int
             layers: list[Layer | None] = []
             for window in windows or [None]:
                 box = None
-                if window is not None:  # crop_layer's margin
-                    box = _reaching_box(samples, window, 1.0 + 1.0 / ratio)
+                if window is not None:
+                    box = _reaching_box(samples, window, reach_margin(ratio))
                     if box is None:
                         layers.append(None)
                         continue
@@ -352,6 +352,13 @@ CROP_PAD_PX = 8
 CROP_ROWS = 256
 
 
+def reach_margin(ratio: float) -> float:
+    """Output pixels beyond a window within which an input pixel's centre may still drop
+    onto it: a drop reaches at most an input pixel's half diagonal (1/ratio output pixels,
+    pixfrac <= 1) beyond its centre, and an output pixel half a pixel beyond its own."""
+    return 1.0 + 1.0 / ratio
+
+
 def crop_layer(layer: Layer, window: tuple[int, int, int, int], *, pad: int = 0,
                consume: bool = False) -> Layer | None:
     """The part of ``layer`` whose drops can reach ``window``, its pixel map shifted to the
@@ -359,9 +366,7 @@ def crop_layer(layer: Layer, window: tuple[int, int, int, int], *, pad: int = 0,
     weight, their pixel map extrapolated linearly (:data:`CROP_PAD_PX`). With ``consume``,
     ``layer``'s arrays are let go as their parts are copied (``layer`` is not used after)."""
     y0, y1, x0, x1 = window
-    # a drop reaches at most an input pixel's half diagonal (1/ratio output pixels, pixfrac
-    # <= 1) beyond its centre, and an output pixel half a pixel beyond its own
-    margin = 1.0 + 1.0 / layer.ratio
+    margin = reach_margin(layer.ratio)
     ny, nx = layer.pixmap.shape[:2]
     reach_rows, reach_cols, within = np.zeros(ny, bool), np.zeros(nx, bool), 0
     for r in range(0, ny, CROP_ROWS):
