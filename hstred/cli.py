@@ -323,6 +323,11 @@ TileOpt = Annotated[int | None, typer.Option(
          "process holds a whole image; a grid within one tile is drizzled whole. 0 drizzles "
          "the whole grid in one process. Default: the drizzle configuration's tile size "
          "(see README).")]
+TiledProductsOpt = Annotated[bool, typer.Option(
+    "--tiled-products",
+    help="Keep each product image as tile files of at most --tile-size pixels a side plus "
+         "an index (OUTNAME_FILTER_drz_sci.json beside the directory OUTNAME_FILTER_drz_sci/), "
+         "for mosaics too large for one file; tiles no exposure reaches are not written.")]
 SinglesOpt = Annotated[bool, typer.Option("--singles", help="Also write singles/ROOTNAME_drz_"
                                           "sci.fits per exposure on the same grid.")]
 RefCatOpt = Annotated[str | None, typer.Option(
@@ -352,7 +357,7 @@ OutnameArg = Annotated[str, typer.Argument(help="Product name stem: writes "
 def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geometry,
                     min_matches, max_rms, drop_unaligned, singles, *,
                     reference_catalog=None, allow_relative=False, satellites="mask",
-                    rms_map=True, tile_size=None):
+                    rms_map=True, tile_size=None, tiled_products=False):
     """DrizzleConfig from the drizzle options shared by ``drizzle`` and ``run``.
     Options left unset (None) keep the configuration's defaults."""
     from hstred.drizzle import DrizzleConfig
@@ -360,6 +365,8 @@ def _drizzle_config(kernel, pixel_scale, pixfrac, weight_type, north_up, fit_geo
     given = {}
     if tile_size is not None:
         given["tile_size"] = tile_size
+    if tiled_products:
+        given["tiled_products"] = True
     if reference_catalog is not None:
         given["reference_catalog"] = reference_catalog
     if allow_relative:
@@ -456,6 +463,7 @@ def drizzle(
     satellites: SatellitesOpt = "mask",
     rms_map: RmsMapOpt = True,
     tile_size: TileOpt = None,
+    tiled_products: TiledProductsOpt = False,
 ) -> None:
     """Align the visits and drizzle each filter from calibrated exposures.
 
@@ -474,7 +482,8 @@ def drizzle(
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
                                 allow_relative=allow_relative, satellites=satellites,
-                                rms_map=rms_map, tile_size=tile_size),
+                                rms_map=rms_map, tile_size=tile_size,
+                                tiled_products=tiled_products),
         execution=ExecutionConfig(workers=workers))
     result = run_pipeline(data, outname, config, command="drizzle")
     for product in result.products:
@@ -514,6 +523,7 @@ def run_command(
     satellites: SatellitesOpt = "mask",
     rms_map: RmsMapOpt = True,
     tile_size: TileOpt = None,
+    tiled_products: TiledProductsOpt = False,
     allow_mixed_targets: Annotated[bool, typer.Option("--allow-mixed-targets",
                                                       help="Reduce exposures of several "
                                                       "targets together.")] = False,
@@ -545,7 +555,7 @@ def run_command(
         fit_geometry=fit_geometry, min_matches=min_matches, max_rms=max_rms,
         drop_unaligned=drop_unaligned, singles=singles, reference_catalog=reference_catalog,
         allow_relative=allow_relative, satellites=satellites, rms_map=rms_map,
-        tile_size=tile_size,
+        tile_size=tile_size, tiled_products=tiled_products,
         allow_mixed_targets=allow_mixed_targets)
     result = _run_with_progress(data, outname, config, force=force, from_stage=from_stage,
                                 quiet=quiet)
@@ -567,6 +577,7 @@ _SCIENCE_OPTIONS = {
     "allow_relative": ("drizzle", "allow_relative"),
     "satellites": ("drizzle", "satellites"), "rms_map": ("drizzle", "rms"),
     "tile_size": ("drizzle", "tile_size"),
+    "tiled_products": ("drizzle", "tiled_products"),
     "allow_mixed_targets": (None, "allow_mixed_targets"),
 }
 
@@ -575,7 +586,7 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise,
                      scheduler, kernel, pixel_scale, pixfrac, weight_type, north_up,
                      fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                      reference_catalog, allow_relative, satellites, rms_map, tile_size,
-                     allow_mixed_targets):
+                     tiled_products, allow_mixed_targets):
     """PipelineConfig from the options of ``run`` (which ``plan`` shares); with
     ``--config``, the recorded run's science options, overridden by those given here."""
     import dataclasses
@@ -591,7 +602,8 @@ def _pipeline_config(ctx: typer.Context, *, config_file, cte, engine, cte_noise,
                                 fit_geometry, min_matches, max_rms, drop_unaligned, singles,
                                 reference_catalog=reference_catalog,
                                 allow_relative=allow_relative, satellites=satellites,
-                                rms_map=rms_map, tile_size=tile_size),
+                                rms_map=rms_map, tile_size=tile_size,
+                                tiled_products=tiled_products),
         execution=execution, allow_mixed_targets=allow_mixed_targets)
     if config_file is None:
         return given

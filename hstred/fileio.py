@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -122,10 +123,10 @@ def check_destinations(paths: Sequence[Path], *, directories: Sequence[Path] = (
 
 
 def publish_all(moves: Sequence[tuple[Path | None, Path]]) -> None:
-    """Move finished files (staged on the destinations' filesystem) into place, all or
-    nothing: a destination that existed is set aside first, and if any move fails, the
-    files already moved are removed and the previous ones restored. A move from None
-    removes its destination (a product this run no longer makes), restored likewise.
+    """Move finished files or directories (staged on the destinations' filesystem) into
+    place, all or nothing: a destination that existed is set aside first, and if any move
+    fails, the ones already moved are removed and the previous ones restored. A move from
+    None removes its destination (a product this run no longer makes), restored likewise.
     """
     done: list[tuple[Path, Path | None]] = []  # (destination, its previous file set aside)
     try:
@@ -144,13 +145,22 @@ def publish_all(moves: Sequence[tuple[Path | None, Path]]) -> None:
         for dst, previous in reversed(done):
             with contextlib.suppress(OSError):
                 if previous is not None and previous.exists():
+                    _remove(dst)
                     os.replace(previous, dst)
                 else:
-                    dst.unlink(missing_ok=True)
+                    _remove(dst)
         raise
     for _dst, previous in done:
         if previous is not None:
-            previous.unlink(missing_ok=True)
+            _remove(previous)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link or a directory tree, if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def environment_error(err: OSError, *, directory: Path | None = None

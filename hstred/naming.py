@@ -12,7 +12,8 @@ from hstred.errors import InputError
 
 __all__ = ["check_outname", "filter_name", "visit_name", "product_paths", "single_paths",
            "run_record_path", "report_path", "report_files_dir", "SINGLES_DIR",
-           "PRODUCT_KINDS", "product_kinds"]
+           "PRODUCT_KINDS", "product_kinds", "TILE_INDEX_SUFFIX", "tile_directory",
+           "image_parts", "drizzle_destinations"]
 
 _OUTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 
@@ -20,6 +21,9 @@ _OUTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 SINGLES_DIR = "singles"
 #: The images of every drizzled product: science (e-/s), weight, per-pixel noise (e-/s).
 PRODUCT_KINDS = ("sci", "wht", "rms")
+#: A product image kept in tiles (``--tiled-products``) is an index, ``..._drz_sci.json``,
+#: beside the directory of its tile files, ``..._drz_sci/`` (:func:`tile_directory`).
+TILE_INDEX_SUFFIX = ".json"
 
 
 def check_outname(outname: str) -> str:
@@ -62,17 +66,49 @@ def product_kinds(*, rms: bool) -> tuple[str, ...]:
     return tuple(kind for kind in PRODUCT_KINDS if rms or kind != "rms")
 
 
+def _image_suffix(tiled: bool) -> str:
+    return TILE_INDEX_SUFFIX if tiled else ".fits"
+
+
 def product_paths(data_dir: Path, outname: str, filter_: str,
-                  kinds: tuple[str, ...] = PRODUCT_KINDS) -> tuple[Path, ...]:
-    """Where the final science, weight and RMS images (``kinds``) of one filter go."""
-    return tuple(Path(data_dir) / f"{outname}_{filter_}_drz_{kind}.fits" for kind in kinds)
+                  kinds: tuple[str, ...] = PRODUCT_KINDS, *, tiled: bool = False
+                  ) -> tuple[Path, ...]:
+    """Where the final science, weight and RMS images (``kinds``) of one filter go: FITS
+    files, or with ``tiled`` the indexes of their tiles."""
+    return tuple(Path(data_dir) / f"{outname}_{filter_}_drz_{kind}{_image_suffix(tiled)}"
+                 for kind in kinds)
 
 
-def single_paths(data_dir: Path, rootname: str) -> tuple[Path, Path, Path]:
+def single_paths(data_dir: Path, rootname: str, *, tiled: bool = False
+                 ) -> tuple[Path, Path, Path]:
     """Where one exposure's science, weight and RMS images on the common grid go
-    (``--singles``)."""
-    return tuple(Path(data_dir) / SINGLES_DIR / f"{rootname}_drz_{kind}.fits"
+    (``--singles``), as :func:`product_paths`."""
+    return tuple(Path(data_dir) / SINGLES_DIR / f"{rootname}_drz_{kind}{_image_suffix(tiled)}"
                  for kind in PRODUCT_KINDS)
+
+
+def tile_directory(index: Path) -> Path:
+    """The directory of a tiled image's tile files: its index's name without ``.json``."""
+    return Path(index).with_suffix("")
+
+
+def image_parts(path: Path) -> tuple[Path, ...]:
+    """What a product image is on disk: its FITS file, or its tile directory and index."""
+    path = Path(path)
+    return (tile_directory(path), path) if path.suffix == TILE_INDEX_SUFFIX else (path,)
+
+
+def drizzle_destinations(data_dir: Path, outname: str, filters, rootnames=()
+                         ) -> tuple[list[Path], list[Path]]:
+    """Every path a drizzle of OUTNAME writes or replaces, in both layouts (a run in one
+    removes the other's images of the same products): (files, directories), for the
+    products of ``filters`` and the single images of ``rootnames``."""
+    images = [p for tiled in (False, True) for f in filters
+              for p in product_paths(data_dir, outname, f, tiled=tiled)]
+    images += [p for tiled in (False, True) for r in rootnames
+               for p in single_paths(data_dir, r, tiled=tiled)]
+    directories = [tile_directory(p) for p in images if p.suffix == TILE_INDEX_SUFFIX]
+    return images, directories
 
 
 def run_record_path(data_dir: Path, outname: str) -> Path:

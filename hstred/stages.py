@@ -40,6 +40,7 @@ from hstred.acs import CHIP_NX, CHIP_NY
 from hstred.calibrate import CalibrateResult, choose_engine, exposure_key, run_calibrate
 from hstred.drizzle import run_drizzle
 from hstred.drizzle.stage import distortion_references
+from hstred.drizzle.tileset import image_files
 from hstred.errors import InputError, ReferenceFileError
 from hstred.execution import Backend
 from hstred.fileio import check_destinations
@@ -47,12 +48,12 @@ from hstred.inputs import InputExposure, check_inputs, check_raw_layout, find_in
 from hstred.manifest import Manifest, software_versions
 from hstred.naming import (
     PRODUCT_KINDS,
+    drizzle_destinations,
     product_kinds,
     product_paths,
     report_files_dir,
     report_path,
     run_record_path,
-    single_paths,
 )
 from hstred.quality import check_exposure_quality
 from hstred.record import cte_keywords, cte_profile, exposure_rows
@@ -279,12 +280,11 @@ def _destinations(ctx: Context) -> tuple[list[Path], list[Path]]:
     if ctx.outname is None:
         return [], []
     data_dir, outname = ctx.data_dir, ctx.outname
-    files = [*(p for f in sorted({e.filter for e in ctx.exposures})
-               for p in product_paths(data_dir, outname, f)),
-             run_record_path(data_dir, outname), report_path(data_dir, outname)]
-    if ctx.config.drizzle.singles:
-        files += [p for e in ctx.exposures for p in single_paths(data_dir, e.rootname)]
-    return files, [report_files_dir(data_dir, outname)]
+    files, directories = drizzle_destinations(
+        data_dir, outname, sorted({e.filter for e in ctx.exposures}),
+        [e.rootname for e in ctx.exposures] if ctx.config.drizzle.singles else ())
+    return ([*files, run_record_path(data_dir, outname), report_path(data_dir, outname)],
+            [*directories, report_files_dir(data_dir, outname)])
 
 
 # ---------------------------------------------------------------------------- calibrate
@@ -476,7 +476,8 @@ class DrizzleStage(Stage):
         filters = sorted({e.filter for e in ctx.exposures})
         kinds = product_kinds(rms=ctx.config.drizzle.rms)
         return tuple((p, p.is_file()) for f in filters
-                     for p in product_paths(ctx.data_dir, ctx.outname, f, kinds))
+                     for p in product_paths(ctx.data_dir, ctx.outname, f, kinds,
+                                            tiled=ctx.config.drizzle.tiled_products))
 
     def plan(self, ctx: Context) -> StagePlan:
         products = self._products(ctx)
@@ -614,7 +615,8 @@ class ReportStage(Stage):
 
     def _key(self, ctx: Context) -> str:
         ctx.record = build_record(ctx)
-        return report_key(ctx.manifest, ctx.record, DrizzleStage().outputs(ctx))
+        return report_key(ctx.manifest, ctx.record,
+                          [f for p in DrizzleStage().outputs(ctx) for f in image_files(p)])
 
     def plan(self, ctx: Context) -> StagePlan:
         path = report_path(ctx.data_dir, ctx.outname)

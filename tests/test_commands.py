@@ -115,6 +115,10 @@ def test_plan_takes_runs_options():
     (["run", "X", "--data", "{tmp}", "--tile-size", "10", "--no-rms"], "--tile-size"),
     (["drizzle", "X", "--data", "{tmp}", "--tile-size", "63"], "--tile-size"),
     (["plan", "X", "--data", "{tmp}", "--tile-size", "-1", "--no-rms"], "--tile-size"),
+    (["run", "X", "--data", "{tmp}", "--tiled-products", "--tile-size", "0"],
+     "--tiled-products"),
+    (["drizzle", "X", "--data", "{tmp}", "--tiled-products", "--tile-size", "0"],
+     "--tiled-products"),
     (["calibrate", "--data", "{tmp}", "--cte-noise", "hide"], "--cte-noise"),
 ])
 def test_option_limits_come_from_the_configs(tmp_path, args, named):

@@ -17,14 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
 from scratch import fixture_dir
 from test_drizzle_synthetic import VisitError, write_fake_program
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
 from hstred.drizzle.config import DEFAULT_TILE_SIZE
 from hstred.drizzle.tiled import Tile, TiledImage, cut_grid, in_tiles, merge_headers
+from hstred.drizzle.tileset import TiledProduct, write_tiled_image
 from hstred.errors import InputError, StageError
 from hstred.execution import LocalBackend
+from hstred.naming import PRODUCT_KINDS
 from hstred.record import CR_BIT
 
 ERRORS = {"jfak01": VisitError(0.42, -0.31, 0.02), "jfak02": VisitError(-0.25, 0.38, -0.03)}
@@ -49,6 +52,24 @@ def reductions(tmp_path_factory):
         two = run_drizzle(prog.directory, "two", DrizzleConfig(**base, tile_size=TILE),
                           work_dir=root / "work_two", backend=LocalBackend(workers=2))
         yield prog, whole, tiled, two, root
+
+
+@pytest.fixture(scope="module")
+def kept_tiles(reductions):
+    """The tiled reduction again, its images kept as tile files (``tiled_products``), in a
+    copy of the program holding an earlier run's FITS images of the same products."""
+    prog, _whole, tiled, _two, root = reductions
+    data = root / "data_tiles"
+    shutil.copytree(root / "data_tiled", data, ignore=shutil.ignore_patterns("tiled_*"))
+    for path in (tiled.product("F606W").sci, tiled.singles[0].wht):
+        earlier = data / path.relative_to(root / "data_tiled")
+        earlier.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, earlier)
+    kept = run_drizzle(data, "tiled",
+                       DrizzleConfig(satellites="off", singles=True, tile_size=TILE,
+                                     tiled_products=True), work_dir=root / "work_tiles",
+                       backend=LocalBackend(workers=2))
+    return kept, data
 
 
 def _read(path):
@@ -293,3 +314,87 @@ def test_dask_cluster_gives_the_local_tiled_products_of_a_mosaic(tmp_path):
             np.testing.assert_array_equal(fits.getdata(getattr(a, kind)),
                                           fits.getdata(getattr(c, kind)))
     assert local.cr_fractions == remote.cr_fractions == one.cr_fractions
+
+
+def test_tiled_product_files_hold_the_tiled_products_to_the_bit(reductions, kept_tiles):
+    """With ``tiled_products`` every image is tile files plus an index: read back through
+    the index, the very pixels of the FITS image; each tile file's pixels and WCS those of
+    its part of the product; the index's header the FITS image's; the earlier FITS images
+    of the same products gone with the publication; the report's preview the same."""
+    from hstred.report.build import _downsampled
+
+    _prog, _whole, tiled, _two, root = reductions
+    kept, data = kept_tiles
+    pairs = [(tiled.product("F606W"), kept.product("F606W")),
+             *zip(tiled.singles, kept.singles, strict=True)]
+    assert len(pairs) == 5
+    for a_product, b_product in pairs:
+        files = set(b_product.files)
+        for kind in PRODUCT_KINDS:
+            index = getattr(b_product, kind)
+            assert index.suffix == ".json" and index.parent in (data, data / "singles")
+            product = TiledProduct(index)
+            a, ha = _read(getattr(a_product, kind))
+            assert product.shape == a.shape
+            np.testing.assert_array_equal(product.read(0, a.shape[0], 0, a.shape[1]), a)
+            np.testing.assert_array_equal(product.section[40:300, 250:600], a[40:300, 250:600])
+            hb = product.header
+            for key in ("NAXIS1", "NAXIS2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1",
+                        "CD1_2", "CD2_1", "CD2_2", "EXPTIME", "BUNIT", "NDRIZIM", "HSTRVER",
+                        "DRZKERN", "HSTRPROD", "ALNREF"):
+                assert hb.get(key) == ha.get(key), key
+            assert len(product.tiles) == len(cut_grid(a.shape[::-1], TILE))  # all reached
+            for t in product.tiles:
+                path = product.directory / t.file
+                assert path in files
+                with fits.open(path) as hdul:
+                    np.testing.assert_array_equal(hdul[0].data, a[t.y0:t.y0 + t.ny,
+                                                                    t.x0:t.x0 + t.nx])
+                    h = hdul[0].header
+                assert (h["LTV1"], h["LTV2"], h["TILENAME"]) == (-t.x0, -t.y0, t.name)
+                assert h["HSTRVER"] == ha["HSTRVER"]
+                here = WCS(h).pixel_to_world_values(np.array([3.0, t.nx - 2.0]),
+                                                    np.array([5.0, t.ny - 1.0]))
+                there = WCS(ha).pixel_to_world_values(np.array([3.0 + t.x0, t.nx - 2.0 + t.x0]),
+                                                      np.array([5.0 + t.y0, t.ny - 1.0 + t.y0]))
+                np.testing.assert_allclose(here, there, rtol=0, atol=1e-10)
+        small = _downsampled([a_product.sci, b_product.sci])
+        np.testing.assert_array_equal(small[b_product.sci], small[a_product.sci])
+    assert not (data / "tiled_F606W_drz_sci.fits").exists()
+    assert not (data / "singles" / tiled.singles[0].wht.name).exists()
+    assert not list(data.glob(".hstred*"))  # no staging left behind
+
+
+def test_a_tiled_image_reads_tiles_not_written_as_empty_and_names_what_is_wrong(tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(50, 70)).astype(np.float32)
+    tiles = cut_grid((70, 50), 32)
+    header = fits.PrimaryHDU().header
+    header["CRPIX1"], header["CRPIX2"], header["EXPTIME"] = 35.0, 25.0, 10.0
+    kept = [t for t in tiles if t.name != "tile_r001c000"]
+    for kind in ("sci", "wht"):
+        index = write_tiled_image(tmp_path / f"x_drz_{kind}.json", header, image.shape, kept,
+                                  lambda t: image[t.slices], kind=kind, size=32)
+        product = TiledProduct(index)
+        expected = image.copy()
+        expected[tiles[3].slices] = np.nan if kind == "sci" else 0.0
+        assert tiles[3].name == "tile_r001c000"
+        np.testing.assert_array_equal(product.read(0, 50, 0, 70), expected)
+        np.testing.assert_array_equal(product.read(20, 45, 10, 40), expected[20:45, 10:40])
+        assert product.header["EXPTIME"] == 10.0 and product.header["NAXIS1"] == 70
+        assert len(product.files()) == 1 + len(kept)
+        assert not (product.directory / f"x_drz_{kind}_tile_r001c000.fits").exists()
+    (product.directory / f"x_drz_wht_{tiles[0].name}.fits").unlink()
+    with pytest.raises(StageError, match=r"x_drz_wht_tile_r000c000.fits: a tile of "
+                                         r"x_drz_wht.json is missing"):
+        product.read(0, 10, 0, 10)
+    index.write_text("{}")
+    with pytest.raises(StageError, match="x_drz_wht.json: not a readable tile index"):
+        TiledProduct(index)
+
+
+def test_tiled_products_need_tiles():
+    with pytest.raises(InputError, match="--tiled-products needs tiles"):
+        DrizzleConfig(tiled_products=True, tile_size=0)
+    with pytest.raises(InputError, match="--tiled-products is on or off"):
+        DrizzleConfig(tiled_products="yes")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -75,6 +76,37 @@ def test_publish_removes_a_product_no_longer_made_all_or_nothing(tmp_path):
     assert sci.read_text() == "new sci" and not rms.exists()
     assert sorted(os.listdir(tmp_path)) == ["X_drz_sci.fits", "staging"]
     publish_all([(None, rms)])  # nothing to remove: nothing happens
+
+
+def test_publish_moves_tile_directories_all_or_nothing(tmp_path):
+    """A tiled image is a directory and an index: the directory replaces an earlier one
+    whole, a failure restores the earlier one, and a removed one comes back likewise."""
+    staging = tmp_path / "staging"
+    tiles, index = tmp_path / "X_drz_sci", tmp_path / "X_drz_sci.json"
+    tiles.mkdir()
+    (tiles / "old_tile.fits").write_text("old")
+    index.write_text("old index")
+
+    def stage():
+        (staging / tiles.name).mkdir(parents=True)
+        (staging / tiles.name / "new_tile.fits").write_text("new")
+        (staging / index.name).write_text("new index")
+
+    stage()
+    # the index's move fails after the directory moved: the old directory comes back
+    with pytest.raises(FileNotFoundError):
+        publish_all([(staging / tiles.name, tiles), (staging / "missing.json", index)])
+    assert os.listdir(tiles) == ["old_tile.fits"] and index.read_text() == "old index"
+    shutil.rmtree(staging)
+    stage()
+    publish_all([(staging / tiles.name, tiles), (staging / index.name, index)])
+    assert os.listdir(tiles) == ["new_tile.fits"] and index.read_text() == "new index"
+    assert sorted(os.listdir(tmp_path)) == ["X_drz_sci", "X_drz_sci.json", "staging"]
+    with pytest.raises(FileNotFoundError):  # a removal undone
+        publish_all([(None, tiles), (None, index), (staging / "missing.fits", tmp_path / "y")])
+    assert os.listdir(tiles) == ["new_tile.fits"] and index.read_text() == "new index"
+    publish_all([(None, tiles), (None, index)])
+    assert sorted(os.listdir(tmp_path)) == ["staging"]
 
 
 def test_a_directory_in_the_way_is_named_before_work(tmp_path):

@@ -377,3 +377,41 @@ def test_plan_before_and_after_a_run_writes_nothing(reduced, sim_program_two_vis
     assert record["calibrated"] == [p.relative_to(data).as_posix() for p in sorted(
         (data / "hstred_work" / "calibrated").glob("*_flt.fits"))]
     assert _listing(data) == before
+
+
+def test_tiled_products_through_the_commands(reduced, tmp_path):
+    """``hstred drizzle --tiled-products --no-rms`` on a reduced directory: the products
+    become tile indexes and directories (the FITS images, the RMS image's too, go), named on the terminal and in the record;
+    the report previews them; an unchanged rerun reuses them; a lost tile file is seen by
+    ``plan`` as a drizzle to redo."""
+    from hstred.drizzle.tileset import TiledProduct
+
+    data = tmp_path / "tiles"
+    shutil.copytree(reduced[0], data, symlinks=True)
+    args = ["drizzle", OUTNAME, "--data", str(data), "--tiled-products", "--no-rms",
+            "--workers", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    index = data / f"{OUTNAME}_F814W_drz_sci.json"
+    assert str(index) in result.output
+    for kind in PRODUCT_KINDS:
+        assert (data / f"{OUTNAME}_F814W_drz_{kind}.json").is_file() == (kind != "rms")
+        assert not (data / f"{OUTNAME}_F814W_drz_{kind}.fits").exists()
+    assert not (data / f"{OUTNAME}_F814W_drz_rms").exists()
+    product = TiledProduct(index)
+    assert len(product.tiles) >= 2 and product.header["EXPTIME"] > 0
+    record = json.loads((data / f"{OUTNAME}_run.json").read_text())
+    assert record["drizzle"]["products"][0]["sci"] == index.name
+    manifest = json.loads((data / "hstred_work" / "manifest.json").read_text())
+    recorded = manifest["stages"]["drizzle"][OUTNAME]["outputs"]
+    tile = product.directory / product.tiles[0].file
+    assert tile.relative_to(data).as_posix() in recorded
+    assert (data / f"{OUTNAME}_report_files" / "F814W_sci.png").is_file()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((data / f"{OUTNAME}_run.json").read_text())["skipped"]["drizzle"] is True
+    tile.unlink()
+    result = CliRunner().invoke(app, ["plan", OUTNAME, "--data", str(data), "--cte", "none",
+                                      "--tiled-products", "--no-rms"])
+    assert result.exit_code == 0, result.output
+    assert f"drizzle {OUTNAME}: run (its products are missing or changed)" in result.output

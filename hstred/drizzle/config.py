@@ -62,6 +62,12 @@ class DrizzleConfig:
         images are made in the same tiles, and no process holds a whole plane. A grid
         within one tile is drizzled whole, in one child process. 0: always the whole grid,
         one AstroDrizzle call in one process.
+    tiled_products : keep every product image (and single image) as tile files of at
+        most ``tile_size`` pixels a side plus an index, ``OUTNAME_FILTER_drz_sci.json``
+        beside the directory ``OUTNAME_FILTER_drz_sci/`` (:mod:`hstred.drizzle.tileset`),
+        instead of one FITS file: for mosaics too large for one file. Tiles no exposure
+        reaches are not written. Images of the same products in the other layout are
+        removed with the new ones.
     satellites : ``"mask"`` (default): satellite trails are found in every exposure
         (:mod:`hstred.satellites`) and their pixels flagged with DQ bit 16384 in the
         working copies before any drizzle; ``"off"``: exposures are drizzled as they are.
@@ -105,6 +111,7 @@ class DrizzleConfig:
     singles: bool = False
     rms: bool = True
     tile_size: int = DEFAULT_TILE_SIZE
+    tiled_products: bool = False
     satellites: str = "mask"
     fit_geometry: str = "rscale"
     searchrad_px: float = 60.0
@@ -133,7 +140,7 @@ _FLAGS = {"pixel_scale_arcsec": "--pixel-scale", "max_rms_arcsec": "--max-rms",
           "min_matches": "--min-matches", "kernel": "--kernel",
           "weight_type": "--weight-type", "fit_geometry": "--fit-geometry",
           "pixfrac": "--pixfrac", "satellites": "--satellites", "rms": "--rms/--no-rms",
-          "tile_size": "--tile-size"}
+          "tile_size": "--tile-size", "tiled_products": "--tiled-products"}
 
 
 def _option(name: str) -> str:
@@ -193,6 +200,12 @@ def validate_config(config: DrizzleConfig) -> DrizzleConfig:
             config.tile_size == 0 or config.tile_size >= MIN_TILE_SIZE):
         raise InputError(f"--tile-size must be 0 (the whole grid at once) or at least "
                          f"{MIN_TILE_SIZE} pixels, got {config.tile_size!r}")
+    if not isinstance(config.tiled_products, bool):
+        raise InputError(f"{_option('tiled_products')} is on or off, got "
+                         f"{config.tiled_products!r}")
+    if config.tiled_products and config.tile_size == 0:
+        raise InputError("--tiled-products needs tiles: give --tile-size a size of at least "
+                         f"{MIN_TILE_SIZE} pixels, not 0")
     if config.satellites not in SATELLITE_MODES:
         raise InputError(f"--satellites {config.satellites!r} is unknown; choose from "
                          f"{', '.join(SATELLITE_MODES)}")

@@ -699,12 +699,11 @@ def write_rms(path: Path, rms: np.ndarray, noise: NoiseImages, header: fits.Head
     return path
 
 
-def noise_summary(path: Path) -> dict:
+def noise_summary(header: fits.Header) -> dict:
     """What an RMS image's header says of its noise, for the run record and the report:
     ``casertano_r``, ``correlation`` {"n": F(n)}, ``blank_sky`` {"n": measured / predicted}
     (block sides as strings, as JSON has them: the record's cache keys must not change
     when it is read back)."""
-    header = fits.getheader(path, 0)
 
     def numbered(prefix: str) -> dict[str, float]:
         return {k[len(prefix):]: float(header[k]) for k in header

@@ -71,6 +71,7 @@ from hstred import __version__
 from hstred.distortion import DistortionInfo
 from hstred.drizzle.config import DrizzleConfig
 from hstred.drizzle.result import AbsoluteTie, AlignmentSolution
+from hstred.drizzle.tileset import is_tiled, update_headers
 from hstred.fileio import atomic_path
 
 __all__ = ["provenance_cards", "write_provenance"]
@@ -203,8 +204,16 @@ def _distortion_cards(infos: Sequence[DistortionInfo]):
     return cards, history
 
 
+def _add_cards(header: fits.Header, cards, history) -> None:
+    for key, value, comment in cards:
+        header[key] = (value, comment)
+    for line in history:
+        header.add_history(line)
+
+
 def write_provenance(path: Path, cards, history) -> None:
-    """Add provenance cards and HISTORY lines to the primary header of ``path``.
+    """Add provenance cards and HISTORY lines to the primary header of ``path`` (of a
+    tiled image: of every tile, and to the product header in its index).
 
     Only the primary header is rewritten: the new header, formatted by astropy, is
     followed by the file's bytes after the old one (the image and any extensions,
@@ -213,13 +222,14 @@ def write_provenance(path: Path, cards, history) -> None:
     header outgrows its blocks (about 1 s for a 400 MB product).
     """
     path = Path(path)
+    if is_tiled(path):  # every tile's header, and the index's copy of the product's
+        update_headers(path, lambda tile: write_provenance(tile, cards, history),
+                       lambda header: _add_cards(header, cards, history))
+        return
     with fits.open(path, memmap=True) as hdul:
         hdr = hdul[0].header.copy()
         data_start = int(hdul.fileinfo(0)["datLoc"])
-    for key, value, comment in cards:
-        hdr[key] = (value, comment)
-    for line in history:
-        hdr.add_history(line)
+    _add_cards(hdr, cards, history)
     block = hdr.tostring(endcard=True, padding=True).encode("ascii")
     with open(path, "rb") as src, atomic_path(path) as tmp, open(tmp, "wb") as dst:
         dst.write(block)

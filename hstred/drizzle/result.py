@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hstred.distortion import DistortionInfo
+from hstred.drizzle.tileset import image_files
 from hstred.naming import PRODUCT_KINDS
 from hstred.satellites import TrailSearch
 
@@ -92,6 +93,13 @@ class AbsoluteTie:
     chi2_dof: float = float("nan")
 
 
+def product_files(product) -> tuple[Path, ...]:
+    """Every file of a product's images (:data:`PRODUCT_KINDS`): FITS files, or tile
+    indexes and their tiles."""
+    return tuple(f for p in (getattr(product, kind) for kind in PRODUCT_KINDS)
+                 if p is not None for f in image_files(p))
+
+
 @dataclass(frozen=True)
 class DrizzleProduct:
     """The final drizzled image of one filter: science in electrons/s, its weight and its
@@ -108,8 +116,7 @@ class DrizzleProduct:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return tuple(p for p in (getattr(self, kind) for kind in PRODUCT_KINDS)
-                     if p is not None)
+        return product_files(self)
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,7 @@ class SingleProduct:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return tuple(p for p in (getattr(self, kind) for kind in PRODUCT_KINDS)
-                     if p is not None)
+        return product_files(self)
 
 
 @dataclass(frozen=True)

@@ -131,12 +131,21 @@ from hstred.drizzle.tiled import (
     tile_grid_numbers,
     tiled_noise_factors,
 )
+from hstred.drizzle.tileset import image_header, is_tiled, tiles_of_fits
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend, run_in_child
 from hstred.fileio import check_destinations, publish_all
 from hstred.inputs import find_calibrated_files
-from hstred.naming import PRODUCT_KINDS, check_outname, product_paths, single_paths
+from hstred.naming import (
+    PRODUCT_KINDS,
+    TILE_INDEX_SUFFIX,
+    check_outname,
+    drizzle_destinations,
+    image_parts,
+    product_paths,
+    single_paths,
+)
 from hstred.record import cosmic_ray_fraction
 from hstred.refs.resolve import ReferenceSet, resolve_distortion_references
 from hstred.satellites import TrailSearch, mask_exposure
@@ -463,10 +472,11 @@ def _output_grid(kept, copies, plan, reference: str, config: DrizzleConfig) -> W
 
 
 def _check_on_grid(path: Path, grid: WCS) -> None:
-    with fits.open(path) as hdul, warnings.catch_warnings():
+    header = image_header(path)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        w = WCS(hdul[0].header)
-        w.pixel_shape = (hdul[0].header["NAXIS1"], hdul[0].header["NAXIS2"])
+        w = WCS(header)
+        w.pixel_shape = (header["NAXIS1"], header["NAXIS2"])
     if not same_grid(w, grid):
         raise StageError(f"{path.name}: AstroDrizzle did not write the requested output grid")
 
@@ -499,7 +509,8 @@ class _FinalContext:
               rootnames: Sequence[str]) -> None:
         """Add provenance to a checked product (science, weight and RMS images, in
         :data:`PRODUCT_KINDS` order like ``destinations``) and move it into the staging
-        directory."""
+        directory; the same images in the other layout (FITS or tiled) are removed with
+        the publication."""
         with _GRID_LOCK:
             _check_on_grid(images.sci, self.grid)
         cards, history = provenance_cards(
@@ -509,14 +520,17 @@ class _FinalContext:
             distortion=[self.distortion[r] for r in rootnames], absolute=self.absolute)
         sources = [getattr(images, k) for k in PRODUCT_KINDS]
         for src, dst in zip(sources, destinations, strict=True):
+            other = dst.with_suffix(".fits" if is_tiled(dst) else TILE_INDEX_SUFFIX)
+            self.moves += [(None, part) for part in image_parts(other)]
             if src is None:  # not made this time (--no-rms): an earlier one goes
-                self.moves.append((None, dst))
+                self.moves += [(None, part) for part in image_parts(dst)]
                 continue
             write_provenance(src, cards, history)
-            staged = self.staging / dst.relative_to(self.data_dir)
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(src, staged)
-            self.moves.append((staged, dst))
+            for part, dst_part in zip(image_parts(src), image_parts(dst), strict=True):
+                staged = self.staging / dst_part.relative_to(self.data_dir)
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(part, staged)
+                self.moves.append((staged, dst_part))
 
 
 #: The final drizzles of several filters run in threads (tiled, on several workers):
@@ -672,17 +686,21 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
         grid=grid, exptime=float(sum(e.exptime_s for e in exposures)),
         expstart=float(min(fits.getval(p, "EXPSTART") for p in inputs)),
         expend=float(max(fits.getval(p, "EXPEND") for p in inputs)), output=output)
-    header = merge_headers([r.header for r in results], **totals)
-    sci.finish(header)
-    wht.finish(merge_headers([r.wht_header for r in results], **totals))
-    if not c.rms:
-        return DrizzleImages(sci=sci.path, wht=wht.path)
-    t0 = time.perf_counter()
-    rms_path = _tiled_rms(ctx, exposures, results, header, sci=sci, wht=wht, rms=rms,
-                          weights=run_dir / "weights")
-    seconds = time.perf_counter() - t0 + sum(r.noise_seconds for r in results)
-    log.info("%s: RMS image in %.1f s", output, seconds)
-    return DrizzleImages(sci=sci.path, wht=wht.path, rms=rms_path, rms_seconds=seconds)
+    headers = {"sci": merge_headers([r.header for r in results], **totals),
+               "wht": merge_headers([r.wht_header for r in results], **totals)}
+    seconds = 0.0
+    if c.rms:
+        t0 = time.perf_counter()
+        headers["rms"] = _tiled_rms(ctx, exposures, results, headers["sci"], sci=sci, wht=wht,
+                                    rms=rms, weights=run_dir / "weights")
+        seconds = time.perf_counter() - t0 + sum(r.noise_seconds for r in results)
+        log.info("%s: RMS image in %.1f s", output, seconds)
+    # With --tiled-products, the tiles an exposure reaches are kept as files of their own.
+    kept = [r.tile for r in results if r.header] if c.tiled_products else None
+    paths = {kind: image.finish(headers[kind], tiles=kept, kind=kind, size=c.tile_size)
+             for kind, image in (("sci", sci), ("wht", wht), ("rms", rms)) if kind in headers}
+    return DrizzleImages(sci=paths["sci"], wht=paths["wht"], rms=paths.get("rms"),
+                         rms_seconds=seconds)
 
 
 def _backend(ctx: _FinalContext) -> Backend:
@@ -763,10 +781,11 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
 
 
 def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
-               sci: TiledImage, wht: TiledImage, rms: TiledImage, weights: Path) -> Path:
-    """The RMS image of a tiled product: its pixels are in place (the tiles wrote them);
-    the correlation factors (over the whole grid) and the blank-sky check (one window of
-    the product) are measured in a child process, and the header is written."""
+               sci: TiledImage, wht: TiledImage, rms: TiledImage,
+               weights: Path) -> fits.Header:
+    """The header of a tiled product's RMS image: its pixels are in place (the tiles wrote
+    them); the correlation factors (over the whole grid) and the blank-sky check (one
+    window of the product) are measured in a child process."""
     c = ctx.config
     chips = tuple(ChipInput(copy=ctx.copies[e.rootname], source=e.path, extver=x,
                             weight=chip_file(weights / ctx.copies[e.rootname].name, x,
@@ -783,7 +802,7 @@ def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
     centre = tuple(float(np.searchsorted(np.cumsum(n), n.sum() / 2)) for n in (columns, rows))
     factors, ratio, blank = _backend(ctx).call(tiled_noise_factors, FactorTask(
         chips=chips, grid=grid_numbers(ctx.grid), pixfrac=c.pixfrac, kernel=c.kernel,
-        sci=sci.path, wht=wht.path, rms=rms,
+        sci=sci, wht=wht, rms=rms,
         check_window=window_around(centre, (ny, nx), CHECK_WINDOW_PX)))
     counts = np.sum([r.mismatch_counts for r in results if r.mismatch_counts is not None],
                     axis=0)
@@ -792,22 +811,43 @@ def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
                         mismatch_median=histogram_quantile(counts, 0.5),
                         mismatch_p99=histogram_quantile(counts, 0.99))
     check_mismatch(noise.mismatch_median)
-    return rms.finish(rms_header(noise, header, pixfrac=c.pixfrac))
+    return rms_header(noise, header, pixfrac=c.pixfrac)
+
+
+def _drizzled(ctx: _FinalContext, exposures, output: str, run_dir: Path, *,
+              single: bool) -> DrizzleImages:
+    """A final drizzle, whole or in tiles (:attr:`_FinalContext.tiled`), its images FITS
+    files or, with ``tiled_products``, tiled images (a grid drizzled whole: one tile)."""
+    if ctx.tiled:
+        return _tiled_drizzle(ctx, exposures, output, run_dir, single=single)
+    out = _final_drizzle(ctx, exposures, output, run_dir, single=single)
+    if not ctx.config.tiled_products:
+        return out
+    size = ctx.config.tile_size
+    tiles = cut_grid(ctx.grid.pixel_shape, size)
+    return dataclasses.replace(out, **{
+        kind: tiles_of_fits(path, path.with_suffix(TILE_INDEX_SUFFIX), tiles, kind=kind,
+                            size=size)
+        for kind in PRODUCT_KINDS if (path := getattr(out, kind)) is not None})
+
+
+def _noise(out: DrizzleImages) -> dict:
+    """What the run record keeps of a product's RMS image (empty without one)."""
+    if out.rms is None:
+        return {}
+    return {**noise_summary(image_header(out.rms)), "seconds": round(out.rms_seconds, 2)}
 
 
 def _drizzle_filter(ctx: _FinalContext, filt: str,
                     exposures: Sequence[CalibratedExposure]) -> DrizzleProduct:
     """Final drizzle of one filter on the common grid (cosmic rays re-found over all of
-    its aligned exposures), whole or in tiles (:attr:`_FinalContext.tiled`)."""
+    its aligned exposures), whole or in tiles (:func:`_drizzled`)."""
     output, run_dir = f"{ctx.outname}_{filt}", ctx.work / "final" / filt
-    if ctx.tiled:
-        out = _tiled_drizzle(ctx, exposures, output, run_dir, single=False)
-    else:
-        out = _final_drizzle(ctx, exposures, output, run_dir, single=False)
-    exptime = float(fits.getval(out.sci, "EXPTIME"))
-    noise = ({**noise_summary(out.rms), "seconds": round(out.rms_seconds, 2)}
-             if out.rms is not None else {})
-    sci_dst, wht_dst, rms_dst = destinations = product_paths(ctx.data_dir, ctx.outname, filt)
+    out = _drizzled(ctx, exposures, output, run_dir, single=False)
+    exptime = float(image_header(out.sci)["EXPTIME"])
+    noise = _noise(out)
+    sci_dst, wht_dst, rms_dst = destinations = product_paths(
+        ctx.data_dir, ctx.outname, filt, tiled=ctx.config.tiled_products)
     ctx.stage(out, destinations, kind="FILTER", rootnames=[e.rootname for e in exposures])
     return DrizzleProduct(filter=filt, sci=sci_dst, wht=wht_dst,
                           rms=rms_dst if out.rms is not None else None,
@@ -818,17 +858,14 @@ def _drizzle_filter(ctx: _FinalContext, filt: str,
 def _drizzle_single(ctx: _FinalContext, filt: str, e: CalibratedExposure) -> SingleProduct:
     """One exposure alone on the common grid, with the cosmic-ray flags of its filter."""
     run_dir = ctx.work / "singles" / e.rootname
-    if ctx.tiled:
-        out = _tiled_drizzle(ctx, [e], e.rootname, run_dir, single=True)
-    else:
-        out = _final_drizzle(ctx, [e], e.rootname, run_dir, single=True)
-    exptime = float(fits.getval(out.sci, "EXPTIME"))
+    out = _drizzled(ctx, [e], e.rootname, run_dir, single=True)
+    exptime = float(image_header(out.sci)["EXPTIME"])
     if abs(exptime - e.exptime_s) > 1e-6 * e.exptime_s:
         raise StageError(f"{out.sci.name}: EXPTIME {exptime} differs from the exposure's "
                          f"{e.exptime_s}; the single image would mislead PSF modelling")
-    noise = ({**noise_summary(out.rms), "seconds": round(out.rms_seconds, 2)}
-             if out.rms is not None else {})
-    sci_dst, wht_dst, rms_dst = destinations = single_paths(ctx.data_dir, e.rootname)
+    noise = _noise(out)
+    sci_dst, wht_dst, rms_dst = destinations = single_paths(
+        ctx.data_dir, e.rootname, tiled=ctx.config.tiled_products)
     ctx.stage(out, destinations, kind="SINGLE", rootnames=[e.rootname])
     return SingleProduct(rootname=e.rootname, filter=filt, sci=sci_dst, wht=wht_dst,
                          rms=rms_dst if out.rms is not None else None, exptime_s=exptime,
@@ -912,10 +949,10 @@ def run_drizzle(
     if not isinstance(config, DrizzleConfig):
         raise InputError("config must be a hstred.drizzle.DrizzleConfig")
     plan = plan_drizzle(data_dir, inputs)
-    destinations = [p for f in plan.filters for p in product_paths(data_dir, outname, f)]
-    if config.singles:
-        destinations += [p for e in plan.exposures for p in single_paths(data_dir, e.rootname)]
-    check_destinations(destinations)
+    files, directories = drizzle_destinations(
+        data_dir, outname, plan.filters,
+        [e.rootname for e in plan.exposures] if config.singles else ())
+    check_destinations(files, directories=directories)
     if distortion is None:
         distortion = distortion_references([e.path for e in plan.exposures], data_dir,
                                            fetch=fetch_references)

@@ -75,7 +75,9 @@ from hstred.drizzle.runner import (
     run_steps,
     to_hstwcs,
 )
+from hstred.drizzle.tileset import fits_image_header, write_tiled_image
 from hstred.errors import StageError
+from hstred.naming import TILE_INDEX_SUFFIX
 from hstred.record import CR_BIT
 
 __all__ = ["Tile", "in_tiles", "cut_grid", "tile_grid_numbers", "TiledImage", "shared_static_masks",
@@ -167,8 +169,8 @@ class TiledImage:
     """A product image written tile by tile, by any process, without holding it whole.
 
     The pixels live in a raw big-endian float32 file (``path.raw``), pre-allocated and
-    written in place through memory maps (tiles never overlap); :meth:`finish` writes
-    the FITS file: the header, then the pixels copied across in blocks.
+    written in place (tiles never overlap); :meth:`finish` writes the FITS file or the
+    tiled image.
     """
 
     DTYPE = ">f4"
@@ -228,17 +230,20 @@ class TiledImage:
     def read(self, tile: Tile) -> np.ndarray:
         return self.read_window(tile.y0, tile.y0 + tile.ny, tile.x0, tile.x0 + tile.nx)
 
-    def finish(self, header: fits.Header) -> Path:
-        header = header.copy()
-        header["BITPIX"] = -32
-        header["NAXIS"] = 2
-        header["NAXIS1"] = self.shape[1]
-        header["NAXIS2"] = self.shape[0]
-        for key in ("BSCALE", "BZERO"):
-            header.remove(key, ignore_missing=True)
-        block = header.tostring(endcard=True, padding=True).encode("ascii")
+    def finish(self, header: fits.Header, *, tiles=None, kind: str = "sci",
+               size: int = 0) -> Path:
+        """Write the image: a FITS file (the header, then the pixels copied across in
+        blocks) at :attr:`path`; or, given ``tiles`` (those to keep, of at most ``size``
+        pixels a side), a tiled image of ``kind`` (:mod:`hstred.drizzle.tileset`) indexed
+        beside it. The pixel file is removed; returns the FITS file or the index."""
+        if tiles is not None:
+            index = write_tiled_image(self.path.with_suffix(TILE_INDEX_SUFFIX), header,
+                                      self.shape, tiles, self.read, kind=kind, size=size)
+            self.raw.unlink()
+            return index
+        block = fits_image_header(header, self.shape).tostring(endcard=True, padding=True)
         with open(self.raw, "rb") as src, open(self.path, "wb") as dst:
-            dst.write(block)
+            dst.write(block.encode("ascii"))
             shutil.copyfileobj(src, dst, 16 * 2**20)
             pad = (-self.nbytes) % 2880
             dst.write(b"\0" * pad)
@@ -716,9 +721,9 @@ class FactorTask:
     grid: dict
     pixfrac: float
     kernel: str
-    sci: Path  # the product's science image (FITS)
-    wht: Path  # its weight image (FITS)
-    rms: TiledImage  # its RMS pixels, before TiledImage.finish
+    sci: TiledImage  # the product's science pixels, before TiledImage.finish
+    wht: TiledImage  # its weight
+    rms: TiledImage  # and its RMS
     check_window: tuple[int, int, int, int]  # (y0, y1, x0, x1) of the blank-sky check
 
 
@@ -729,23 +734,17 @@ def tiled_noise_factors(task: FactorTask) -> tuple[dict[int, float], float, dict
     (factors, scale ratio, blank-sky results)."""
     from hstred.drizzle.noise import blank_sky_check, noise_factors
 
-    # Windows read from the files (no memory maps: their pages would count as this
-    # process's memory).
-    with fits.open(task.wht, memmap=False) as hdul:
+    def windowed(y0, y1, x0, x1):
+        r = np.asarray(task.rms.read_window(y0, y1, x0, x1), dtype=np.float64)
+        known = np.isfinite(r)
+        w = np.asarray(task.wht.read_window(y0, y1, x0, x1), dtype=np.float64)
+        return np.where(known, w, 0.0), np.where(known, r * r, np.nan)
 
-        def windowed(y0, y1, x0, x1):
-            r = np.asarray(task.rms.read_window(y0, y1, x0, x1), dtype=np.float64)
-            known = np.isfinite(r)
-            w = np.asarray(hdul[0].section[y0:y1, x0:x1], dtype=np.float64)
-            return np.where(known, w, 0.0), np.where(known, r * r, np.nan)
-
-        factors, ratio = noise_factors(task.chips, grid_from_numbers(task.grid),
-                                       pixfrac=task.pixfrac, kernel=task.kernel,
-                                       windowed=windowed)
+    factors, ratio = noise_factors(task.chips, grid_from_numbers(task.grid),
+                                   pixfrac=task.pixfrac, kernel=task.kernel, windowed=windowed)
     y0, y1, x0, x1 = task.check_window
-    with fits.open(task.sci, memmap=False) as hdul:
-        blank = blank_sky_check(np.asarray(hdul[0].section[y0:y1, x0:x1]),
-                                task.rms.read_window(y0, y1, x0, x1), factors)
+    blank = blank_sky_check(task.sci.read_window(y0, y1, x0, x1),
+                            task.rms.read_window(y0, y1, x0, x1), factors)
     return factors, ratio, blank
 
 

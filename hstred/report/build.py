@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from hstred.drizzle.tileset import image_section
 from hstred.naming import report_files_dir, report_path
 from hstred.report import figures
 
@@ -36,16 +37,17 @@ font-size:13px;text-align:right}th{background:#eee}img{max-width:100%;border:1px
 
 
 def _downsampled(paths: list[Path]) -> dict[Path, np.ndarray]:
-    """Preview-sized block means of product images, two at a time.
+    """Preview-sized block means of product images (FITS or tiled), two at a time.
 
     The products are read a few rows at a time through astropy's sections of files opened
-    without memory maps (plain reads): a memory map would leave every page read mapped into
-    this process (a 3 x 3 mosaic's report: 5.6 GB resident, 0.55 GB without). numpy's
-    copies and sums release the GIL, so two threads keep two cores busy.
+    without memory maps (plain reads; :func:`~hstred.drizzle.tileset.image_section`): a
+    memory map would leave every page read mapped into this process (a 3 x 3 mosaic's
+    report: 5.6 GB resident, 0.55 GB without). numpy's copies and sums release the GIL,
+    so two threads keep two cores busy.
     """
     def load(path: Path) -> np.ndarray:
-        with fits.open(path, memmap=False) as hdul:
-            return figures.downsample(hdul[0].section)
+        with image_section(path) as section:
+            return figures.downsample(section)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(paths, pool.map(load, paths), strict=True))
