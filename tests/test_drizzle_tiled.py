@@ -112,7 +112,11 @@ def test_a_tiled_image_is_written_and_read_by_tile_and_window(tmp_path):
         out.read_window(30, 37, 0, 53)
     with open(out.raw, "r+b") as fh:
         fh.truncate(out.nbytes)
-    out.write(tiles[-1], image[tiles[-1].slices])
+    last = tiles[-1]  # and in blocks of rows
+    for r0 in range(0, last.ny, 2):
+        out.write(last, image[last.slices][r0:r0 + 2], row0=r0)
+    with pytest.raises(StageError, match="cannot be written from its row 4"):
+        out.write(last, image[last.slices], row0=4)
     header = fits.PrimaryHDU().header
     header["OBJECT"] = "x"
     path = out.finish(header)

@@ -381,9 +381,9 @@ def test_plan_before_and_after_a_run_writes_nothing(reduced, sim_program_two_vis
 
 def test_tiled_products_through_the_commands(reduced, tmp_path):
     """``hstred drizzle --tiled-products --no-rms`` on a reduced directory: the products
-    become tile indexes and directories (the FITS images, the RMS image's too, go), named on the terminal and in the record;
-    the report previews them; an unchanged rerun reuses them; a lost tile file is seen by
-    ``plan`` as a drizzle to redo."""
+    become tile indexes and directories (the FITS images, the RMS image's too, go), named
+    on the terminal and in the record; the report previews them; an unchanged rerun
+    reuses them; a lost tile file is seen by ``plan`` as a drizzle to redo."""
     from hstred.drizzle.tileset import TiledProduct
 
     data = tmp_path / "tiles"

@@ -505,6 +505,15 @@ def _compare(out: NoiseImages, product_sci: np.ndarray, *, exact: bool) -> None:
         out.mismatch_p99 = histogram_quantile(counts, 0.99)
 
 
+def compare_tile(out: NoiseImages, product_sci) -> None:
+    """``out``'s mismatch histogram against a tile of the product (``product_sci``: an
+    array, or rows read on demand by ``[r0:r1]``), its figures from the histogram, and
+    :func:`check_mismatch` when the tile has covered pixels."""
+    _compare(out, product_sci, exact=False)
+    if out.mismatch_counts is not None:
+        check_mismatch(out.mismatch_median)
+
+
 def check_mismatch(median: float) -> None:
     """Stop unless the re-drizzled science reproduces the product (median difference
     within :data:`MAX_MEDIAN_MISMATCH` RMS)."""
@@ -660,13 +669,17 @@ def rms_cards(noise: NoiseImages, *, pixfrac: float) -> list[tuple]:
 
 
 def rms_pixels(noise: NoiseImages, product_wht: np.ndarray) -> tuple[np.ndarray, int]:
-    """sqrt(variance) (e-/s, float32): NaN where the product has no weight, and at the few
+    """sqrt(variance) (e-/s, float32): NaN where the product has no weight
+    (``product_wht``, or a mask of where it is positive), and at the few
     edge pixels that only a sliver of a drop reached in the product (the pixel maps
     differ by thousandths of a pixel); and the number of those."""
     known = (noise.wht > 0) & np.isfinite(noise.var)
-    covered = np.nan_to_num(product_wht) > 0
-    rms = np.where(known & covered, np.sqrt(noise.var), np.nan).astype(np.float32)
-    return rms, int(np.count_nonzero(~known & covered))
+    covered = product_wht > 0  # NaN compares False
+    rms = np.sqrt(noise.var).astype(np.float32, copy=False)
+    missing = int(np.count_nonzero(covered & ~known))
+    known &= covered
+    rms[~known] = np.nan
+    return rms, missing
 
 
 def rms_image(noise: NoiseImages, product_sci: np.ndarray, product_wht: np.ndarray

@@ -109,6 +109,9 @@ BLOT_MARGIN_PX = 8
 
 _LOCK = threading.RLock()
 
+#: Rows of an AstroDrizzle plane copied into a product image at a time.
+PLANE_ROWS = 512
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -195,17 +198,20 @@ class TiledImage:
     def _offset(self, y: int, x: int) -> int:
         return (y * self.shape[1] + x) * 4
 
-    def write(self, tile: Tile, data: np.ndarray) -> None:
-        if data.shape != (tile.ny, tile.nx):
-            raise StageError(f"{self.path.name}: tile {tile.name} is {data.shape[::-1]} "
-                             f"pixels, expected {(tile.nx, tile.ny)}")
+    def write(self, tile: Tile, data: np.ndarray, *, row0: int = 0) -> None:
+        """Write ``data`` as the tile's rows from ``row0`` on (by default the whole tile)."""
+        if data.ndim != 2 or data.shape[1] != tile.nx or not (
+                0 <= row0 and row0 + data.shape[0] <= tile.ny):
+            raise StageError(f"{self.path.name}: tile {tile.name} is {(tile.nx, tile.ny)} "
+                             f"pixels; {data.shape[::-1]} cannot be written from its row {row0}")
         # Row by row through the file, not a memory map: the tile's pages are not
         # counted in this process's resident memory.
         block = np.ascontiguousarray(data, dtype=self.DTYPE)
         fd = os.open(self.raw, os.O_WRONLY)
         try:
-            for j in range(tile.ny):
-                row, offset = memoryview(block[j]).cast("B"), self._offset(tile.y0 + j, tile.x0)
+            for j in range(block.shape[0]):
+                row = memoryview(block[j]).cast("B")
+                offset = self._offset(tile.y0 + row0 + j, tile.x0)
                 while row:  # a full disk raises ENOSPC on the write after a short one
                     written = os.pwrite(fd, row, offset)
                     row, offset = row[written:], offset + written
@@ -656,27 +662,53 @@ def drizzle_tile(task: TileTask) -> TileResult:
             images = run_astrodrizzle(inputs, task.output, run_dir=run_dir, parameters=pars,
                                       expected_chips=task.expected_chips,
                                       require_coverage=False, resolve=noise is None)
-        headers, planes = [], []
+        headers, extra = [], {}
+        columns, rows = np.zeros(tile.nx, dtype=np.int64), np.zeros(tile.ny, dtype=np.int64)
+        covered = np.zeros((tile.ny, tile.nx), dtype=bool) if noise is not None else None
+        # AstroDrizzle's planes are copied into the product a block of rows at a time, read
+        # without memory maps: no whole plane is held (the RMS part reads the science back).
         for image, path in ((task.sci, images.sci), (task.wht, images.wht)):
-            with fits.open(path) as hdul:
-                headers.append(hdul[0].header.tostring())
-                planes.append(np.asarray(hdul[0].data, dtype=np.float32))
-                image.write(tile, planes[-1])
-        finite = np.isfinite(planes[0])
+            with fits.open(path, memmap=False) as hdul:
+                hdu = hdul[0]
+                headers.append(hdu.header.tostring())
+                if hdu.shape != (tile.ny, tile.nx):
+                    raise StageError(f"{path.name}: {hdu.shape[::-1]} pixels, expected the "
+                                     f"tile's {(tile.nx, tile.ny)}")
+                for r in range(0, tile.ny, PLANE_ROWS):
+                    block = np.asarray(hdu.section[r:r + PLANE_ROWS], dtype=np.float32)
+                    image.write(tile, block, row0=r)
+                    if image is task.sci:
+                        finite = np.isfinite(block)
+                        columns += finite.sum(axis=0)
+                        rows[r:r + block.shape[0]] = finite.sum(axis=1)
+                    elif covered is not None:
+                        covered[r:r + block.shape[0]] = block > 0
         if noise is not None:
-            extra = _tile_noise(task, inputs, planes[0], planes[1])
+            extra = _tile_noise(task, inputs, covered)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return TileResult(tile=tile, header=headers[0], wht_header=headers[1],
-                      seconds=time.perf_counter() - t0, columns=finite.sum(axis=0),
-                      rows=finite.sum(axis=1), **extra)
+                      seconds=time.perf_counter() - t0, columns=columns, rows=rows, **extra)
 
 
-def _tile_noise(task: TileTask, links: Sequence[Path], sci: np.ndarray,
-                wht: np.ndarray) -> dict:
-    """The tile's RMS pixels, written into the product's RMS image; its weight maps kept
-    for the correlation factors."""
-    from hstred.drizzle.noise import ChipInput, drizzle_noise, rms_pixels
+class _TileRows:
+    """A tile of a tiled image read by rows (``[r0:r1]``), for a comparison in blocks."""
+
+    def __init__(self, image: TiledImage, tile: Tile):
+        self.image, self.tile = image, tile
+        self.shape = (tile.ny, tile.nx)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        r0, r1, _ = rows.indices(self.tile.ny)
+        t = self.tile
+        return self.image.read_window(t.y0 + r0, t.y0 + r1, t.x0, t.x0 + t.nx)
+
+
+def _tile_noise(task: TileTask, links: Sequence[Path], covered: np.ndarray) -> dict:
+    """The tile's RMS pixels (where the product's weight, ``covered``, is positive),
+    written into the product's RMS image; its weight maps kept for the correlation
+    factors."""
+    from hstred.drizzle.noise import ChipInput, compare_tile, drizzle_noise, rms_pixels
 
     t0 = time.perf_counter()
     noise = task.noise
@@ -695,12 +727,12 @@ def _tile_noise(task: TileTask, links: Sequence[Path], sci: np.ndarray,
     grown = {**task.grid, "crpix": [v + m for v in task.grid["crpix"]],
              "pixel_shape": (task.tile.nx + 2 * m, task.tile.ny + 2 * m)}
     images = drizzle_noise(chips, grid_from_numbers(grown), pixfrac=noise.pixfrac,
-                           kernel=noise.kernel, factors=False,
-                           product_sci=np.pad(sci, m, constant_values=np.nan))
+                           kernel=noise.kernel, factors=False)
     inner = np.s_[m:-m, m:-m]
     images = dataclasses.replace(images, sci=images.sci[inner], wht=images.wht[inner],
                                  var=images.var[inner])
-    rms, missing = rms_pixels(images, wht)
+    compare_tile(images, _TileRows(task.sci, task.tile))
+    rms, missing = rms_pixels(images, covered)
     noise.rms.write(task.tile, rms)
     # The same for every tile (ERR, DQ and the filter's masks): the first one kept wins.
     noise.weights_dir.mkdir(parents=True, exist_ok=True)
