@@ -23,7 +23,7 @@ def test_downsample_matches_block_nanmean_whatever_the_chunking():
     image[50, 5] = np.nan
     expected = _reference_block_mean(image.astype(np.float64), 4)
     for rows in (1, 4, 9, 64, 1000):
-        got = downsample(image, max_size=26, rows_per_chunk=rows)
+        got = downsample(image, max_size=26, chunk_pixels=rows * 76)
         assert got.shape == (25, 19)
         np.testing.assert_allclose(got, expected, rtol=1e-12, equal_nan=True)
     assert np.isnan(got[3, 5]) and np.isfinite(got[12, 1])

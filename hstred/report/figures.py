@@ -16,18 +16,19 @@ __all__ = ["plot_image", "plot_alignment", "plot_cte_profile", "plot_trails", "d
 
 
 def downsample(image: np.ndarray, *, max_size: int = 1200,
-               rows_per_chunk: int = 512) -> np.ndarray:
+               chunk_pixels: int = 2**22) -> np.ndarray:
     """Block-average ``image`` (NaN-aware) so its longer side is at most ``max_size``.
 
-    ``image`` may be a memory map or an astropy section: it is read ``rows_per_chunk``
-    rows (rounded to whole blocks) at a time, so a 10k x 10k product never sits in memory
-    as floats. Blocks with no finite pixel are NaN.
+    ``image`` may be a memory map or an astropy section: it is read in whole blocks of
+    rows of about ``chunk_pixels`` pixels (16 MB as float32) at a time, so a mosaic's
+    product never sits in memory as floats (a 26 000-pixel-wide one: 150 rows at a time).
+    Blocks with no finite pixel are NaN.
     """
     factor = max(1, int(np.ceil(max(image.shape) / max_size)))
     if factor == 1:
         return np.asarray(image[:, :], dtype=float)
     ny, nx = (s // factor * factor for s in image.shape)
-    step = max(1, rows_per_chunk // factor) * factor
+    step = max(1, chunk_pixels // max(nx, 1) // factor) * factor
     out = np.empty((ny // factor, nx // factor))
     for y0 in range(0, ny, step):
         # a single-precision copy of the rows (the image itself is never written to)
