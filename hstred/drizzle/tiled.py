@@ -243,8 +243,11 @@ class TiledImage:
         pixels a side), a tiled image of ``kind`` (:mod:`hstred.drizzle.tileset`) indexed
         beside it. The pixel file is removed; returns the FITS file or the index."""
         if tiles is not None:
+            def rows(tile, r0, r1):
+                return self.read_window(tile.y0 + r0, tile.y0 + r1, tile.x0, tile.x0 + tile.nx)
+
             index = write_tiled_image(self.path.with_suffix(TILE_INDEX_SUFFIX), header,
-                                      self.shape, tiles, self.read, kind=kind, size=size)
+                                      self.shape, tiles, rows, kind=kind, size=size)
             self.raw.unlink()
             return index
         block = fits_image_header(header, self.shape).tostring(endcard=True, padding=True)

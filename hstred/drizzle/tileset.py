@@ -40,8 +40,8 @@ INDEX_VERSION = 1
 #: What a pixel no exposure reaches holds, by image kind.
 EMPTY_VALUES = {"sci": math.nan, "wht": 0.0, "rms": math.nan}
 _DTYPE = ">f4"
-#: Rows copied at a time from a whole image into its tiles.
-_COPY_ROWS = 512
+#: Rows of a tile copied into its file at a time.
+COPY_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,12 @@ def _index_text(header: fits.Header, shape_yx, kind: str, size: int,
 
 
 def write_tiled_image(index: Path, header: fits.Header, shape_yx: tuple[int, int], tiles,
-                      read: Callable[[object], np.ndarray], *, kind: str, size: int) -> Path:
+                      read: Callable[[object, int, int], np.ndarray], *, kind: str,
+                      size: int) -> Path:
     """Write an image as tile files and an index (module doc): ``tiles`` (objects with
-    ``name``, ``x0``, ``y0``, ``nx``, ``ny``) are the ones to keep, ``read(tile)`` gives a
-    tile's pixels, ``size`` is the tiles' largest side. Returns ``index``."""
+    ``name``, ``x0``, ``y0``, ``nx``, ``ny``) are the ones to keep, ``read(tile, r0, r1)``
+    gives rows ``r0``..``r1`` of a tile's pixels (read :data:`COPY_ROWS` at a time),
+    ``size`` is the tiles' largest side. Returns ``index``."""
     index = Path(index)
     directory = tile_directory(index)
     shutil.rmtree(directory, ignore_errors=True)
@@ -135,8 +137,10 @@ def write_tiled_image(index: Path, header: fits.Header, shape_yx: tuple[int, int
     for tile in tiles:
         place = TilePlace(name=tile.name, x0=int(tile.x0), y0=int(tile.y0), nx=int(tile.nx),
                           ny=int(tile.ny), file=f"{index.stem}_{tile.name}.fits")
+        blocks = (read(tile, r, min(r + COPY_ROWS, place.ny))
+                  for r in range(0, place.ny, COPY_ROWS))
         write_fits_image(directory / place.file, tile_header(header, place),
-                         (place.ny, place.nx), iter([read(tile)]))
+                         (place.ny, place.nx), blocks)
         places.append(place)
     atomic_write_text(index, _index_text(header, shape_yx, kind, size, places))
     return index
@@ -149,8 +153,8 @@ def tiles_of_fits(path: Path, index: Path, tiles, *, kind: str, size: int) -> Pa
         header = hdul[0].header
         shape = hdul[0].shape
 
-        def read(tile):
-            return hdul[0].section[tile.y0:tile.y0 + tile.ny, tile.x0:tile.x0 + tile.nx]
+        def read(tile, r0, r1):
+            return hdul[0].section[tile.y0 + r0:tile.y0 + r1, tile.x0:tile.x0 + tile.nx]
 
         write_tiled_image(index, header, shape, tiles, read, kind=kind, size=size)
     Path(path).unlink()
