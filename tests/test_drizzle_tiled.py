@@ -407,3 +407,23 @@ def test_tiled_products_need_tiles():
         DrizzleConfig(tiled_products=True, tile_size=0)
     with pytest.raises(InputError, match="--tiled-products is on or off"):
         DrizzleConfig(tiled_products="yes")
+
+
+def test_a_grid_drizzled_whole_is_kept_as_one_tile(reductions):
+    """A grid within one tile is drizzled whole; with ``tiled_products`` each of its images
+    is then one tile file, the very pixels of the whole-grid reduction."""
+    prog, whole, _tiled, _two, root = reductions
+    data = root / "data_one_tile"
+    shutil.copytree(prog.directory, data, ignore=shutil.ignore_patterns("whole_*", "two_*",
+                                                                        "singles"))
+    size = DEFAULT_TILE_SIZE
+    kept = run_drizzle(data, "one", DrizzleConfig(satellites="off", tiled_products=True,
+                                                  tile_size=size),
+                       work_dir=root / "work_one_tile")
+    for kind in PRODUCT_KINDS:
+        product = TiledProduct(getattr(kept.product("F606W"), kind))
+        a, ha = _read(getattr(whole.product("F606W"), kind))
+        assert max(a.shape) < size and [t.name for t in product.tiles] == ["tile_r000c000"]
+        np.testing.assert_array_equal(product.read(0, a.shape[0], 0, a.shape[1]), a)
+        assert product.header["NAXIS1"] == ha["NAXIS1"]
+        assert fits.getval(product.directory / product.tiles[0].file, "LTV1") == 0.0
