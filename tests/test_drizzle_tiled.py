@@ -24,7 +24,7 @@ from test_drizzle_synthetic import VisitError, write_fake_program
 from hstred.drizzle import DrizzleConfig, run_drizzle
 from hstred.drizzle.config import DEFAULT_TILE_SIZE
 from hstred.drizzle.tiled import Tile, TiledImage, cut_grid, in_tiles, merge_headers
-from hstred.drizzle.tileset import TiledProduct, write_tiled_image
+from hstred.drizzle.tileset import TiledProduct, read_window, write_tiled_image
 from hstred.errors import InputError, StageError
 from hstred.execution import LocalBackend
 from hstred.naming import PRODUCT_KINDS
@@ -393,6 +393,11 @@ def test_a_tiled_image_reads_tiles_not_written_as_empty_and_names_what_is_wrong(
         assert product.header["EXPTIME"] == 10.0 and product.header["NAXIS1"] == 70
         assert len(product.files()) == 1 + len(kept)
         assert not (product.directory / f"x_drz_{kind}_tile_r001c000.fits").exists()
+    wrong = product.directory / f"x_drz_wht_{tiles[1].name}.fits"
+    fits.PrimaryHDU(np.zeros((3, 4), dtype=np.float32)).writeto(wrong, overwrite=True)
+    with pytest.raises(StageError, match=rf"x_drz_wht_tile_r000c001.fits: \(4, 3\) pixels, "
+                                         rf"the index says \({tiles[1].nx}, {tiles[1].ny}\)"):
+        product.read(0, 10, 30, 40)
     (product.directory / f"x_drz_wht_{tiles[0].name}.fits").unlink()
     with pytest.raises(StageError, match=r"x_drz_wht_tile_r000c000.fits: a tile of "
                                          r"x_drz_wht.json is missing"):
@@ -400,6 +405,34 @@ def test_a_tiled_image_reads_tiles_not_written_as_empty_and_names_what_is_wrong(
     index.write_text("{}")
     with pytest.raises(StageError, match="x_drz_wht.json: not a readable tile index"):
         TiledProduct(index)
+
+
+def test_read_window_reads_what_astropy_reads(tmp_path, monkeypatch):
+    import hstred.drizzle.tileset as tileset
+
+    monkeypatch.setattr(tileset, "READ_BLOCK_BYTES", 1000)  # several blocks of rows
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(61, 47)).astype(np.float32)
+    path = tmp_path / "x.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI"),
+                  fits.ImageHDU((data * 100).astype(np.int16), name="DQ"),
+                  fits.ImageHDU(data.astype(np.float64), name="D64"),
+                  fits.ImageHDU((np.abs(data) * 1000).astype(np.uint16), name="U16"),
+                  ]).writeto(path)
+    windows = [(0, 61, 0, 47), (3, 60, 5, 40), (10, 11, 46, 47), (58, 61, 0, 1), (-4, 61, 2, 99)]
+    with fits.open(path, memmap=False) as hdul:
+        for name in ("SCI", "DQ", "D64", "U16"):  # U16: scaled (BZERO), read by astropy
+            for y0, y1, x0, x1 in windows:
+                got = read_window(hdul[name], y0, y1, x0, x1)
+                want = hdul[name].section[y0:y1, x0:x1]
+                assert got.dtype.kind == want.dtype.kind and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+        cut = hdul["D64"].fileinfo()["datLoc"] + 1000
+    with open(path, "r+b") as fh:  # cut off in the middle of D64's pixels
+        fh.truncate(cut)
+    with fits.open(path, memmap=False) as hdul, pytest.raises(StageError, match=(
+            r"x.fits: shorter than its 47 x 61 image")):
+        read_window(hdul["D64"], 0, 61, 0, 47)
 
 
 def test_tiled_products_need_tiles():

@@ -43,6 +43,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from hstred.drizzle.tileset import read_window
 from hstred.errors import StageError
 
 __all__ = ["ChipInput", "Layer", "NoiseImages", "drizzle_noise", "drizzle_layers",
@@ -201,8 +202,7 @@ def _section(hdu, box: tuple[int, int, int, int] | None) -> np.ndarray:
     """An image HDU's pixels (``box``: rows r0..r1, columns c0..c1 only, read alone)."""
     if box is None:
         return np.asarray(hdu.data)
-    r0, r1, c0, c1 = box
-    return np.asarray(hdu.section[r0:r1, c0:c1])
+    return read_window(hdu, *box)
 
 
 def load_layer(chip: ChipInput, grid: WCS, *, window: tuple[int, int, int, int] | None = None,
