@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.hdu.base import BITPIX2DTYPE
 
 from hstred.errors import StageError
 from hstred.fileio import atomic_write_text
@@ -44,8 +45,6 @@ _DTYPE = ">f4"
 COPY_ROWS = 512
 #: At most this many bytes of whole rows are read at a time by :func:`read_window`.
 READ_BLOCK_BYTES = 16 * 2**20
-#: FITS BITPIX to the (big-endian) type of the pixels in the file.
-_RAW_TYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
 def read_window(hdu, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -59,7 +58,7 @@ def read_window(hdu, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """
     header = hdu.header
     info = hdu.fileinfo()
-    raw = _RAW_TYPES.get(header.get("BITPIX"))
+    raw = BITPIX2DTYPE.get(header.get("BITPIX"))
     if (raw is None or info is None or header.get("NAXIS") != 2 or "BSCALE" in header
             or "BZERO" in header or "BLANK" in header or isinstance(hdu, fits.CompImageHDU)
             or hdu._data_loaded):
@@ -67,7 +66,7 @@ def read_window(hdu, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
     y0, y1, _ = slice(y0, y1).indices(ny)
     x0, x1, _ = slice(x0, x1).indices(nx)
-    dtype = np.dtype(raw)
+    dtype = np.dtype(raw).newbyteorder(">")  # FITS pixels are big-endian
     out = np.empty((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=dtype.newbyteorder("="))
     step = max(1, READ_BLOCK_BYTES // (nx * dtype.itemsize))
     path = info["file"].name
