@@ -460,3 +460,39 @@ def test_a_grid_drizzled_whole_is_kept_as_one_tile(reductions):
         np.testing.assert_array_equal(product.read(0, a.shape[0], 0, a.shape[1]), a)
         assert product.header["NAXIS1"] == ha["NAXIS1"]
         assert fits.getval(product.directory / product.tiles[0].file, "LTV1") == 0.0
+
+
+def test_a_tile_plane_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
+    """A tile whose AstroDrizzle plane is not the tile's size stops the stage with one line
+    naming the plane and both sizes, and leaves no run directory behind."""
+    import hstred.drizzle.tiled as tiled
+    from hstred.drizzle.grid import grid_numbers
+    from hstred.drizzle.runner import DrizzleImages
+
+    grid = WCS(naxis=2)
+    grid.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    grid.wcs.crval, grid.wcs.crpix = [150.0, 2.0], [40.0, 30.0]
+    grid.wcs.cd = np.diag([-0.03, 0.03]) / 3600
+    grid.pixel_shape = (80, 60)
+    tile = cut_grid((80, 60), 40)[1]
+    run_dir = tmp_path / "run"
+
+    def fake_astrodrizzle(inputs, output, *, run_dir, **kwargs):
+        paths = []
+        for kind in ("sci", "wht"):
+            paths.append(run_dir / f"{output}_{kind}.fits")
+            fits.PrimaryHDU(np.ones((tile.ny, tile.nx + 1), dtype=np.float32)).writeto(paths[-1])
+        return DrizzleImages(sci=paths[0], wht=paths[1])
+
+    monkeypatch.setattr(tiled, "run_astrodrizzle", fake_astrodrizzle)
+    images = [TiledImage(tmp_path / f"p_{k}.fits", (60, 80)) for k in ("sci", "wht")]
+    for image in images:
+        image.allocate()
+    task = tiled.TileTask(tile=tile, inputs=(tmp_path / "a_flc.fits",), expected_chips=2,
+                          output="p_tile", run_dir=run_dir, parameters={},
+                          grid=tiled.tile_grid_numbers(grid_numbers(grid), tile),
+                          static_masks={}, sci=images[0], wht=images[1])
+    with pytest.raises(StageError, match=rf"^p_tile_sci.fits: \({tile.nx + 1}, {tile.ny}\) "
+                                         rf"pixels, expected the tile's \({tile.nx}, {tile.ny}\)$"):
+        tiled.drizzle_tile(task)
+    assert not run_dir.exists()
