@@ -86,7 +86,8 @@ __all__ = ["Tile", "in_tiles", "cut_grid", "tile_grid_numbers", "TiledImage", "s
            "in_order", "indexed", "grown", "box_tile", "prepare_cosmic_rays",
            "later_step_parameters", "MedianTileTask", "separate_tile", "median_tile",
            "FlagTask", "flag_exposure", "MEDIAN_MARGIN_PX", "BLOT_MARGIN_PX",
-           "merge_headers", "overlapping", "TILE_MARGIN_PX", "CR_BIT"]
+           "merge_headers", "overlapping", "TILE_MARGIN_PX", "CR_BIT",
+           "MEDIAN_TILE_SCALE", "median_tile_size"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,17 @@ NOISE_MARGIN_PX = 8
 #: Pixels of the separate drizzles' grid drizzled and combined around a median tile but
 #: not kept from it: the median step's minmed grows rejections into neighbours.
 MEDIAN_MARGIN_PX = 8
+
+#: Side of the median tiles (on the separate drizzles' grid) over the side of the final
+#: tiles (``--tile-size``). A median tile's tasks hold two planes of one drizzle at a time
+#: (a separate drizzle's science and weight; the median step combines them in blocks of
+#: rows), about 14 bytes per pixel above a fixed 0.5 GB (measured: 0.58 GB for tiles of
+#: 4.6 million pixels, 0.77 GB for one of 18.5 million), against about 27 for a final
+#: tile (its drizzle and RMS planes). At 1.25 the largest median tile of the default size
+#: (26 million pixels) peaks near a final tile's 0.9 GB, and the median grid of one
+#: ACS/WFC pointing (AstroDrizzle's 0.05" default) is one tile instead of four: every
+#: median tile drizzles in full each chip it touches.
+MEDIAN_TILE_SCALE = 1.25
 
 #: Pixels of the median image around an exposure's footprint handed to its blot: the
 #: interpolation (poly5) reads a few pixels beyond where a chip pixel lands.
@@ -150,6 +162,12 @@ def cut_grid(shape_xy: tuple[int, int], tile_size: int) -> list[Tile]:
     ys = [(j * ny) // nrow for j in range(nrow + 1)]
     return [Tile(row=j, col=i, x0=xs[i], y0=ys[j], nx=xs[i + 1] - xs[i], ny=ys[j + 1] - ys[j])
             for j in range(nrow) for i in range(ncol)]
+
+
+def median_tile_size(tile_size: int) -> int:
+    """The side of the cosmic-ray step's median tiles for final tiles of ``tile_size``
+    (:data:`MEDIAN_TILE_SCALE`)."""
+    return int(round(tile_size * MEDIAN_TILE_SCALE))
 
 
 def tile_grid_numbers(grid: dict, tile: Tile) -> dict:
