@@ -107,10 +107,10 @@ MEDIAN_MARGIN_PX = 8
 #: Side of the median tiles (on the separate drizzles' grid) over the side of the final
 #: tiles (``--tile-size``). A median tile's tasks hold two planes of one drizzle at a time
 #: (a separate drizzle's science and weight; the median step combines them in blocks of
-#: rows), about 14 bytes per pixel above a fixed 0.5 GB (measured: 0.58 GB for tiles of
-#: 4.6 million pixels, 0.77 GB for one of 18.5 million), against about 27 for a final
-#: tile (its drizzle and RMS planes). At 1.25 the largest median tile of the default size
-#: (26 million pixels) peaks near a final tile's 0.9 GB, and the median grid of one
+#: rows): about 12 bytes per pixel above a fixed 0.5 GB (measured on the standard program:
+#: 0.58 GB for tiles of 5.5 million pixels, 0.77 GB for one of 21.8 million), against
+#: about 25 for a final tile (its drizzle and RMS planes). At 1.25 the largest median tile
+#: of the default size (26 million pixels) stays near 0.85 GB, and the median grid of one
 #: ACS/WFC pointing (AstroDrizzle's 0.05" default) is one tile instead of four: every
 #: median tile drizzles in full each chip it touches.
 MEDIAN_TILE_SCALE = 1.25
