@@ -56,7 +56,8 @@ class DrizzleConfig:
         by an earlier run of the same product is removed with the new products.
     tile_size : N (default :data:`DEFAULT_TILE_SIZE`): a grid larger than N x N pixels is
         drizzled in tiles: each filter's cosmic rays are found in tiles of the separate
-        drizzles' grid and exposure by exposure, then the grid is drizzled in tiles of at
+        drizzles' grid (larger by :data:`~hstred.drizzle.tiled.MEDIAN_TILE_SCALE`) and
+        exposure by exposure, then the grid is drizzled in tiles of at
         most N x N pixels, each a separate task on the run's backend that writes into the
         product in place (:mod:`hstred.drizzle.tiled`); single-exposure images and RMS
         images are made in the same tiles, and no process holds a whole plane. A grid
