@@ -742,7 +742,8 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
     median = TiledImage(run_dir / f"{output}_med.fits", (shape[1], shape[0]))
     median.allocate()  # zero where no exposure comes near: no blot reads there
     tiles = []
-    for tile in cut_grid(shape, median_tile_size(ctx.config.tile_size)):
+    size = median_tile_size(ctx.config.tile_size)
+    for tile in cut_grid(shape, size):
         area = grown(tile, MEDIAN_MARGIN_PX, shape)
         on = tuple(copy for copy, box in zip(inputs, boxes, strict=True)
                    if overlapping(area, box))
@@ -777,7 +778,7 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
     seconds["blot and flags"] = time.perf_counter() - t0
     median.raw.unlink()
     log.info("%s: cosmic rays in %d median tiles of at most %d pixels (median grid %d x %d; "
-             "%s)", output, len(tiles), median_tile_size(ctx.config.tile_size), *shape,
+             "%s)", output, len(tiles), size, *shape,
              ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return masks
 
