@@ -22,6 +22,7 @@ from scratch import fixture_dir
 from test_drizzle_synthetic import VisitError, write_fake_program
 
 from hstred.drizzle import DrizzleConfig, run_drizzle
+from hstred.drizzle import tiled as tiled_module
 from hstred.drizzle.config import DEFAULT_TILE_SIZE
 from hstred.drizzle.tiled import Tile, TiledImage, cut_grid, in_tiles, merge_headers
 from hstred.drizzle.tileset import TiledProduct, read_window, write_tiled_image
@@ -49,8 +50,11 @@ def reductions(tmp_path_factory):
         tiled = run_drizzle(root / "data_tiled", "tiled",
                             DrizzleConfig(**base, singles=True, tile_size=TILE),
                             work_dir=root / "work_tiled")
-        two = run_drizzle(prog.directory, "two", DrizzleConfig(**base, tile_size=TILE),
-                          work_dir=root / "work_two", backend=LocalBackend(workers=2))
+        # on two workers, and each tile's noise drizzled in bands of rows
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tiled_module, "NOISE_BAND_PIXELS", TILE * 100)
+            two = run_drizzle(prog.directory, "two", DrizzleConfig(**base, tile_size=TILE),
+                              work_dir=root / "work_two", backend=LocalBackend(workers=2))
         yield prog, whole, tiled, two, root
 
 
@@ -262,7 +266,19 @@ def test_tiled_rms_images_equal_the_whole_grid(reductions):
                                                                rel=1e-4)
 
 
+def test_noise_bands_cut_a_tile_into_rows_of_bounded_area(monkeypatch):
+    monkeypatch.setattr(tiled_module, "NOISE_BAND_PIXELS", TILE * 100)
+    tile = Tile(row=0, col=0, x0=0, y0=0, nx=TILE, ny=TILE)
+    bands = tiled_module.noise_bands(tile)
+    assert bands == [(0, 86), (86, 172), (172, 256)]
+    assert tiled_module.noise_bands(Tile(row=0, col=0, x0=0, y0=0, nx=TILE, ny=100)) == [(0, 100)]
+    assert tiled_module.noise_bands(Tile(row=0, col=0, x0=0, y0=0, nx=30000, ny=3)) == [
+        (0, 1), (1, 2), (2, 3)]
+
+
 def test_two_workers_give_identical_tiled_products(reductions):
+    """Two workers, and each tile's RMS pixels drizzled in bands of rows: the products of
+    one worker and whole tiles to the bit."""
     _prog, _whole, tiled, two, _root = reductions
     for kind in ("sci", "wht", "rms"):
         x = fits.getdata(getattr(tiled.product("F606W"), kind))

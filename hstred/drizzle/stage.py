@@ -126,6 +126,7 @@ from hstred.drizzle.tiled import (
     median_tile,
     median_tile_size,
     merge_headers,
+    noise_bands,
     overlapping,
     prepare_cosmic_rays,
     separate_tile,
@@ -672,7 +673,8 @@ def _tiled_drizzle(ctx: _FinalContext, exposures: Sequence[CalibratedExposure], 
         noise = (TileNoise(rms=rms, sources=tuple(e.path for e in on),
                            extvers=tuple(e.extvers for e in on),
                            weights_dir=run_dir / "weights", kernel=c.kernel,
-                           pixfrac=c.pixfrac) if c.rms else None)
+                           pixfrac=c.pixfrac, bands=tuple(noise_bands(tile)))
+                 if c.rms else None)
         tasks.append(TileTask(
             tile=tile, inputs=tuple(ctx.copies[e.rootname] for e in on),
             expected_chips=sum(len(e.extvers) for e in on), output=f"{output}_{tile.name}",
