@@ -119,30 +119,42 @@ def _chip_wcs(path: Path, extver: int) -> WCS:
     return read_chip_wcs(path, extver)
 
 
-def _pixmap_samples(wcs: WCS, grid: WCS, shape: tuple[int, int], step: int):
-    """A chip's pixel map sampled every ``step`` pixels (and at the last row and column):
-    the sample columns and rows, and the grid x and y there (``len(ys)`` x ``len(xs)``)."""
+@dataclass
+class _Samples:
+    """A chip's pixel map sampled every few pixels (:func:`_pixmap_samples`)."""
+
+    xs: np.ndarray  # the sample columns
+    ys: np.ndarray  # and rows
+    ox: np.ndarray  # grid x at each sample (len(ys) x len(xs))
+    oy: np.ndarray  # and grid y
+    splines: tuple = ()  # their bilinear interpolants, made once (_interpolated)
+
+
+def _pixmap_samples(wcs: WCS, grid: WCS, shape: tuple[int, int], step: int) -> _Samples:
+    """A chip's pixel map sampled every ``step`` pixels (and at the last row and column)."""
     ny, nx = shape
     xs = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
     ys = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
     gx, gy = np.meshgrid(xs, ys)
     ra, dec = wcs.all_pix2world(gx, gy, 0)
     ox, oy = grid.all_world2pix(ra, dec, 0)
-    return xs, ys, ox, oy
+    return _Samples(xs=xs, ys=ys, ox=ox, oy=oy)
 
 
-def _interpolated(samples, box: tuple[int, int, int, int]) -> np.ndarray:
+def _interpolated(samples: _Samples, box: tuple[int, int, int, int]) -> np.ndarray:
     """(rows, cols, 2) pixel map of the chip pixels ``box`` (r0, r1, c0, c1) from its
     samples, interpolated bilinearly (each pixel's value depends on its position only, so
     a part of the chip gets the values the whole would)."""
     from scipy.interpolate import RectBivariateSpline
 
-    xs, ys, ox, oy = samples
+    if not samples.splines:
+        samples.splines = tuple(RectBivariateSpline(samples.ys, samples.xs, values, kx=1, ky=1)
+                                for values in (samples.ox, samples.oy))
     r0, r1, c0, c1 = box
     out = np.empty((r1 - r0, c1 - c0, 2), dtype=np.float64)
     px, py = np.arange(c0, c1, dtype=float), np.arange(r0, r1, dtype=float)
-    for k, values in enumerate((ox, oy)):
-        out[..., k] = RectBivariateSpline(ys, xs, values, kx=1, ky=1)(py, px)
+    for k, spline in enumerate(samples.splines):
+        out[..., k] = spline(py, px)
     return out
 
 
@@ -160,7 +172,7 @@ def _reaching_box(samples, window: tuple[int, int, int, int], margin: float
     ``margin`` of ``window`` (y0, y1, x0, x1), from the cells between the samples (a
     bilinear value stays between its cell's corner values; one more pixel of margin
     covers the interpolation's rounding); None when no cell can reach it."""
-    xs, ys, ox, oy = samples
+    xs, ys, ox, oy = samples.xs, samples.ys, samples.ox, samples.oy
     y0, y1, x0, x1 = window
     m = margin + 1.0
     corners = [np.stack([v[:-1, :-1], v[:-1, 1:], v[1:, :-1], v[1:, 1:]]) for v in (ox, oy)]
@@ -248,27 +260,45 @@ def _load(chip: ChipInput, grid: WCS, windows: list | None, pad: int
                 raise StageError(f"{chip.weight}: weight map shape {tuple(wht_hdu.shape)} "
                                  f"differs from {chip.copy.name}[SCI,{chip.extver}] {shape}")
             samples = _pixmap_samples(wcs, grid, shape, PIXMAP_STEP)
+            hdus = (copy["SCI", chip.extver], err_hdu, wht_hdu)
+            if windows is None:
+                return ratio, [_layer(hdus, None, (0, shape[0], 0, shape[1]), 0, sky,
+                                      samples=samples, exptime=exptime, ratio=ratio)]
             layers: list[Layer | None] = []
-            for window in windows or [None]:
-                box = None
-                if window is not None:
-                    box = _reaching_box(samples, window, reach_margin(ratio))
-                    if box is None:
-                        layers.append(None)
-                        continue
-                sci = (np.asarray(_section(copy["SCI", chip.extver], box), dtype=np.float32)
-                       - np.float32(sky))
-                err = np.asarray(_section(err_hdu, box), dtype=np.float32)
-                layer = Layer(sci=sci, var=np.nan_to_num(err ** 2),
-                              weight=np.asarray(_section(wht_hdu, box), dtype=np.float32),
-                              pixmap=_interpolated(samples, box or (0, shape[0], 0, shape[1])),
-                              exptime=exptime, ratio=ratio)
-                del err
-                # the part's pixel map holds grid positions, as the whole's: the same cut
-                layers.append(layer if window is None
-                              else crop_layer(layer, window, pad=pad, consume=True))
-                del layer
+            margin = reach_margin(ratio)
+            for window in windows:
+                # the cells that can reach the window, then the pixels that do (crop_layer's
+                # cut of the whole chip, from the part's map a block of rows at a time)
+                box = _reaching_box(samples, window, margin)
+                cut = None if box is None else _reach(
+                    _map_blocks(samples, box), (box[1] - box[0], box[3] - box[2]), window,
+                    margin)
+                if cut is None:
+                    layers.append(None)
+                    continue
+                part = (box[0] + cut[0].start, box[0] + cut[0].stop,
+                        box[2] + cut[1].start, box[2] + cut[1].stop)
+                layers.append(_layer(hdus, window, part, pad, sky, samples=samples,
+                                     exptime=exptime, ratio=ratio))
     return ratio, layers
+
+
+def _layer(hdus, window: tuple[int, int, int, int] | None, part: tuple[int, int, int, int],
+           pad: int, sky: float, *, samples, exptime: float, ratio: float) -> Layer:
+    """The chip pixels ``part`` (r0, r1, c0, c1) of the SCI, ERR and weight ``hdus`` as a
+    layer, framed by ``pad`` empty pixels, its map less the ``window``'s origin (None: the
+    whole chip, on the grid). Read and mapped only there, one array at a time."""
+    frame = ((pad, pad), (pad, pad))
+    sci_hdu, err_hdu, wht_hdu = hdus
+    box = None if window is None else part
+    sci = np.pad(np.asarray(_section(sci_hdu, box), dtype=np.float32) - np.float32(sky), frame)
+    err = np.asarray(_section(err_hdu, box), dtype=np.float32)
+    var = np.pad(np.nan_to_num(err ** 2), frame)
+    del err
+    weight = np.pad(np.asarray(_section(wht_hdu, box), dtype=np.float32), frame)
+    origin = (0.0, 0.0) if window is None else (window[2], window[0])
+    return Layer(sci=sci, var=var, weight=weight,
+                 pixmap=_framed_map(samples, part, origin, pad), exptime=exptime, ratio=ratio)
 
 
 def _add(d, chip: Layer, data, data2, *, pixfrac: float, pixmap=None, weight=None):
@@ -359,36 +389,48 @@ def reach_margin(ratio: float) -> float:
     return 1.0 + 1.0 / ratio
 
 
+def _reach(blocks, shape: tuple[int, int], window: tuple[int, int, int, int], margin: float
+           ) -> tuple[slice, slice] | None:
+    """Rows and columns of the pixels (of an array of ``shape``) whose drops can reach
+    ``window`` (y0, y1, x0, x1), from their pixel map given in blocks of rows
+    (``blocks``: (first row, (rows, columns, 2) map)); None when none can, or only a sliver
+    at the window's edge (the drizzle library refuses those)."""
+    y0, y1, x0, x1 = window
+    ny, nx = shape
+    reach_rows, reach_cols, within = np.zeros(ny, bool), np.zeros(nx, bool), 0
+    for r, block in blocks:
+        px, py = block[..., 0] - x0, block[..., 1] - y0
+        inside = ((px > -margin) & (px < x1 - x0 + margin) & (py > -margin)
+                  & (py < y1 - y0 + margin))
+        reach_rows[r:r + block.shape[0]] = inside.any(axis=1)
+        reach_cols |= inside.any(axis=0)
+        within += int(np.count_nonzero((px > 0) & (px < x1 - x0 - 1) & (py > 0)
+                                       & (py < y1 - y0 - 1)))
+    rows, cols = np.nonzero(reach_rows)[0], np.nonzero(reach_cols)[0]
+    if rows.size < 3 or cols.size < 3 or within < 9:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def crop_layer(layer: Layer, window: tuple[int, int, int, int], *, pad: int = 0,
                consume: bool = False) -> Layer | None:
     """The part of ``layer`` whose drops can reach ``window``, its pixel map shifted to the
     window's origin (None when none can); with ``pad``, framed by that many pixels of zero
     weight, their pixel map extrapolated linearly (:data:`CROP_PAD_PX`). With ``consume``,
     ``layer``'s arrays are let go as their parts are copied (``layer`` is not used after)."""
-    y0, y1, x0, x1 = window
-    margin = reach_margin(layer.ratio)
+    y0, _y1, x0, _x1 = window
     ny, nx = layer.pixmap.shape[:2]
-    reach_rows, reach_cols, within = np.zeros(ny, bool), np.zeros(nx, bool), 0
-    for r in range(0, ny, CROP_ROWS):
-        px = layer.pixmap[r:r + CROP_ROWS, :, 0] - x0
-        py = layer.pixmap[r:r + CROP_ROWS, :, 1] - y0
-        inside = ((px > -margin) & (px < x1 - x0 + margin) & (py > -margin)
-                  & (py < y1 - y0 + margin))
-        reach_rows[r:r + CROP_ROWS] = inside.any(axis=1)
-        reach_cols |= inside.any(axis=0)
-        within += int(np.count_nonzero((px > 0) & (px < x1 - x0 - 1) & (py > 0)
-                                       & (py < y1 - y0 - 1)))
-    rows, cols = np.nonzero(reach_rows)[0], np.nonzero(reach_cols)[0]
-    if rows.size < 3 or cols.size < 3 or within < 9:
-        return None  # nothing, or a sliver at the window's edge (drizzle refuses those)
-    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    sl = _reach(((r, layer.pixmap[r:r + CROP_ROWS]) for r in range(0, ny, CROP_ROWS)),
+                (ny, nx), window, reach_margin(layer.ratio))
+    if sl is None:
+        return None
     frame = ((pad, pad), (pad, pad))
     cut = {}
     for name in ("sci", "var", "weight"):
         cut[name] = np.pad(getattr(layer, name)[sl], frame)
         if consume:
             setattr(layer, name, None)
-    h, w = rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]
+    h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
     pixmap = np.empty((h + 2 * pad, w + 2 * pad, 2), dtype=layer.pixmap.dtype)
     for k, origin in enumerate((x0, y0)):
         framed(layer.pixmap[sl][..., k], origin, pad, pixmap[..., k])
@@ -407,14 +449,51 @@ def framed(a: np.ndarray, origin: float, pad: int, out: np.ndarray) -> np.ndarra
     if min(h, w) <= pad:  # numpy reflects more than once: its own way
         out[...] = np.pad(a - origin, pad, mode="reflect", reflect_type="odd")
         return out
+    np.subtract(a, origin, out=out[pad:pad + h, pad:pad + w])
+    return _frame(out, pad)
+
+
+def _frame(out: np.ndarray, pad: int) -> np.ndarray:
+    """The outer ``pad`` pixels of ``out`` from its inner part, as numpy's odd reflection
+    makes them (``pad`` smaller than the inner part's sides)."""
+    h, w = out.shape[0] - 2 * pad, out.shape[1] - 2 * pad
     inner = out[pad:pad + h, pad:pad + w]
-    np.subtract(a, origin, out=inner)
     # numpy pads the rows, then the columns of the padded rows: 2 * edge - reflected
     out[:pad, pad:pad + w] = 2 * inner[:1] - inner[pad:0:-1]
     out[pad + h:, pad:pad + w] = 2 * inner[-1:] - inner[-2:-pad - 2:-1]
     cols = out[:, pad:pad + w]
     out[:, :pad] = 2 * cols[:, :1] - cols[:, pad:0:-1]
     out[:, pad + w:] = 2 * cols[:, -1:] - cols[:, -2:-pad - 2:-1]
+    return out
+
+
+def _map_blocks(samples, box: tuple[int, int, int, int]):
+    """(first row, pixel map) of the chip pixels ``box`` (r0, r1, c0, c1), interpolated
+    :data:`CROP_ROWS` rows at a time (rows counted from ``r0``)."""
+    r0, r1, c0, c1 = box
+    for r in range(r0, r1, CROP_ROWS):
+        yield r - r0, _interpolated(samples, (r, min(r + CROP_ROWS, r1), c0, c1))
+
+
+def _framed_map(samples, part: tuple[int, int, int, int], origin: tuple[float, float],
+                pad: int) -> np.ndarray:
+    """The pixel map of the chip pixels ``part`` less ``origin`` (x, y), framed by ``pad``
+    pixels as :func:`crop_layer` frames it (:func:`framed`), to the bit: interpolated a
+    block of rows at a time straight into place."""
+    h, w = part[1] - part[0], part[3] - part[2]
+    out = np.empty((h + 2 * pad, w + 2 * pad, 2), dtype=np.float64)
+    if pad and min(h, w) <= pad:  # numpy's own reflection of the whole
+        whole = _interpolated(samples, part)
+        for k in range(2):
+            framed(whole[..., k], origin[k], pad, out[..., k])
+        return out
+    for r, block in _map_blocks(samples, part):
+        for k in range(2):
+            np.subtract(block[..., k], origin[k],
+                        out=out[pad + r:pad + r + block.shape[0], pad:pad + w, k])
+    if pad:
+        for k in range(2):
+            _frame(out[..., k], pad)
     return out
 
 
