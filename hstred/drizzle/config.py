@@ -23,10 +23,13 @@ MIN_MATCHES = 3
 #: AstroDrizzle call that maps whole chips, so tiles much smaller than a chip waste time.
 MIN_TILE_SIZE = 64
 #: Default tile side of the final drizzles (--tile-size): a tile's planes are at most
-#: 64 MB each, and a worker drizzling one holds one exposure at a time; what a worker
-#: peaks at is measured by benchmarks/bench_pipeline.py (README). Larger grids are cut,
-#: smaller ones drizzled whole.
-DEFAULT_TILE_SIZE = 4096
+#: 117 MB each, and a worker drizzling one holds one exposure at a time (its RMS part
+#: goes in bands, hstred.drizzle.tiled.NOISE_BAND_PIXELS). Every tile maps in full each
+#: chip it touches, so fewer, larger tiles cost less: at 5400 the standard program's
+#: grid (10735 x 9521) is 2 x 2 tiles instead of 3 x 3 at 4096, and one pointing's median
+#: grid one tile. What a worker peaks at is measured by benchmarks/bench_pipeline.py
+#: (README). Larger grids are cut, smaller ones drizzled whole.
+DEFAULT_TILE_SIZE = 5400
 SKY_METHODS = ("localmin", "globalmin", "match", "globalmin+match")
 
 
@@ -55,9 +58,9 @@ class DrizzleConfig:
         it costs about as much again as the final drizzle. Without it, an RMS image left
         by an earlier run of the same product is removed with the new products.
     tile_size : N (default :data:`DEFAULT_TILE_SIZE`): a grid larger than N x N pixels is
-        drizzled in tiles: each filter's cosmic rays are found in tiles of the separate
-        drizzles' grid (larger by :data:`~hstred.drizzle.tiled.MEDIAN_TILE_SCALE`) and
-        exposure by exposure, then the grid is drizzled in tiles of at
+        drizzled in tiles: each filter's cosmic rays are found in tiles of N x N pixels
+        of the separate drizzles' grid and exposure by exposure, then the grid is
+        drizzled in tiles of at
         most N x N pixels, each a separate task on the run's backend that writes into the
         product in place (:mod:`hstred.drizzle.tiled`); single-exposure images and RMS
         images are made in the same tiles, and no process holds a whole plane. A grid

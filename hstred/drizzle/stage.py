@@ -124,7 +124,6 @@ from hstred.drizzle.tiled import (
     indexed,
     later_step_parameters,
     median_tile,
-    median_tile_size,
     merge_headers,
     noise_bands,
     overlapping,
@@ -744,7 +743,7 @@ def _tiled_cosmic_rays(ctx: _FinalContext, exposures, output: str, run_dir: Path
     median = TiledImage(run_dir / f"{output}_med.fits", (shape[1], shape[0]))
     median.allocate()  # zero where no exposure comes near: no blot reads there
     tiles = []
-    size = median_tile_size(ctx.config.tile_size)
+    size = ctx.config.tile_size  # the final tiles' side (tiled.py: why)
     for tile in cut_grid(shape, size):
         area = grown(tile, MEDIAN_MARGIN_PX, shape)
         on = tuple(copy for copy, box in zip(inputs, boxes, strict=True)

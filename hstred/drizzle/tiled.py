@@ -10,9 +10,14 @@ one process. Here the same work is done in two parts:
    a. :func:`prepare_cosmic_rays`, over all the filter's exposures at once: the DQ
       reset, static masks (one per chip position), sky and the grid of the separate
       drizzles (AstroDrizzle's default for the exposures, as in a whole-grid call);
-   b. the median image in tiles of that grid (:class:`MedianTileTask`): each tile
-      drizzles the exposures that reach it onto its area (the tile and a margin,
-      :func:`separate_tile`) and combines them (:func:`median_tile`). The median step
+   b. the median image in tiles of that grid (:class:`MedianTileTask`), of the final
+      tiles' side (``--tile-size``): each tile drizzles the exposures that reach it onto
+      its area (the tile and a margin, :func:`separate_tile`) and combines them
+      (:func:`median_tile`). A median tile's tasks hold two planes of one drizzle at a
+      time, about 12 bytes per pixel above a fixed 0.5 GB (measured on the standard
+      program: 0.58 GB for tiles of 5.5 million pixels, 0.77 GB for one of 21.8 million),
+      as a final tile's AstroDrizzle part does; one ACS/WFC pointing's median grid
+      (AstroDrizzle's 0.05" default) is one tile of the default size. The median step
       masks each drizzle's pixels below 0.7 of its mean weight, a mean over the whole
       drizzle: it is summed over the tiles in between and handed to the step
       (:func:`_weight_means`);
@@ -87,7 +92,7 @@ __all__ = ["Tile", "in_tiles", "cut_grid", "tile_grid_numbers", "TiledImage", "s
            "later_step_parameters", "MedianTileTask", "separate_tile", "median_tile",
            "FlagTask", "flag_exposure", "MEDIAN_MARGIN_PX", "BLOT_MARGIN_PX",
            "merge_headers", "overlapping", "TILE_MARGIN_PX", "CR_BIT",
-           "MEDIAN_TILE_SCALE", "median_tile_size", "NOISE_BAND_PIXELS", "noise_bands"]
+           "NOISE_BAND_PIXELS", "noise_bands"]
 
 log = logging.getLogger(__name__)
 
@@ -103,26 +108,16 @@ NOISE_MARGIN_PX = 8
 #: Output pixels whose noise a tile drizzles at a time (:func:`_tile_noise`): a larger
 #: tile is done in bands of rows (:func:`noise_bands`), each with its margin, so that the
 #: RMS part's memory does not grow with ``--tile-size``. The part holds three float32
-#: planes of its band and one chip's cut-out at a time (science, variance, weight and a
-#: float64 pixel map: about 40 bytes per input pixel, where the band reaches up to one
-#: chip). Measured per tile on the standard program: 1.13 GB for one band of 25.9
-#: million pixels (tiles of 5400); tiles of the default size are one band.
+#: planes of its band and one chip's part at a time (science, variance, weight and a
+#: float64 pixel map: 28 bytes per input pixel; a band can reach a whole chip when the
+#: grid is turned against it). Measured per tile of the standard program's 2 x 2 tiles
+#: (25.6 million pixels): the noise drizzle peaked at 1.16 GB in one band, 0.93 GB in
+#: two, 0.78 GB in two with each chip's part read and mapped only where it reaches.
 NOISE_BAND_PIXELS = 4096 * 4096
 
 #: Pixels of the separate drizzles' grid drizzled and combined around a median tile but
 #: not kept from it: the median step's minmed grows rejections into neighbours.
 MEDIAN_MARGIN_PX = 8
-
-#: Side of the median tiles (on the separate drizzles' grid) over the side of the final
-#: tiles (``--tile-size``). A median tile's tasks hold two planes of one drizzle at a time
-#: (a separate drizzle's science and weight; the median step combines them in blocks of
-#: rows): about 12 bytes per pixel above a fixed 0.5 GB (measured on the standard program:
-#: 0.58 GB for tiles of 5.5 million pixels, 0.77 GB for one of 21.8 million), against
-#: about 25 for a final tile (its drizzle and RMS planes). At 1.25 the largest median tile
-#: of the default size (26 million pixels) stays near 0.85 GB, and the median grid of one
-#: ACS/WFC pointing (AstroDrizzle's 0.05" default) is one tile instead of four: every
-#: median tile drizzles in full each chip it touches.
-MEDIAN_TILE_SCALE = 1.25
 
 #: Pixels of the median image around an exposure's footprint handed to its blot: the
 #: interpolation (poly5) reads a few pixels beyond where a chip pixel lands.
@@ -179,12 +174,6 @@ def noise_bands(tile: Tile) -> list[tuple[int, int]]:
     bands = min(tile.ny, max(1, math.ceil(tile.nx * tile.ny / NOISE_BAND_PIXELS)))
     rows = math.ceil(tile.ny / bands)
     return [(r, min(r + rows, tile.ny)) for r in range(0, tile.ny, rows)]
-
-
-def median_tile_size(tile_size: int) -> int:
-    """The side of the cosmic-ray step's median tiles for final tiles of ``tile_size``
-    (:data:`MEDIAN_TILE_SCALE`)."""
-    return int(round(tile_size * MEDIAN_TILE_SCALE))
 
 
 def tile_grid_numbers(grid: dict, tile: Tile) -> dict:
