@@ -412,12 +412,11 @@ def _reach(blocks, shape: tuple[int, int], window: tuple[int, int, int, int], ma
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def crop_layer(layer: Layer, window: tuple[int, int, int, int], *, pad: int = 0,
-               consume: bool = False) -> Layer | None:
+def crop_layer(layer: Layer, window: tuple[int, int, int, int], *, pad: int = 0
+               ) -> Layer | None:
     """The part of ``layer`` whose drops can reach ``window``, its pixel map shifted to the
     window's origin (None when none can); with ``pad``, framed by that many pixels of zero
-    weight, their pixel map extrapolated linearly (:data:`CROP_PAD_PX`). With ``consume``,
-    ``layer``'s arrays are let go as their parts are copied (``layer`` is not used after)."""
+    weight, their pixel map extrapolated linearly (:data:`CROP_PAD_PX`)."""
     y0, _y1, x0, _x1 = window
     ny, nx = layer.pixmap.shape[:2]
     sl = _reach(((r, layer.pixmap[r:r + CROP_ROWS]) for r in range(0, ny, CROP_ROWS)),
@@ -425,17 +424,11 @@ def crop_layer(layer: Layer, window: tuple[int, int, int, int], *, pad: int = 0,
     if sl is None:
         return None
     frame = ((pad, pad), (pad, pad))
-    cut = {}
-    for name in ("sci", "var", "weight"):
-        cut[name] = np.pad(getattr(layer, name)[sl], frame)
-        if consume:
-            setattr(layer, name, None)
+    cut = {name: np.pad(getattr(layer, name)[sl], frame) for name in ("sci", "var", "weight")}
     h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
     pixmap = np.empty((h + 2 * pad, w + 2 * pad, 2), dtype=layer.pixmap.dtype)
     for k, origin in enumerate((x0, y0)):
         framed(layer.pixmap[sl][..., k], origin, pad, pixmap[..., k])
-    if consume:
-        layer.pixmap = None
     return Layer(**cut, pixmap=pixmap, exptime=layer.exptime, ratio=layer.ratio)
 
 
