@@ -28,7 +28,7 @@ MIN_TILE_SIZE = 64
 #: chip it touches, so fewer, larger tiles cost less: at 5400 the standard program's
 #: grid (10735 x 9521) is 2 x 2 tiles instead of 3 x 3 at 4096, and one pointing's median
 #: grid one tile. What a worker peaks at is measured by benchmarks/bench_pipeline.py
-#: (README). Larger grids are cut, smaller ones drizzled whole.
+#: (README). Larger grids are cut (hstred.drizzle.tiled.in_tiles).
 DEFAULT_TILE_SIZE = 5400
 SKY_METHODS = ("localmin", "globalmin", "match", "globalmin+match")
 

@@ -288,14 +288,16 @@ def _layer(hdus, window: tuple[int, int, int, int] | None, part: tuple[int, int,
     """The chip pixels ``part`` (r0, r1, c0, c1) of the SCI, ERR and weight ``hdus`` as a
     layer, framed by ``pad`` empty pixels, its map less the ``window``'s origin (None: the
     whole chip, on the grid). Read and mapped only there, one array at a time."""
-    frame = ((pad, pad), (pad, pad))
+    def padded(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, ((pad, pad), (pad, pad))) if pad else a
+
     sci_hdu, err_hdu, wht_hdu = hdus
     box = None if window is None else part
-    sci = np.pad(np.asarray(_section(sci_hdu, box), dtype=np.float32) - np.float32(sky), frame)
+    sci = padded(np.asarray(_section(sci_hdu, box), dtype=np.float32) - np.float32(sky))
     err = np.asarray(_section(err_hdu, box), dtype=np.float32)
-    var = np.pad(np.nan_to_num(err ** 2), frame)
+    var = padded(np.nan_to_num(err ** 2))
     del err
-    weight = np.pad(np.asarray(_section(wht_hdu, box), dtype=np.float32), frame)
+    weight = padded(np.asarray(_section(wht_hdu, box), dtype=np.float32))
     origin = (0.0, 0.0) if window is None else (window[2], window[0])
     return Layer(sci=sci, var=var, weight=weight,
                  pixmap=_framed_map(samples, part, origin, pad), exptime=exptime, ratio=ratio)

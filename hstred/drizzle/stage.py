@@ -909,8 +909,8 @@ def run_drizzle(
     backend : hstred.execution.Backend, optional
         Where the visit drizzles and catalogs run, several at once when it has more
         than one slot (default: one local worker process), and the final drizzles' tiles
-        (``config.tile_size``; a grid within one tile is drizzled whole in one worker
-        process). This process runs none of them.
+        (``config.tile_size``; a grid that :func:`~hstred.drizzle.tiled.in_tiles` leaves
+        whole is drizzled in one worker process). This process runs none of them.
     distortion : dict of file name to ReferenceSet, optional
         The distortion references of the inputs without a distortion solution, as
         :func:`distortion_references` returns them (resolved here when not given,
