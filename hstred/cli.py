@@ -320,8 +320,7 @@ TileOpt = Annotated[int | None, typer.Option(
     "--tile-size", metavar="PIXELS", show_default=False,
     help="Drizzle each filter in tiles of at most PIXELS x PIXELS output pixels, each a task "
          "on the workers (or the Dask cluster) writing into the product in place, so no "
-         "process holds a whole image; a small grid within one tile is drizzled whole (see "
-         "README). 0 drizzles "
+         "process holds a whole image (a grid within one tile is one tile). 0 drizzles "
          "the whole grid in one process. Default: the drizzle configuration's tile size "
          "(see README).")]
 TiledProductsOpt = Annotated[bool, typer.Option(

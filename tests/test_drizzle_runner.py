@@ -166,3 +166,73 @@ def test_later_drizzles_reuse_a_per_exposure_sky_only():
         assert pars["skysub"] is True and "skyuser" not in pars
     fresh = final_parameters(4, grid, num_cores=1, sky_method="localmin", **common)
     assert fresh["skysub"] is True and "skyuser" not in fresh
+
+
+@pytest.mark.parametrize("sky_method", ["localmin", "globalmin+match"])
+def test_steps_one_image_at_a_time_change_nothing(tmp_path_factory, sky_method):
+    """The memory guards of every AstroDrizzle call (static masks, cosmic rays and
+    drizzles through OneAtATime, a per-exposure sky image by image) leave its products,
+    and what it writes into its inputs (sky, cosmic-ray flags), exactly as AstroDrizzle
+    alone leaves them; a sky method that compares exposures still gets them all."""
+    import contextlib
+
+    from drizzlepac import astrodrizzle, sky, staticMask
+
+    from hstred.drizzle.runner import OneAtATime
+
+    with fixture_dir(tmp_path_factory, "one_at_a_time") as d:
+        prog = write_fake_program(d / "prog", chip_shape=(64, 128), visits=1, exposures=3,
+                                  filters=("F606W",), n_stars=20, cr_per_chip=30)
+        pars = {**visit_parameters(3, num_cores=1, good_bits=0, sky_method=sky_method),
+                "blot": True, "driz_cr": True, "driz_combine": True, "clean": True}
+        runs = {}
+        for name in ("guarded", "plain"):
+            where = d / name
+            where.mkdir()
+            copies = _copies(prog, where)
+            run_dir = where / "run"
+            if name == "guarded":
+                seen = {"sky": [], "masks": []}
+                real_sky, real_masks = sky.subtractSky, staticMask.createStaticMask
+
+                def spy_sky(images, *args, _seen=seen, _real=real_sky, **kwargs):
+                    _seen["sky"].append(len(images))
+                    return _real(images, *args, **kwargs)
+
+                def spy_masks(images, *args, _seen=seen, _real=real_masks, **kwargs):
+                    _seen["masks"].append(isinstance(images, OneAtATime))
+                    return _real(images, *args, **kwargs)
+
+                sky.subtractSky, staticMask.createStaticMask = spy_sky, spy_masks
+                try:
+                    out = run_astrodrizzle(copies, "v", run_dir=run_dir, parameters=pars,
+                                           expected_chips=6)
+                finally:
+                    sky.subtractSky, staticMask.createStaticMask = real_sky, real_masks
+                assert seen["sky"] == ([1, 1, 1] if sky_method == "localmin" else [3])
+                assert seen["masks"] == [True]
+                products = (out.sci, out.wht)
+            else:
+                run_dir.mkdir()
+                with contextlib.chdir(run_dir):
+                    astrodrizzle.AstroDrizzle(input=[str(c) for c in copies], output="v",
+                                              runfile=str(run_dir / "v.log"), **pars)
+                products = tuple(sorted(run_dir.glob("v_dr?_*.fits")))
+            runs[name] = (products, copies)
+        (sci_a, wht_a), copies_a = runs["guarded"]
+        (sci_b, wht_b), copies_b = runs["plain"]
+        for a, b in ((sci_a, sci_b), (wht_a, wht_b)):
+            assert np.array_equal(fits.getdata(a), fits.getdata(b), equal_nan=True)
+        flagged = 0
+        for a, b in zip(copies_a, copies_b, strict=True):
+            with fits.open(a) as ha, fits.open(b) as hb:
+                for x, y in zip(ha, hb, strict=True):
+                    assert x.name == y.name
+                    if x.data is not None:
+                        assert np.array_equal(x.data, y.data, equal_nan=True)
+                    if x.name == "SCI":
+                        assert x.header.get("MDRIZSKY") == y.header.get("MDRIZSKY")
+                        assert sky_method != "localmin" or x.header["MDRIZSKY"] > 0
+                    if x.name == "DQ":
+                        flagged += int((x.data & 4096).sum() > 0)
+        assert flagged  # the cosmic-ray step ran and flagged

@@ -143,7 +143,7 @@ def _unsaturated(flux_e_s, exptime_s=500.0):
 
 def test_drizzle_stage_products_and_timing(simulated):
     from hstred.drizzle import DrizzleConfig
-    from hstred.drizzle.tiled import in_tiles
+    from hstred.drizzle.tiled import cut_grid, in_tiles
 
     s = simulated
     r = s["result"]
@@ -161,8 +161,9 @@ def test_drizzle_stage_products_and_timing(simulated):
         assert (wht > 0).mean() > 0.4
         assert w.proj_plane_pixel_scales()[0].to_value("arcsec") == pytest.approx(SCALE)
         wcss.append((w, sci.shape))
-        # larger than one tile: drizzled in tiles, as a full field is by default
-        assert in_tiles(sci.shape[::-1], DrizzleConfig().tile_size)
+        # larger than one tile: drizzled in several, as a full field is by default
+        assert in_tiles(DrizzleConfig().tile_size)
+        assert len(cut_grid(sci.shape[::-1], DrizzleConfig().tile_size)) > 1
     (w0, s0), (w1, s1) = wcss
     assert s0 == s1 and np.array_equal(w0.wcs.crval, w1.wcs.crval)
     assert np.array_equal(w0.wcs.crpix, w1.wcs.crpix) and np.array_equal(w0.wcs.cd, w1.wcs.cd)

@@ -41,9 +41,10 @@ def program(tmp_path_factory):
                                   n_stars=110, seed=7)
         before = _digest(prog.paths)
         # cut-out chips: no satellite-trail search (it needs whole chips;
-        # tests/test_satellites.py)
+        # tests/test_satellites.py); the whole-grid drizzle (--tile-size 0), whose logs
+        # these tests read (the tiled one: tests/test_drizzle_tiled.py)
         result = run_drizzle(prog.directory, "field",
-                             DrizzleConfig(singles=True, satellites="off"),
+                             DrizzleConfig(singles=True, satellites="off", tile_size=0),
                              work_dir=root / "work")
         yield prog, result, before, root / "work"
 

@@ -137,18 +137,14 @@ def test_tile_size_option_is_checked():
     assert DrizzleConfig(tile_size=0).tile_size == 0
 
 
-def test_grids_larger_than_a_tile_are_tiled_by_default():
+def test_every_grid_is_tiled_by_default():
     from hstred.cli import _drizzle_config
 
     assert DrizzleConfig().tile_size == DEFAULT_TILE_SIZE
     n = DEFAULT_TILE_SIZE
-    assert in_tiles((n + 1, 100), n) and in_tiles((100, n + 1), n)
-    assert not in_tiles((10 * n, 10 * n), 0)  # --tile-size 0: never
-    # within one tile: drizzled whole up to WHOLE_GRID_PX a side, one tile beyond
-    small, whole = 1000, tiled_module.WHOLE_GRID_PX
-    assert not in_tiles((small, small), small)
-    assert not in_tiles((whole, 100), n) and in_tiles((whole + 1, 100), n)
-    assert len(cut_grid((whole + 1, whole + 1), n)) == 1
+    assert in_tiles(n) and in_tiles(64) and not in_tiles(0)  # --tile-size 0: never
+    # a grid within one tile is one tile, a larger one several
+    assert len(cut_grid((1000, 800), n)) == 1 and len(cut_grid((n + 1, 100), n)) == 2
     options = ("square", 0.03, 0.8, "ERR", True, "rscale", 10, 0.02, False, False)
     assert _drizzle_config(*options).tile_size == DEFAULT_TILE_SIZE  # option not given
     assert _drizzle_config(*options, tile_size=0).tile_size == 0

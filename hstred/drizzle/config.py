@@ -28,7 +28,7 @@ MIN_TILE_SIZE = 64
 #: chip it touches, so fewer, larger tiles cost less: at 5400 the standard program's
 #: grid (10735 x 9521) is 2 x 2 tiles instead of 3 x 3 at 4096, and one pointing's median
 #: grid one tile. What a worker peaks at is measured by benchmarks/bench_pipeline.py
-#: (README). Larger grids are cut (hstred.drizzle.tiled.in_tiles).
+#: (README). Larger grids are cut (hstred.drizzle.tiled.cut_grid).
 DEFAULT_TILE_SIZE = 5400
 SKY_METHODS = ("localmin", "globalmin", "match", "globalmin+match")
 
@@ -57,15 +57,14 @@ class DrizzleConfig:
         science pixel and the correlated-noise factors, :mod:`hstred.drizzle.noise`);
         it costs about as much again as the final drizzle. Without it, an RMS image left
         by an earlier run of the same product is removed with the new products.
-    tile_size : N (default :data:`DEFAULT_TILE_SIZE`): a grid with a side larger than N
-        or than :data:`~hstred.drizzle.tiled.WHOLE_GRID_PX` is drizzled in tiles: each
-        filter's cosmic rays are found in tiles of N x N pixels of the separate drizzles'
-        grid and exposure by exposure, then the grid is drizzled in tiles of at most N x N
-        pixels (one, when it holds the grid), each a separate task on the run's backend
-        that writes into the product in place (:mod:`hstred.drizzle.tiled`);
-        single-exposure images and RMS images are made in the same tiles, and no process
-        holds a whole plane. A smaller grid is drizzled whole, in one child process. 0:
-        always the whole grid, one AstroDrizzle call in one process.
+    tile_size : N (default :data:`DEFAULT_TILE_SIZE`): each filter's cosmic rays are
+        found in tiles of N x N pixels of the separate drizzles' grid and exposure by
+        exposure, then the grid is drizzled in tiles of at most N x N pixels (one, when it
+        holds the grid), each a separate task on the run's backend that writes into the
+        product in place (:mod:`hstred.drizzle.tiled`); single-exposure images and RMS
+        images are made in the same tiles, and no process holds a whole plane. 0: the
+        whole grid, one AstroDrizzle call in one process
+        (:func:`~hstred.drizzle.tiled.in_tiles`).
     tiled_products : keep every product image (and single image) as tile files of at
         most ``tile_size`` pixels a side plus an index, ``OUTNAME_FILTER_drz_sci.json``
         beside the directory ``OUTNAME_FILTER_drz_sci/`` (:mod:`hstred.drizzle.tileset`),

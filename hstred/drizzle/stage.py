@@ -504,7 +504,7 @@ class _FinalContext:
     @property
     def tiled(self) -> bool:
         """Whether the final drizzles go in tiles (:func:`~hstred.drizzle.tiled.in_tiles`)."""
-        return in_tiles(self.grid.pixel_shape, self.config.tile_size)
+        return in_tiles(self.config.tile_size)
 
     def stage(self, images, destinations: Sequence[Path], *, kind: str,
               rootnames: Sequence[str]) -> None:

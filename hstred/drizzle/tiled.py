@@ -74,7 +74,6 @@ from astropy.io import fits
 
 from hstred.drizzle.grid import grid_from_numbers
 from hstred.drizzle.runner import (
-    OneAtATime,
     chip_file,
     run_astrodrizzle,
     run_steps,
@@ -92,7 +91,7 @@ __all__ = ["Tile", "in_tiles", "cut_grid", "tile_grid_numbers", "TiledImage", "s
            "later_step_parameters", "MedianTileTask", "separate_tile", "median_tile",
            "FlagTask", "flag_exposure", "MEDIAN_MARGIN_PX", "BLOT_MARGIN_PX",
            "merge_headers", "overlapping", "TILE_MARGIN_PX", "CR_BIT",
-           "NOISE_BAND_PIXELS", "noise_bands", "WHOLE_GRID_PX"]
+           "NOISE_BAND_PIXELS", "noise_bands"]
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,6 @@ log = logging.getLogger(__name__)
 #: drop of a border pixel (pixfrac <= 1) reaches under one output pixel beyond the
 #: footprint's outline, which is sampled along the chip edges.
 TILE_MARGIN_PX = 4
-
-#: Largest grid side drizzled whole (one AstroDrizzle call, its cosmic-ray step included,
-#: in one child process) when ``--tile-size`` is larger. That process holds whole planes
-#: of the grid and of every separate drizzle: 1.53 GB measured for a 4871 x 4737 grid of 8
-#: exposures (the standard program at 0.05"), where its tiles' tasks stay under 0.9 GB.
-WHOLE_GRID_PX = 4096
 
 #: Output pixels around a tile where its noise is drizzled too (:func:`_tile_noise`): more
 #: than a drop reaches beyond its input pixel's centre (1/ratio output pixels).
@@ -156,11 +149,13 @@ class Tile:
         return slice(self.y0, self.y0 + self.ny), slice(self.x0, self.x0 + self.nx)
 
 
-def in_tiles(shape_xy: tuple[int, int], tile_size: int) -> bool:
-    """Whether a grid (``nx``, ``ny``) is drizzled in tiles of ``tile_size``: a size is
-    set (0: never) and a side of the grid is larger than the tile's or than
-    :data:`WHOLE_GRID_PX`; a grid larger than that but within one tile is one tile."""
-    return tile_size > 0 and max(int(v) for v in shape_xy) > min(tile_size, WHOLE_GRID_PX)
+def in_tiles(tile_size: int) -> bool:
+    """Whether the final drizzles go in tiles of ``tile_size`` (0: never). A grid within
+    one tile is one tile: drizzled whole, one AstroDrizzle call in one process holds whole
+    planes of the grid and the RMS image's whole noise drizzle (1.41 GB measured for the
+    standard program at 0.079"/pixel, 4076 x 3615 pixels; 1.53 GB at 0.05"), where a
+    tile's tasks stay under 0.9 GB."""
+    return tile_size > 0
 
 
 def cut_grid(shape_xy: tuple[int, int], tile_size: int) -> list[Tile]:
@@ -379,7 +374,7 @@ def prepare_cosmic_rays(task: CosmicRayTask) -> tuple[dict[str, Path], dict]:
     log_path = run_dir / f"{task.output}.log"
 
     def steps(images, output_wcs, config):
-        staticMask.createStaticMask(OneAtATime(images), config)
+        staticMask.createStaticMask(images, config)
         sky.subtractSky(images, config)
         return grid_numbers(output_wcs.single_wcs)
 
