@@ -132,7 +132,7 @@ from hstred.drizzle.tiled import (
     tile_grid_numbers,
     tiled_noise_factors,
 )
-from hstred.drizzle.tileset import image_header, is_tiled, tiles_of_fits
+from hstred.drizzle.tileset import image_header, is_tiled
 from hstred.drizzle.weights import write_background_errors
 from hstred.errors import InputError, QualityGateError, StageError
 from hstred.execution import Backend, LocalBackend, run_in_child
@@ -820,19 +820,11 @@ def _tiled_rms(ctx: _FinalContext, exposures, results, header: fits.Header, *,
 
 def _drizzled(ctx: _FinalContext, exposures, output: str, run_dir: Path, *,
               single: bool) -> DrizzleImages:
-    """A final drizzle, whole or in tiles (:attr:`_FinalContext.tiled`), its images FITS
-    files or, with ``tiled_products``, tiled images (a grid drizzled whole: one tile)."""
+    """A final drizzle, whole or in tiles (:attr:`_FinalContext.tiled`; ``tiled_products``
+    needs tiles, :func:`~hstred.drizzle.config.validate_config`)."""
     if ctx.tiled:
         return _tiled_drizzle(ctx, exposures, output, run_dir, single=single)
-    out = _final_drizzle(ctx, exposures, output, run_dir, single=single)
-    if not ctx.config.tiled_products:
-        return out
-    size = ctx.config.tile_size
-    tiles = cut_grid(ctx.grid.pixel_shape, size)
-    return dataclasses.replace(out, **{
-        kind: tiles_of_fits(path, path.with_suffix(TILE_INDEX_SUFFIX), tiles, kind=kind,
-                            size=size)
-        for kind in PRODUCT_KINDS if (path := getattr(out, kind)) is not None})
+    return _final_drizzle(ctx, exposures, output, run_dir, single=single)
 
 
 def _noise(out: DrizzleImages) -> dict:

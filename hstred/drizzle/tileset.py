@@ -32,7 +32,7 @@ from hstred.errors import StageError
 from hstred.fileio import atomic_write_text
 from hstred.naming import TILE_INDEX_SUFFIX, tile_directory
 
-__all__ = ["TiledProduct", "TilePlace", "write_tiled_image", "tiles_of_fits", "is_tiled",
+__all__ = ["TiledProduct", "TilePlace", "write_tiled_image", "is_tiled",
            "image_header", "image_files", "image_section", "fits_image_header",
            "write_fits_image", "read_window", "EMPTY_VALUES"]
 
@@ -182,21 +182,6 @@ def write_tiled_image(index: Path, header: fits.Header, shape_yx: tuple[int, int
         places.append(place)
     atomic_write_text(index, _index_text(header, shape_yx, kind, size, places))
     return index
-
-
-def tiles_of_fits(path: Path, index: Path, tiles, *, kind: str, size: int) -> Path:
-    """A whole FITS image rewritten as a tiled image (for a grid drizzled whole), read
-    by tile without a memory map; the FITS file is removed. Returns ``index``."""
-    with fits.open(path, memmap=False) as hdul:
-        header = hdul[0].header
-        shape = hdul[0].shape
-
-        def read(tile, r0, r1):
-            return read_window(hdul[0], tile.y0 + r0, tile.y0 + r1, tile.x0, tile.x0 + tile.nx)
-
-        write_tiled_image(index, header, shape, tiles, read, kind=kind, size=size)
-    Path(path).unlink()
-    return Path(index)
 
 
 class TiledProduct:
